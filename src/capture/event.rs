@@ -1,0 +1,118 @@
+//! The owned snapshot of one event: everything the encoders need, nothing borrowed.
+//!
+//! Building this is the only work done on the application's thread; turning it into JSON happens
+//! on the shipper thread.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing_core::Level;
+
+/// One captured `tracing` event (or `log` record), owned so it can cross to the shipper thread.
+#[derive(Debug, Clone)]
+pub struct CapturedEvent {
+    /// When the event was captured (UTC wall clock).
+    pub timestamp: SystemTime,
+    pub level: Level,
+    /// The event's target; for `log` records, the record's own target.
+    pub target: Cow<'static, str>,
+    pub module_path: Option<Cow<'static, str>>,
+    pub file: Option<Cow<'static, str>>,
+    pub line: Option<u32>,
+    pub thread_name: Option<Arc<str>>,
+    pub thread_id: u64,
+    /// The `message` field, formatted.
+    pub message: String,
+    /// The event's own fields, in the order they were recorded (`message` excluded).
+    pub fields: Vec<(&'static str, FieldValue)>,
+    /// Enclosing spans, root first.
+    pub spans: Vec<Arc<SpanSnapshot>>,
+}
+
+/// A span's name and fields as they were when the event happened.
+#[derive(Debug, Clone, Default)]
+pub struct SpanSnapshot {
+    pub name: &'static str,
+    pub fields: Vec<(&'static str, FieldValue)>,
+}
+
+/// A field value with its native JSON type preserved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    I64(i64),
+    U64(u64),
+    I128(i128),
+    U128(u128),
+    F64(f64),
+    Bool(bool),
+    /// A string, a `Debug` rendering, or bytes (decoded as lossy UTF-8).
+    Str(String),
+    Error(ErrorValue),
+}
+
+/// A `dyn Error` field: its message, a best-effort type name and its `source()` chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorValue {
+    pub message: String,
+    pub type_name: String,
+    /// The messages of `source()`, `source().source()`, … (the error itself excluded).
+    pub causes: Vec<String>,
+}
+
+impl ErrorValue {
+    /// Snapshot an error and walk its `source()` chain.
+    pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut causes = Vec::new();
+        let mut next = err.source();
+        // A cyclic or absurdly deep chain must not hang the caller.
+        while let Some(cause) = next {
+            if causes.len() >= 64 {
+                break;
+            }
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        ErrorValue {
+            message: err.to_string(),
+            type_name: type_name_from_debug(&format!("{err:?}")),
+            causes,
+        }
+    }
+
+    /// The error and its causes, one per line: `msg`, then `Caused by: cause` lines.
+    pub fn stack_trace(&self) -> String {
+        let mut out = self.message.clone();
+        for cause in &self.causes {
+            out.push_str("\nCaused by: ");
+            out.push_str(cause);
+        }
+        out
+    }
+}
+
+/// `dyn Error` has no type name at run time; the leading identifier of its `Debug` output
+/// (`ParseIntError { kind: .. }` → `ParseIntError`) is the best available hint.
+fn type_name_from_debug(debug: &str) -> String {
+    let ident: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    match ident.chars().next() {
+        Some(c) if c.is_uppercase() => ident,
+        _ => "Error".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_name_is_the_leading_identifier_of_debug() {
+        let err = "x".parse::<i32>().unwrap_err();
+        assert_eq!(ErrorValue::from_error(&err).type_name, "ParseIntError");
+        assert_eq!(type_name_from_debug("\"just a string\""), "Error");
+        assert_eq!(type_name_from_debug(""), "Error");
+    }
+}

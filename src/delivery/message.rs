@@ -1,0 +1,102 @@
+//! An AMQP message as the shipper holds it until the broker confirms it.
+
+use std::time::UNIX_EPOCH;
+
+use lapin::types::ShortString;
+use lapin::BasicProperties;
+
+use crate::capture::CapturedEvent;
+use crate::encoding::{self, Envelope, Format};
+use crate::identity::Identity;
+
+/// What turns captured events into messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoder {
+    pub format: Format,
+    pub identity: Identity,
+    pub routing_key: String,
+    pub max_field_bytes: usize,
+    pub max_message_bytes: usize,
+}
+
+/// One message: one event (a JSON object) or several (a JSON array), encoded once and kept
+/// byte for byte until confirmed, so a republished event carries the same `event.id`.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub routing_key: ShortString,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+    /// How many events the body holds.
+    pub events: u64,
+}
+
+impl Encoder {
+    /// Encodes events into one message. A single event is a JSON object, several a JSON array
+    /// (the Logstash `json` codec splits arrays into events). The routing key is the first
+    /// event's. `Err(n)` when the body would exceed `max_message_bytes`.
+    pub fn message(&self, events: &[CapturedEvent]) -> Result<Message, u64> {
+        let n = events.len() as u64;
+        let first = events.first().ok_or(0u64)?;
+        let mut body = Vec::with_capacity(512 * events.len());
+        let mut single_id = None;
+        if events.len() > 1 {
+            body.push(b'[');
+        }
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            let id = encoding::event_id(event);
+            single_id.get_or_insert(id);
+            let envelope = Envelope {
+                id,
+                identity: &self.identity,
+                max_field_bytes: self.max_field_bytes,
+            };
+            encoding::encode_into(self.format, event, &envelope, &mut body);
+        }
+        if events.len() > 1 {
+            body.push(b']');
+            single_id = Some(uuid::Uuid::new_v4());
+        }
+        if self.max_message_bytes > 0 && body.len() > self.max_message_bytes {
+            return Err(n);
+        }
+        let routing_key = encoding::routing_key(
+            &self.routing_key,
+            &first.target,
+            first.level.as_str(),
+            &self.identity.service_name,
+        );
+        let timestamp = first
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(short(single_id.map(|id| id.to_string()).unwrap_or_default()))
+            .with_app_id(short(self.identity.service_name.clone()))
+            .with_timestamp(timestamp)
+            .with_type(ShortString::from(self.format.as_str()));
+        Ok(Message {
+            routing_key: short(routing_key),
+            body,
+            properties,
+            events: n,
+        })
+    }
+}
+
+/// An AMQP short string, cut to 255 bytes at a character boundary (never a panic).
+pub(crate) fn short(mut s: String) -> ShortString {
+    if s.len() > encoding::MAX_ROUTING_KEY_BYTES {
+        let mut end = encoding::MAX_ROUTING_KEY_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    ShortString::try_new(s).unwrap_or_else(|_| ShortString::from(""))
+}

@@ -1,0 +1,141 @@
+//! Delivery: the bounded queue, the shipper thread, publishing with confirms, retries.
+//!
+//! Data flows one way: the layer pushes [`CapturedEvent`](crate::capture::CapturedEvent)s into
+//! the queue; the shipper thread pops them, encodes them into messages and publishes them; a
+//! message leaves its custody only when the broker confirms it.
+
+mod diag;
+mod message;
+mod publisher;
+mod queue;
+mod shipper;
+mod stats;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub(crate) use message::Encoder;
+pub(crate) use publisher::Limits;
+pub(crate) use queue::{Handoff, Shared};
+pub(crate) use shipper::ShipperConfig;
+pub use stats::{Dropped, Stats};
+
+/// A handle on the shipper: read its [`Stats`], or [`flush`](Shipper::flush) it. Cheap to clone.
+#[derive(Clone)]
+pub struct Shipper {
+    shared: Arc<Shared>,
+}
+
+/// What a flush or a shutdown left undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Flush {
+    /// Events accepted before the flush that the broker had not confirmed by the deadline.
+    pub undelivered: u64,
+}
+
+impl Flush {
+    /// Every event accepted before the flush was confirmed (or dropped as oversize).
+    pub fn is_complete(&self) -> bool {
+        self.undelivered == 0
+    }
+}
+
+impl Shipper {
+    /// The counters, now.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Waits until every event accepted before this call is confirmed by the broker, or
+    /// `timeout` passes; returns how many were still undelivered. Never called on the hot path:
+    /// logging itself never waits.
+    pub fn flush(&self, timeout: Duration) -> Flush {
+        Flush {
+            undelivered: self.shared.wait_settled(timeout),
+        }
+    }
+}
+
+/// Keeps the shipper running. Dropping it (or calling [`shutdown`](Guard::shutdown)) delivers
+/// what is queued within the shutdown timeout, then stops the shipper thread; what could not
+/// be delivered is reported on stderr.
+#[must_use = "dropping the guard shuts the shipper down"]
+pub struct Guard {
+    shipper: Shipper,
+    thread: Option<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Guard {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        config: ShipperConfig,
+        shutdown_timeout: Duration,
+    ) -> std::io::Result<Guard> {
+        let thread = shipper::spawn(shared.clone(), config)?;
+        Ok(Guard {
+            shipper: Shipper { shared },
+            thread: Some(thread),
+            shutdown_timeout,
+        })
+    }
+
+    /// A clonable handle for reading stats or flushing from elsewhere.
+    pub fn shipper(&self) -> Shipper {
+        self.shipper.clone()
+    }
+
+    /// See [`Shipper::stats`].
+    pub fn stats(&self) -> Stats {
+        self.shipper.stats()
+    }
+
+    /// See [`Shipper::flush`].
+    pub fn flush(&self, timeout: Duration) -> Flush {
+        self.shipper.flush(timeout)
+    }
+
+    /// Stops accepting events, delivers what is queued within `timeout`, stops the shipper.
+    pub fn shutdown(mut self, timeout: Duration) -> Flush {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> Flush {
+        let Some(thread) = self.thread.take() else {
+            return Flush { undelivered: 0 };
+        };
+        let shared = &self.shipper.shared;
+        shared.closed.store(true, Relaxed);
+        let flushed = self.shipper.flush(timeout);
+        shared.abort.store(true, Relaxed);
+        shared.wake.notify_one();
+        // The shipper notices the abort within a tick and closes its connection within 1 s;
+        // do not hang the exiting application if it cannot.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+        if !flushed.is_complete() {
+            diag::emit(&format!(
+                "{} events undelivered at shutdown (timeout {:?}); stats: {}",
+                flushed.undelivered,
+                timeout,
+                shared.stats()
+            ));
+        }
+        flushed
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let timeout = self.shutdown_timeout;
+        let _ = self.stop(timeout);
+    }
+}

@@ -1,0 +1,222 @@
+//! Publishing over one session with a window of unconfirmed messages.
+//!
+//! Awaiting each confirm in turn would cap throughput at one round trip per message, so up to
+//! `window` messages are in flight at once. A message leaves the shipper's custody only when
+//! the broker acks it *and* did not return it as unroutable; everything else goes back to
+//! `pending` and is published again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use lapin::options::BasicPublishOptions;
+use lapin::{Confirmation, Event};
+
+use super::diag::Diagnostics;
+use super::message::{Encoder, Message};
+use super::queue::Shared;
+use super::stats::Counters;
+use crate::broker::Session;
+
+/// Limits for one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Messages published and not yet confirmed, at most.
+    pub window: usize,
+    /// A broker that confirms nothing for this long (while not blocking us) is presumed gone.
+    pub confirm_timeout: Duration,
+    /// Pause before publishing again after a return or a nack.
+    pub retry_delay: Duration,
+}
+
+/// How a session ended.
+pub(crate) enum End {
+    /// Shutdown: everything was delivered, or the shipper was told to stop now.
+    Stopped,
+    /// The session failed; reconnect.
+    Failed(String),
+}
+
+type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
+
+/// Messages between the queue and the broker's confirm.
+pub(crate) struct Publisher<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub encoder: &'a Encoder,
+    pub limits: &'a Limits,
+    pub diag: &'a mut Diagnostics,
+    /// Encoded, not yet published (or to be published again), oldest first.
+    pub pending: &'a mut VecDeque<Message>,
+}
+
+impl Publisher<'_> {
+    pub async fn serve(&mut self, session: &Session, exchange: &lapin::types::ShortString) -> End {
+        let mut in_flight: BTreeMap<u64, Message> = BTreeMap::new();
+        let mut confirms: FuturesUnordered<ConfirmFuture> = FuturesUnordered::new();
+        let mut next_seq = 0u64;
+        let mut events = session.connection.events_listener();
+        let mut blocked = false;
+        let mut hold_until: Option<Instant> = None;
+        let mut last_progress = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let counters = &self.shared.counters;
+
+        let end = loop {
+            if self.shared.abort.load(Relaxed) {
+                break End::Stopped;
+            }
+            let holding = hold_until.is_some_and(|t| Instant::now() < t);
+            let mut publish_failed = None;
+            // Fill the window.
+            while !blocked && !holding && in_flight.len() < self.limits.window {
+                let Some(message) = self.next_message() else { break };
+                let publish = session.channel.basic_publish(
+                    exchange.clone(),
+                    message.routing_key.clone(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &message.body,
+                    message.properties.clone(),
+                );
+                let confirm = match tokio::time::timeout(self.limits.confirm_timeout, publish).await {
+                    Ok(Ok(confirm)) => confirm,
+                    Ok(Err(e)) => {
+                        self.pending.push_front(message);
+                        publish_failed = Some(format!("publish failed: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        self.pending.push_front(message);
+                        publish_failed = Some(format!(
+                            "publish did not complete within {:?}",
+                            self.limits.confirm_timeout
+                        ));
+                        break;
+                    }
+                };
+                Counters::add(&counters.published, message.events);
+                let seq = next_seq;
+                next_seq += 1;
+                if in_flight.is_empty() {
+                    last_progress = Instant::now();
+                }
+                in_flight.insert(seq, message);
+                confirms.push(Box::pin(async move { (seq, confirm.await) }));
+            }
+            if let Some(reason) = publish_failed {
+                break End::Failed(reason);
+            }
+            if !session.channel.status().connected() {
+                break End::Failed("the channel was closed".to_string());
+            }
+            if self.shared.closed.load(Relaxed)
+                && in_flight.is_empty()
+                && self.pending.is_empty()
+                && self.shared.queue.is_empty()
+            {
+                break End::Stopped;
+            }
+
+            tokio::select! {
+                Some((seq, result)) = confirms.next(), if !confirms.is_empty() => {
+                    last_progress = Instant::now();
+                    let Some(message) = in_flight.remove(&seq) else { continue };
+                    match result {
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                            Counters::add(&counters.confirmed, message.events);
+                            self.shared.signal_progress();
+                        }
+                        Ok(Confirmation::Ack(Some(_returned))) => {
+                            Counters::add(&counters.returned, message.events);
+                            counters.set_error(format!(
+                                "message returned as unroutable (routing key `{}`): no queue is \
+                                 bound to exchange `{exchange}` for it; will retry",
+                                message.routing_key
+                            ));
+                            self.diag.error("events returned unroutable, retrying", &format!(
+                                "no queue bound to exchange `{exchange}` matches routing key `{}`",
+                                message.routing_key
+                            ));
+                            self.retry(message);
+                            hold_until = Some(Instant::now() + self.limits.retry_delay);
+                        }
+                        Ok(Confirmation::Nack(_)) => {
+                            Counters::add(&counters.nacked, message.events);
+                            counters.set_error("the broker nacked a message; will retry");
+                            self.retry(message);
+                            hold_until = Some(Instant::now() + self.limits.retry_delay);
+                        }
+                        Err(e) => {
+                            in_flight.insert(seq, message);
+                            break End::Failed(format!("confirm failed: {e}"));
+                        }
+                    }
+                }
+                event = events.next() => match event {
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        blocked = true;
+                        counters.set_error(format!("the broker blocked publishing: {reason}"));
+                        self.diag.error("the broker blocked publishing (resource alarm)", &reason);
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        blocked = false;
+                        last_progress = Instant::now();
+                    }
+                    Some(Event::Error(e)) => break End::Failed(format!("connection error: {e}")),
+                    Some(_) => {}
+                    None => break End::Failed("the connection's event stream ended".to_string()),
+                },
+                _ = self.shared.wake.notified(), if !blocked && in_flight.len() < self.limits.window => {}
+                _ = tick.tick() => {
+                    self.diag.drops(&self.shared.stats());
+                    if !blocked && !in_flight.is_empty()
+                        && last_progress.elapsed() > self.limits.confirm_timeout
+                    {
+                        break End::Failed(format!(
+                            "no confirm from the broker for {:?}", self.limits.confirm_timeout
+                        ));
+                    }
+                }
+            }
+        };
+
+        // Whatever is unconfirmed goes back in front of the pending messages, oldest first.
+        for (_, message) in in_flight.into_iter().rev() {
+            self.retry_front(message);
+        }
+        end
+    }
+
+    /// The next message to publish: a pending one first, else the next event from the queue.
+    fn next_message(&mut self) -> Option<Message> {
+        if let Some(message) = self.pending.pop_front() {
+            return Some(message);
+        }
+        loop {
+            let event = self.shared.queue.pop()?;
+            match self.encoder.message(std::slice::from_ref(&event)) {
+                Ok(message) => return Some(message),
+                Err(n) => {
+                    Counters::add(&self.shared.counters.dropped_oversize, n);
+                    self.shared.signal_progress();
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, message: Message) {
+        Counters::add(&self.shared.counters.retried, message.events);
+        self.pending.push_back(message);
+    }
+
+    fn retry_front(&mut self, message: Message) {
+        Counters::add(&self.shared.counters.retried, message.events);
+        self.pending.push_front(message);
+    }
+}

@@ -1,0 +1,159 @@
+//! Encoding: pure functions from a [`CapturedEvent`] to JSON bytes and a routing key.
+//!
+//! No I/O and no randomness here: the event id is chosen by the caller (the shipper), so the
+//! same event always encodes to the same bytes, and a redelivery carries the same id.
+
+mod classic;
+mod ecs;
+mod routing;
+mod value;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::capture::CapturedEvent;
+use crate::identity::Identity;
+
+pub use routing::{routing_key, MAX_ROUTING_KEY_BYTES};
+
+/// The document format written for each event. See `docs/formats.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Elastic Common Schema field names, nested objects (the default).
+    #[default]
+    Ecs,
+    /// The python-logstash / Python logcollect layout.
+    Classic,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Ecs => "ecs",
+            Format::Classic => "classic",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ecs" => Ok(Format::Ecs),
+            "classic" => Ok(Format::Classic),
+            other => Err(format!("`{other}` is not a format; allowed: ecs, classic")),
+        }
+    }
+}
+
+/// Everything besides the event itself that goes into a document.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// The event's id (`event.id` / `event_id`); the shipper uses UUID v7 from the event time.
+    pub id: Uuid,
+    pub identity: &'a Identity,
+    /// Longest string value kept, in bytes; longer ones are cut at a character boundary and
+    /// marked `…[truncated N bytes]`. 0 means no limit.
+    pub max_field_bytes: usize,
+}
+
+/// Encodes one event as one JSON object.
+pub fn encode(format: Format, event: &CapturedEvent, envelope: &Envelope<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + event.message.len());
+    encode_into(format, event, envelope, &mut out);
+    out
+}
+
+/// Appends one event, as one JSON object, to `out`.
+pub fn encode_into(format: Format, event: &CapturedEvent, envelope: &Envelope<'_>, out: &mut Vec<u8>) {
+    let result = match format {
+        Format::Ecs => {
+            let fields = ecs::user_fields(event);
+            serde_json::to_writer(&mut *out, &ecs::Document::build(event, envelope, &fields))
+        }
+        Format::Classic => {
+            let fields = classic::top_level_fields(event, envelope.identity);
+            serde_json::to_writer(&mut *out, &classic::Document::build(event, envelope, &fields))
+        }
+    };
+    // Writing to a Vec cannot fail and every value serialises (non-finite floats become null).
+    debug_assert!(result.is_ok(), "encoding failed: {result:?}");
+}
+
+/// The UTC timestamp of an event as RFC 3339 with microseconds: `2026-11-21T08:53:32.123456Z`.
+pub(crate) fn timestamp(event: &CapturedEvent) -> String {
+    humantime::format_rfc3339_micros(event.timestamp).to_string()
+}
+
+/// A UUID v7 whose time part is the event's time, so ids sort like the events.
+pub fn event_id(event: &CapturedEvent) -> Uuid {
+    let since = event
+        .timestamp
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        since.as_secs(),
+        since.subsec_nanos(),
+    ))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use tracing_core::Level;
+
+    use crate::capture::{CapturedEvent, FieldValue, SpanSnapshot};
+    use crate::identity::Identity;
+
+    pub fn identity() -> Identity {
+        let mut entries = BTreeMap::new();
+        entries.insert("project".to_string(), "billing".to_string());
+        entries.insert("application".to_string(), "worker".to_string());
+        Identity {
+            entries,
+            hostname: "web-1".to_string(),
+            pid: 4242,
+            service_name: "worker".to_string(),
+        }
+    }
+
+    pub fn event(fields: Vec<(&'static str, FieldValue)>) -> CapturedEvent {
+        CapturedEvent {
+            timestamp: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            level: Level::WARN,
+            target: Cow::Borrowed("billing::api"),
+            module_path: Some(Cow::Borrowed("billing::api")),
+            file: Some(Cow::Borrowed("src/api.rs")),
+            line: Some(42),
+            thread_name: Some(Arc::from("main")),
+            thread_id: 1,
+            message: "payment accepted".to_string(),
+            fields,
+            spans: vec![
+                Arc::new(SpanSnapshot {
+                    name: "request",
+                    fields: vec![("req", FieldValue::Str("r-1".into())), ("depth", FieldValue::I64(1))],
+                }),
+                Arc::new(SpanSnapshot {
+                    name: "charge",
+                    fields: vec![("depth", FieldValue::I64(2))],
+                }),
+            ],
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The one error type `init` and the builder return.
+
+use std::fmt;
+
+/// Why logcollect could not start. Logging itself never returns errors.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid or a key is unknown; the message names the key and
+    /// what is allowed.
+    Config(String),
+    /// A global subscriber was already installed.
+    AlreadyInitialized(String),
+    /// Another `log` logger was already installed.
+    LogBridge(String),
+    /// The shipper thread could not be started.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) => write!(f, "logcollect configuration: {m}"),
+            Error::AlreadyInitialized(m) => write!(f, "logcollect: a global tracing subscriber is already set: {m}"),
+            Error::LogBridge(m) => write!(f, "logcollect: cannot capture `log` records, a logger is already set: {m}"),
+            Error::Spawn(e) => write!(f, "logcollect: cannot start the shipper thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
