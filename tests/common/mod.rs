@@ -1,0 +1,269 @@
+//! Shared test support: finding a real broker and reading what the shipper published.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+const HOW_TO_GET_A_BROKER: &str = "these tests need a real RabbitMQ: start the local one with \
+`rabbitmq-server -detached` (Debian package `rabbitmq-server`; guest/guest on 127.0.0.1:5672), \
+or set LOGCOLLECT_TEST_AMQP_URL=amqp://user:pass@host:port/vhost, or run a Docker engine so \
+the tests can start a RabbitMQ container (see README.md, \"Running the tests\")";
+
+/// The broker to test against: `LOGCOLLECT_TEST_AMQP_URL`, else the local one when reachable,
+/// else a RabbitMQ container when Docker is available; otherwise the test fails, saying how
+/// to get a broker.
+pub fn broker_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("LOGCOLLECT_TEST_AMQP_URL") {
+            return url;
+        }
+        if reachable("127.0.0.1:5672") {
+            return DEFAULT_URL.to_string();
+        }
+        match container::start() {
+            Ok(url) => url,
+            Err(e) => panic!("no RabbitMQ reachable on 127.0.0.1:5672 and no container ({e}): {HOW_TO_GET_A_BROKER}"),
+        }
+    })
+    .clone()
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+mod container {
+    use std::sync::OnceLock;
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::{Container, GenericImage};
+
+    static CONTAINER: OnceLock<Container<GenericImage>> = OnceLock::new();
+
+    /// Starts `rabbitmq:3` once per test binary; it lives until the process exits.
+    pub fn start() -> Result<String, String> {
+        let image = GenericImage::new("rabbitmq", "3")
+            .with_exposed_port(5672.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
+        let container = image.start().map_err(|e| e.to_string())?;
+        let port = container.get_host_port_ipv4(5672).map_err(|e| e.to_string())?;
+        let _ = CONTAINER.set(container);
+        Ok(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+    }
+}
+
+/// A unique name, so tests running in parallel never read each other's events.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// One message as the broker delivered it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The documents in the body, the way Logstash's `json` codec reads it: an object is one
+    /// event, an array one event per element.
+    pub fn documents(&self) -> Vec<Value> {
+        let text = std::str::from_utf8(&self.body).expect("body is valid UTF-8");
+        match serde_json::from_str::<Value>(text).expect("body is valid JSON") {
+            Value::Array(items) => items,
+            doc => vec![doc],
+        }
+    }
+}
+
+/// A queue of our own bound to an exchange, read from a private runtime.
+pub struct Capture {
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+    pub exchange: String,
+    pub queue: String,
+    consumer: lapin::Consumer,
+    delete_exchange: bool,
+}
+
+impl Capture {
+    /// Declares `exchange` as the shipper would (durable topic), a queue of our own, and binds it
+    /// with `binding_key`. The exchange is deleted on drop when it is a test-unique one.
+    pub fn bind(exchange: &str, binding_key: &str) -> Capture {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let queue = unique("logcollect-test-q");
+        let (connection, consumer) = runtime.block_on(async {
+            let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}", broker_url()));
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .exchange_declare(
+                    ShortString::from(exchange),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions { durable: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare exchange");
+            channel
+                .queue_declare(
+                    ShortString::from(queue.as_str()),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare queue");
+            channel
+                .queue_bind(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(exchange),
+                    ShortString::from(binding_key),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind queue");
+            let consumer = channel
+                .basic_consume(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(""),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume");
+            (connection, consumer)
+        });
+        Capture {
+            runtime,
+            connection,
+            exchange: exchange.to_string(),
+            queue,
+            consumer,
+            delete_exchange: exchange.starts_with("logcollect-test"),
+        }
+    }
+
+    /// A fresh test-unique exchange with a queue bound to everything on it.
+    pub fn fresh() -> Capture {
+        Capture::bind(&unique("logcollect-test-x"), "#")
+    }
+
+    /// Reads messages until `events` documents have arrived, or nothing more arrives within
+    /// `idle` after the deadline-free wait of `timeout`.
+    pub fn receive(&mut self, events: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        let mut docs = 0;
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            while docs < events {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, consumer.next()).await {
+                    Ok(Some(Ok(delivery))) => {
+                        let r = Received {
+                            routing_key: delivery.routing_key.to_string(),
+                            properties: delivery.properties.clone(),
+                            body: delivery.data.clone(),
+                        };
+                        docs += r.documents().len();
+                        out.push(r);
+                    }
+                    Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+        out
+    }
+
+    /// Everything that arrives within `quiet` of the previous message.
+    pub fn receive_until_quiet(&mut self, quiet: Duration) -> Vec<Received> {
+        let mut out = Vec::new();
+        let consumer = &mut self.consumer;
+        self.runtime.block_on(async {
+            while let Ok(Some(Ok(delivery))) = tokio::time::timeout(quiet, consumer.next()).await {
+                out.push(Received {
+                    routing_key: delivery.routing_key.to_string(),
+                    properties: delivery.properties.clone(),
+                    body: delivery.data.clone(),
+                });
+            }
+        });
+        out
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let exchange = self.exchange.clone();
+        let delete = self.delete_exchange;
+        let connection = &self.connection;
+        self.runtime.block_on(async {
+            if delete {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = channel
+                        .exchange_delete(ShortString::from(exchange.as_str()), ExchangeDeleteOptions::default())
+                        .await;
+                }
+            }
+            let _ = connection.close(200, ShortString::from("done")).await;
+        });
+    }
+}
+
+/// All documents of all messages.
+pub fn documents(messages: &[Received]) -> Vec<Value> {
+    messages.iter().flat_map(Received::documents).collect()
+}
+
+/// Distinct values of an integer field across documents, and how many duplicates.
+pub fn distinct_ints(docs: &[Value], pointer: &str) -> (HashSet<i64>, usize) {
+    let mut set = HashSet::new();
+    let mut dups = 0;
+    for doc in docs {
+        let v = doc.pointer(pointer).and_then(Value::as_i64).unwrap_or_else(|| panic!("{pointer} missing in {doc}"));
+        if !set.insert(v) {
+            dups += 1;
+        }
+    }
+    (set, dups)
+}
+
+/// Routes `log` records into `tracing` (once per test binary).
+pub fn log_bridge() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_log::LogTracer::init();
+    });
+}
+
+/// A TCP listener that accepts connections and never answers: a broker that hangs.
+pub fn blackhole() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, port)
+}
