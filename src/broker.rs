@@ -90,6 +90,6 @@ pub(crate) fn describe(uri: &AMQPUri) -> String {
         },
         uri.authority.host,
         uri.authority.port,
-        uri.vhost
+        uri.vhost.replace('/', "%2f")
     )
 }

@@ -16,9 +16,13 @@ use super::event::{CapturedEvent, SpanSnapshot};
 use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
 
-/// Targets whose events are never shipped: the AMQP client and the runtime under the shipper
-/// log about the shipping itself, and shipping those would feed back into the queue.
-const OWN_STACK_TARGETS: &[&str] = &["lapin", "amq_protocol", "async_rs", "tokio", "mio", "flume", "rustls"];
+/// Crates whose events are never shipped: the AMQP client and the runtime under the shipper
+/// log about the shipping itself, and shipping those would feed back into the queue. A name
+/// matches its crate and crates that extend it (`amq_protocol` covers `amq_protocol_tcp`).
+const OWN_STACK_CRATES: &[&str] = &["lapin", "amq_protocol", "async_rs", "tokio", "mio", "flume", "rustls", "hickory"];
+
+/// Threads the AMQP client starts for itself (its I/O loop) are the shipper's too.
+const OWN_STACK_THREADS: &[&str] = &["logcollect-shipper", "lapin-"];
 
 thread_local! {
     static ON_SHIPPER_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -100,6 +104,13 @@ where
         if ON_SHIPPER_THREAD.with(|f| f.get()) {
             return;
         }
+        let (thread_name, thread_id) = current_thread_info();
+        if thread_name
+            .as_deref()
+            .is_some_and(|name| OWN_STACK_THREADS.iter().any(|p| name.starts_with(p)))
+        {
+            return;
+        }
         let normalized = event.normalized_metadata();
         let is_log = normalized.is_some();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
@@ -148,7 +159,6 @@ where
             })
             .unwrap_or_default();
 
-        let (thread_name, thread_id) = current_thread_info();
         self.handoff.offer(CapturedEvent {
             timestamp: SystemTime::now(),
             level: *meta.level(),
@@ -166,11 +176,10 @@ where
 }
 
 fn is_own_stack(target: &str) -> bool {
-    OWN_STACK_TARGETS.iter().any(|prefix| {
-        target
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
+    let krate = target.split("::").next().unwrap_or(target);
+    OWN_STACK_CRATES
+        .iter()
+        .any(|name| krate == *name || krate.strip_prefix(name).is_some_and(|rest| rest.starts_with('_')))
 }
 
 /// The thread's name and numeric id, computed once per thread.
@@ -200,6 +209,8 @@ mod tests {
         assert!(is_own_stack("lapin"));
         assert!(is_own_stack("lapin::channel"));
         assert!(is_own_stack("tokio::runtime"));
+        assert!(is_own_stack("amq_protocol_tcp"));
+        assert!(is_own_stack("amq_protocol_uri::x"));
         assert!(!is_own_stack("lapinator"));
         assert!(!is_own_stack("billing::lapin"));
     }

@@ -57,7 +57,11 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
         if shared.abort.load(Relaxed) || (shared.closed.load(Relaxed) && nothing_left(&shared, &pending)) {
             return;
         }
-        match broker::open(&config.target).await {
+        let opened = tokio::select! {
+            opened = broker::open(&config.target) => opened,
+            _ = wait_for_abort(&shared) => return,
+        };
+        match opened {
             Ok(session) => {
                 if connected_before {
                     Counters::add(&shared.counters.reconnects, 1);

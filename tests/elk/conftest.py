@@ -1,0 +1,81 @@
+"""Shared fixtures of the ELK checks (run: python3 -m pytest -q tests/elk)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import elkmodel as m
+
+
+@pytest.fixture(scope="session")
+def pipeline_tree():
+    return m.parse_pipeline()
+
+
+@pytest.fixture(scope="session")
+def pipeline_plugins(pipeline_tree):
+    return m.plugins(pipeline_tree)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_input(pipeline_plugins):
+    found = [p for p in pipeline_plugins if (p.section, p.name) == ("input", "rabbitmq")]
+    assert len(found) == 1, f"expected one rabbitmq input, found {found}"
+    return found[0].attrs
+
+
+@pytest.fixture(scope="session")
+def es_output(pipeline_plugins):
+    found = [p for p in pipeline_plugins if (p.section, p.name) == ("output", "elasticsearch")]
+    assert len(found) == 1, f"expected one elasticsearch output, found {found}"
+    return found[0].attrs
+
+
+@pytest.fixture(scope="session")
+def definitions():
+    return json.loads(m.DEFINITIONS.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def compose():
+    return m.load_compose()
+
+
+@pytest.fixture(scope="session")
+def env_file():
+    return m.load_env()
+
+
+@pytest.fixture(scope="session")
+def normalisation(pipeline_tree):
+    return m.NormalisationSpec(pipeline_tree)
+
+
+def using_fixture() -> bool:
+    return os.environ.get(m.FIXTURE_ENV) == "1"
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The crate's real output: `cargo run -q --example sample_documents` (one JSON line with
+    `defaults`, `ecs`, `classic`). With LOGCOLLECT_TEST_ELK_FIXTURE=1 the copy of docs/formats.md
+    in tests/elk/fixtures is used instead (for developing these checks without the crate)."""
+    if using_fixture():
+        return json.loads(m.FIXTURE.read_text(encoding="utf-8"))
+    if not m.SAMPLE_EXAMPLE.exists():
+        pytest.fail(
+            f"{m.SAMPLE_EXAMPLE.relative_to(m.ROOT)} does not exist: these checks need the crate's "
+            f"real documents (or set {m.FIXTURE_ENV}=1 to use the formats.md fixture while developing)")
+    data, _ = m.run_sample_documents()
+    return data
+
+
+@pytest.fixture(scope="session")
+def crate_defaults(sample):
+    d = sample["defaults"]
+    expected = {"exchange", "exchange_type", "durable", "routing_key", "binding_key",
+                "ecs_id_field", "classic_id_field"}
+    assert expected <= set(d), f"sample_documents defaults lack {expected - set(d)}"
+    return d

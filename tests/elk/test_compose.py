@@ -1,0 +1,223 @@
+"""compose/docker-compose.yml: the compose-spec schema (check-jsonschema's bundled copy) and the
+cross-references the schema cannot see."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import elkmodel as m
+
+ONE_SHOT_RESTART = {"no"}
+
+
+def test_compose_file_matches_the_compose_spec_schema():
+    cmd = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+           str(m.COMPOSE_FILE)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    assert "ok" in proc.stdout
+
+
+def test_check_jsonschema_rejects_a_broken_compose_file(tmp_path):
+    # The schema check must have teeth: a service with an unknown key fails.
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text("services:\n  x:\n    image: busybox\n    healthchek: {}\n")
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                           "vendor.compose-spec", str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0
+
+
+def test_no_version_key_and_every_service_has_an_image_or_build(compose):
+    assert "version" not in compose
+    for name, svc in compose["services"].items():
+        assert "image" in svc or "build" in svc, name
+
+
+def _depends_on(svc) -> dict:
+    deps = svc.get("depends_on", {})
+    if isinstance(deps, list):
+        return {d: {"condition": "service_started"} for d in deps}
+    return deps
+
+
+def _has_healthcheck(svc) -> bool:
+    hc = svc.get("healthcheck")
+    return bool(hc) and not hc.get("disable", False) and bool(hc.get("test"))
+
+
+def test_depends_on_targets_and_conditions(compose):
+    services = compose["services"]
+    problems = []
+    for name, svc in services.items():
+        for dep, spec in _depends_on(svc).items():
+            if dep not in services:
+                problems.append(f"{name} depends on unknown service {dep}")
+                continue
+            cond = spec.get("condition", "service_started")
+            target = services[dep]
+            if cond == "service_healthy" and not _has_healthcheck(target):
+                problems.append(f"{name} waits for {dep} to be healthy, but {dep} has no healthcheck")
+            if cond == "service_completed_successfully":
+                if str(target.get("restart", "no")) not in ONE_SHOT_RESTART:
+                    problems.append(f"{name} waits for {dep} to complete, but {dep} restarts "
+                                    f"({target.get('restart')}); only one-shot jobs complete")
+                if _has_healthcheck(target):
+                    problems.append(f"{dep} is waited on to complete but has a healthcheck")
+            if cond == "service_started":
+                problems.append(f"{name} -> {dep}: use a condition (service_healthy or "
+                                f"service_completed_successfully), not a bare start order")
+            if "profiles" in target and "profiles" not in svc:
+                problems.append(f"{name} (always on) depends on {dep}, which only runs in a profile")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_waited_on_service_has_a_healthcheck_or_is_one_shot(compose):
+    services = compose["services"]
+    waited = {dep for svc in services.values() for dep in _depends_on(svc)}
+    for dep in waited:
+        svc = services[dep]
+        assert _has_healthcheck(svc) or str(svc.get("restart")) == "no", dep
+
+
+def test_the_stack_has_the_expected_services(compose):
+    services = compose["services"]
+    for needed in ("rabbitmq", "elasticsearch", "setup", "logstash", "kibana", "kibana-import"):
+        assert needed in services, needed
+    assert services["rabbitmq"]["image"].endswith("-management")
+    assert services["rabbitmq"].get("hostname"), "RabbitMQ's node name and data dir follow the host name"
+    es_env = services["elasticsearch"]["environment"]
+    assert es_env["discovery.type"] == "single-node"
+    assert es_env["xpack.security.enabled"] == "true"
+    assert "${ELASTIC_PASSWORD}" in es_env["ELASTIC_PASSWORD"]
+    for job in ("setup", "kibana-import"):
+        assert services[job]["restart"] == "no"
+    assert services["demo"].get("profiles") == ["demo"]
+
+
+def _volume_entries(svc):
+    for v in svc.get("volumes", []):
+        if isinstance(v, str):
+            parts = v.split(":")
+            yield parts[0], parts[1] if len(parts) > 1 else None
+        else:
+            yield v.get("source"), v.get("target")
+
+
+def test_volumes_are_declared_and_mounted_files_exist(compose):
+    declared = set((compose.get("volumes") or {}).keys())
+    used = set()
+    problems = []
+    for name, svc in compose["services"].items():
+        for source, target in _volume_entries(svc):
+            if source is None:
+                continue
+            if source.startswith((".", "/", "~")):
+                path = (m.COMPOSE_DIR / source).resolve()
+                if not path.exists():
+                    problems.append(f"{name}: mounted {source} does not exist ({path})")
+                elif m.ROOT not in path.parents and path != m.ROOT:
+                    problems.append(f"{name}: {source} is outside the repository")
+            else:
+                used.add(source)
+                if source not in declared:
+                    problems.append(f"{name}: named volume {source} is not declared at the top level")
+    unused = declared - used
+    if unused:
+        problems.append(f"declared but unused volumes: {unused}")
+    assert not problems, "\n".join(problems)
+
+
+def test_stateful_services_keep_their_data_on_named_volumes(compose):
+    s = compose["services"]
+    targets = {name: {t for src, t in _volume_entries(svc) if src and not src.startswith((".", "/"))}
+               for name, svc in s.items()}
+    assert "/var/lib/rabbitmq" in targets["rabbitmq"]
+    assert "/usr/share/elasticsearch/data" in targets["elasticsearch"]
+    assert "/usr/share/logstash/data" in targets["logstash"], "persisted queue + DLQ"
+
+
+def test_build_contexts_and_dockerfiles_exist(compose):
+    for name, svc in compose["services"].items():
+        build = svc.get("build")
+        if not build:
+            continue
+        context = (m.COMPOSE_DIR / (build if isinstance(build, str) else build["context"])).resolve()
+        assert context.is_dir(), name
+        dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+        assert dockerfile.is_file(), f"{name}: {dockerfile}"
+
+
+def test_every_variable_is_in_env_or_has_a_default(env_file):
+    text = m.COMPOSE_FILE.read_text(encoding="utf-8")
+    variables = m.compose_variables(text)
+    assert variables, "the compose file takes its versions and passwords from .env"
+    missing = sorted({name for name, op, arg in variables
+                      if name not in env_file and not (op in (":-", "-"))})
+    assert not missing, f"used in docker-compose.yml, not in compose/.env and without default: {missing}"
+
+
+def test_every_env_entry_is_used(env_file):
+    text = m.COMPOSE_FILE.read_text(encoding="utf-8")
+    used = {name for name, _, _ in m.compose_variables(text)}
+    unused = sorted(k for k in env_file if k not in used and not k.startswith("COMPOSE_"))
+    assert not unused, f"compose/.env entries nothing uses: {unused}"
+
+
+def test_versions_and_passwords_come_from_env(compose, env_file):
+    for name, svc in compose["services"].items():
+        if "image" in svc:
+            assert re.search(r"\$\{[A-Z_]*VERSION\}", svc["image"]), f"{name}: image version not from .env"
+    for key, value in env_file.items():
+        if "PASSWORD" in key or key.endswith("_KEY"):
+            assert value, key
+            # URL-safe: the publisher password goes into an AMQP URI, all of them into JSON.
+            assert re.fullmatch(r"[A-Za-z0-9._~-]+", value), f"{key} must stay URL/JSON-safe"
+    assert len(env_file["KIBANA_ENCRYPTION_KEY"]) >= 32
+    assert re.fullmatch(r"[1-9][0-9]*", env_file["LOGCOLLECT_RETENTION_DAYS"])
+
+
+def test_healthchecks_do_not_interpolate_container_secrets_at_compose_time(compose):
+    # $VAR in a healthcheck would be filled in by compose from .env (and end up in
+    # `docker inspect`); container-side variables must be written $$VAR.
+    for name, svc in compose["services"].items():
+        hc = svc.get("healthcheck")
+        if not hc:
+            continue
+        test = " ".join(hc["test"]) if isinstance(hc["test"], list) else hc["test"]
+        for var in ("ELASTIC_PASSWORD", "KIBANA_SYSTEM_PASSWORD"):
+            assert "${" + var + "}" not in test.replace("$${", "§{"), f"{name}: {var}"
+
+
+@pytest.mark.parametrize("script", [m.RENDER_DEFINITIONS, m.SETUP_ES, m.IMPORT_KIBANA],
+                         ids=lambda p: p.name)
+def test_shell_scripts_parse(script):
+    bash = shutil.which("bash")
+    assert bash, "bash is needed to check the stack's shell scripts"
+    proc = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert script.read_text().startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in script.read_text()
+
+
+def test_setup_script_covers_users_role_and_retention():
+    text = m.SETUP_ES.read_text()
+    assert "/_security/user/kibana_system/_password" in text
+    assert "/_security/role/logcollect_writer" in text
+    assert '"names": ["logs-logcollect-*"]' in text
+    assert "/_security/user/logcollect_writer" in text
+    assert "/_ilm/policy/logcollect" in text
+    assert '${LOGCOLLECT_RETENTION_DAYS}d' in text
+    assert '"index.lifecycle.name": "logcollect"' in text
+    assert '"index_patterns": ["logs-logcollect-*"]' in text
+
+
+def test_kibana_import_job_fails_unless_success_true():
+    text = m.IMPORT_KIBANA.read_text()
+    assert "/api/saved_objects/_import?overwrite=true" in text
+    assert "kbn-xsrf: true" in text
+    assert '*\'"success":true\'*)' in text
+    assert "exit 1" in text

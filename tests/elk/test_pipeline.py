@@ -1,0 +1,127 @@
+"""Logstash: every pipeline file parses (lscl), every plugin option is a known one with a valid
+value, and the settings files ask for a persisted queue and the dead letter queue."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from lscl.parser import parse_lscl
+
+import elkmodel as m
+
+PIPELINE_FILES = sorted(m.PIPELINE_DIR.glob("*.conf"))
+
+
+def test_there_is_a_pipeline():
+    assert m.PIPELINE in PIPELINE_FILES
+
+
+@pytest.mark.parametrize("path", PIPELINE_FILES, ids=lambda p: p.name)
+def test_pipeline_file_parses_and_options_are_known(path):
+    tree = parse_lscl(path.read_text(encoding="utf-8"))
+    found = m.plugins(tree)
+    assert found, f"{path.name}: no plugins"
+    problems = []
+    ids = [p.id for p in found]
+    for p in found:
+        where = f"{path.name}: {p.section} {p.name} (id={p.id})"
+        known = m.PLUGIN_OPTIONS.get((p.section, p.name))
+        if known is None:
+            problems.append(f"{where}: plugin not in the checked list; add its options to elkmodel.py")
+            continue
+        if p.duplicates:
+            problems.append(f"{where}: option(s) set twice: {p.duplicates}")
+        if p.sub_blocks:
+            problems.append(f"{where}: unexpected nested blocks {[b.name for b in p.sub_blocks]}")
+        allowed = known | m.COMMON_OPTIONS[p.section]
+        for name, value in p.attrs.items():
+            if name not in allowed:
+                problems.append(f"{where}: unknown option {name!r}")
+            if name in m.BOOLEAN_OPTIONS.get((p.section, p.name), ()) and value not in ("true", "false"):
+                problems.append(f"{where}: {name} => {value!r} is not true/false")
+            enum = m.ENUM_OPTIONS.get((p.section, p.name, name))
+            if enum is not None and value not in enum:
+                problems.append(f"{where}: {name} => {value!r} not one of {sorted(enum)}")
+            if name == "codec":
+                if not isinstance(value, str) or value not in m.CODECS:
+                    problems.append(f"{where}: codec {value!r} not in {sorted(m.CODECS)}")
+            if name in ("add_field", "rename", "copy", "replace", "arguments") and not isinstance(value, dict):
+                problems.append(f"{where}: {name} must be a hash, is {value!r}")
+            if name in ("remove_field", "silence_errors_in_log", "hosts") and not isinstance(value, list):
+                problems.append(f"{where}: {name} must be an array, is {value!r}")
+        if p.name == "ruby" and "code" not in p.attrs and "path" not in p.attrs:
+            problems.append(f"{where}: ruby filter without code or path")
+    if None in ids:
+        problems.append(f"{path.name}: every plugin should carry an id (monitoring API, logs): {found}")
+    dup_ids = {i for i in ids if ids.count(i) > 1}
+    if dup_ids:
+        problems.append(f"{path.name}: duplicate plugin ids {dup_ids}")
+    assert not problems, "\n".join(problems)
+
+
+def test_rabbitmq_input_is_durable_acked_and_decodes_json(rabbitmq_input):
+    i = rabbitmq_input
+    assert i.get("codec") == "json"
+    assert i.get("metadata_enabled") == "basic"
+    assert m.as_bool(i.get("ack")) is True
+    assert i.get("queue"), "a named queue (a server-named one is transient and drops events)"
+    assert m.as_bool(i.get("durable")) is True
+    assert m.as_bool(i.get("auto_delete", "false")) is False
+    assert m.as_bool(i.get("exclusive", "false")) is False
+    # The password must come from the environment, never from the file.
+    ref = m.env_ref(i["password"])
+    assert ref is not None and ref[1] is None, "password => \"${VAR}\" without a default"
+
+
+def test_elasticsearch_output_writes_a_data_stream_with_dedup(es_output):
+    o = es_output
+    assert o.get("data_stream") == "true"
+    assert o.get("data_stream_type") == "logs"
+    assert o.get("data_stream_dataset") == "logcollect"
+    namespace = m.resolve_default(o["data_stream_namespace"])
+    assert m.env_ref(o["data_stream_namespace"]), "namespace comes from an environment variable"
+    # ES data stream names are lower case; '-' would break the type-dataset-namespace scheme.
+    for part in (o["data_stream_dataset"], namespace):
+        assert re.fullmatch(r"[a-z0-9_.]+", part), part
+        assert len(part) <= 100
+    assert "version_conflict_engine_exception" in o.get("silence_errors_in_log", [])
+    assert m.sprintf_field(o["document_id"]), "document_id is one field reference"
+    for forbidden in ("index", "manage_template", "template", "template_name", "ilm_enabled",
+                      "ilm_policy", "ilm_rollover_alias"):
+        assert forbidden not in o, f"{forbidden} is rejected with data_stream => true"
+    ref = m.env_ref(o["password"])
+    assert ref is not None and ref[1] is None
+
+
+def test_every_event_gets_an_id_before_the_output(pipeline_plugins):
+    fallback = [p for p in pipeline_plugins if p.id == "logcollect_fallback_id"]
+    assert len(fallback) == 1
+    cond = fallback[0].conditions[-1]
+    assert isinstance(cond, m.LsclNot) and cond.condition.names == ["event", "id"]
+    assert "[event][id]" in fallback[0].attrs["code"]
+
+
+def test_ruby_detection_names_the_fields_the_model_uses(normalisation):
+    code = normalisation.detect_code
+    for needle in ("'@version'", "'event_id'", "'levelname'", "'host'", "is_a?(String)"):
+        assert needle in code, f"detection code lost {needle}; update elkmodel.NormalisationSpec.is_classic"
+
+
+def test_logstash_yml_persisted_queue_and_dlq():
+    settings = yaml.safe_load(m.LOGSTASH_YML.read_text(encoding="utf-8"))
+    assert settings["queue.type"] == "persisted"
+    assert settings["dead_letter_queue.enable"] is True
+    assert settings["path.data"] == "/usr/share/logstash/data"
+    assert settings["pipeline.ecs_compatibility"] == "v8"
+
+
+def test_pipelines_yml_points_at_the_pipeline_files():
+    entries = yaml.safe_load(m.PIPELINES_YML.read_text(encoding="utf-8"))
+    assert isinstance(entries, list) and entries
+    mounted = {f"/usr/share/logstash/pipeline/{p.name}" for p in PIPELINE_FILES}
+    for e in entries:
+        assert e["path.config"] in mounted, e
+        assert e.get("queue.type", "persisted") == "persisted"
+        assert e.get("dead_letter_queue.enable", True) is True
+    assert {e["path.config"] for e in entries} == mounted, "every pipeline file is run"
