@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-
 import pytest
 
 import elkmodel as m
@@ -53,16 +51,12 @@ def normalisation(pipeline_tree):
     return m.NormalisationSpec(pipeline_tree)
 
 
-def using_fixture() -> bool:
-    return os.environ.get(m.FIXTURE_ENV) == "1"
-
-
 @pytest.fixture(scope="session")
 def sample():
     """The crate's real output: `cargo run -q --example sample_documents` (one JSON line with
     `defaults`, `ecs`, `classic`). With LOGCOLLECT_TEST_ELK_FIXTURE=1 the copy of docs/formats.md
     in tests/elk/fixtures is used instead (for developing these checks without the crate)."""
-    if using_fixture():
+    if m.using_fixture():
         return json.loads(m.FIXTURE.read_text(encoding="utf-8"))
     if not m.SAMPLE_EXAMPLE.exists():
         pytest.fail(

@@ -50,6 +50,10 @@ FIXTURE = ELK_TESTS / "fixtures" / "sample_documents.json"
 FIXTURE_ENV = "LOGCOLLECT_TEST_ELK_FIXTURE"
 
 
+def using_fixture() -> bool:
+    return os.environ.get(FIXTURE_ENV) == "1"
+
+
 # --------------------------------------------------------------------------------------------
 # Logstash plugin options (the options the pipeline may use). Sources: the plugin sources of
 # logstash-integration-rabbitmq 7.x (inputs/rabbitmq.rb, plugin_mixins/rabbitmq_connection.rb),

@@ -1,0 +1,306 @@
+"""Against the real RabbitMQ (127.0.0.1:5672, guest/guest; LOGCOLLECT_TEST_AMQP_URL overrides):
+
+1. declare exchange and queue exactly as compose/rabbitmq/definitions.json and the pipeline do
+   (a test-unique queue name, identical durability and arguments; a mismatch would be a
+   PRECONDITION_FAILED), let the crate publish both encodings, consume, and decode the bodies as
+   Logstash's json codec does;
+2. import the definitions file itself (users, permissions, exchange, queue, binding) into a
+   throw-away vhost with rabbitmqctl, and check that the publisher and Logstash users can do
+   exactly what the crate and the pipeline need, the crate publishing as the publisher user.
+
+Nothing durable is left behind: the test queue is deleted, the throw-away vhost and users too.
+An unreachable broker is a failure, not a skip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import time
+import urllib.parse
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+
+import elkmodel as m
+
+AMQP_URL = os.environ.get("LOGCOLLECT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# Bounds a wait that would otherwise hang forever; never part of what is asserted.
+HANG_GUARD_SECONDS = 60
+
+
+def _redacted(url: str) -> str:
+    p = urllib.parse.urlsplit(url)
+    netloc = p.hostname + (f":{p.port}" if p.port else "")
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, p.query, ""))
+
+
+def connect(url: str = AMQP_URL) -> pika.BlockingConnection:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as e:
+        pytest.fail(
+            f"RabbitMQ at {_redacted(url)} is not reachable ({e!r}). These checks need a real broker: "
+            f"start it with `rabbitmq-server -detached` (or point LOGCOLLECT_TEST_AMQP_URL at one).")
+
+
+def with_vhost(url: str, vhost: str, user: str | None = None, password: str | None = None) -> str:
+    p = urllib.parse.urlsplit(url)
+    user = user if user is not None else urllib.parse.unquote(p.username or "guest")
+    password = password if password is not None else urllib.parse.unquote(p.password or "guest")
+    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{p.hostname}:{p.port or 5672}"
+    return urllib.parse.urlunsplit((p.scheme, netloc, "/" + urllib.parse.quote(vhost, safe=""), "", ""))
+
+
+def _expect_refused(code: int, fn, *args, **kwargs):
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        fn(*args, **kwargs)
+    assert info.value.reply_code == code, info.value
+
+
+def publish(url: str, exchange: str, fmt: str) -> dict:
+    """Let the crate publish its sample document in `fmt`; returns its printed JSON line."""
+    if m.using_fixture():
+        # Development only (LOGCOLLECT_TEST_ELK_FIXTURE=1): stand in for the crate with pika.
+        data = json.loads(m.FIXTURE.read_text())
+        doc = data[fmt]
+        conn = connect(url)
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            event_id = doc["event"]["id"] if fmt == "ecs" else doc["event_id"]
+            ch.basic_publish(exchange, "logstash.billing.api", json.dumps(doc).encode(),
+                             pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                                  message_id=event_id, app_id="worker",
+                                                  timestamp=int(time.time()), type=fmt),
+                             mandatory=True)
+        finally:
+            conn.close()
+        return data
+    if not m.SAMPLE_EXAMPLE.exists():
+        pytest.fail(f"{m.SAMPLE_EXAMPLE.relative_to(m.ROOT)} does not exist; the broker checks publish "
+                    f"through it (LOGCOLLECT_TEST_ELK_FIXTURE=1 stands in for it while developing)")
+    data, _ = m.run_sample_documents(publish=True, extra_env={
+        "LOGCOLLECT_BROKER_URI": url, "LOGCOLLECT_EXCHANGE": exchange, "LOGCOLLECT_FORMAT": fmt})
+    return data
+
+
+def event_id_of(doc: dict, fmt: str, defaults: dict) -> str:
+    field = defaults["ecs_id_field"] if fmt == "ecs" else defaults["classic_id_field"]
+    return m._get(doc, m.field_ref_path(field))
+
+
+def doc_format(doc: dict) -> str:
+    return "classic" if "@version" in doc else "ecs"
+
+
+def drain(channel, queue: str, want: set[tuple[str, str]], defaults: dict) -> dict[tuple[str, str], tuple]:
+    """basic_get until every wanted (format, event id) arrived. Other publishers' messages (the
+    shared `logstash` exchange) are acked and ignored.
+    Returns (format, id) -> (event, method, properties, number of events in the body)."""
+    found: dict[tuple[str, str], tuple] = {}
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while want - set(found):
+        method, props, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"events {sorted(want - set(found))} never reached queue {queue}")
+            time.sleep(0.05)
+            continue
+        events = m.json_codec_decode(body)
+        for ev in events:
+            fmt = doc_format(ev)
+            key = (fmt, event_id_of(ev, fmt, defaults))
+            if key in want:
+                found[key] = (ev, method, props, len(events))
+        channel.basic_ack(method.delivery_tag)
+    return found
+
+
+def test_json_codec_model():
+    assert m.json_codec_decode(b'{"a": 1}') == [{"a": 1}]
+    assert m.json_codec_decode(b'[{"a": 1}, {"b": 2}]') == [{"a": 1}, {"b": 2}]
+    with pytest.raises(ValueError):
+        m.json_codec_decode(b'"x"')
+
+
+def test_declare_as_stack_and_pipeline_then_decode_what_the_crate_publishes(
+        definitions, rabbitmq_input, crate_defaults, sample):
+    ex_def = next(e for e in definitions["exchanges"] if e["name"] == crate_defaults["exchange"])
+    q_def = next(q for q in definitions["queues"] if q["name"] == rabbitmq_input["queue"])
+    binding = next(b for b in definitions["bindings"] if b["destination"] == rabbitmq_input["queue"])
+    queue = f"{q_def['name']}-elktest-{uuid.uuid4().hex[:12]}"
+
+    conn = connect()
+    try:
+        ch = conn.channel()
+        # The stack's pre-declaration (definitions file) ...
+        ch.exchange_declare(ex_def["name"], exchange_type=ex_def["type"], durable=ex_def["durable"],
+                            auto_delete=ex_def["auto_delete"], internal=ex_def.get("internal", False),
+                            arguments=ex_def.get("arguments") or None)
+        ch.queue_declare(queue, durable=q_def["durable"], auto_delete=q_def["auto_delete"],
+                         exclusive=False, arguments=q_def.get("arguments") or None)
+        try:
+            # ... then Logstash's declaration, with the pipeline's own settings: equal, or 406.
+            ch.queue_declare(queue, durable=m.as_bool(rabbitmq_input["durable"]),
+                             auto_delete=m.as_bool(rabbitmq_input.get("auto_delete", "false")),
+                             exclusive=m.as_bool(rabbitmq_input.get("exclusive", "false")),
+                             passive=m.as_bool(rabbitmq_input.get("passive", "false")),
+                             arguments=rabbitmq_input.get("arguments") or None)
+            ch.queue_bind(queue, rabbitmq_input["exchange"], routing_key=rabbitmq_input["key"])
+            assert binding["routing_key"] == rabbitmq_input["key"]
+
+            # The check has teeth: a different declaration of the same queue is refused.
+            other = conn.channel()
+            _expect_refused(406, other.queue_declare, queue, durable=not q_def["durable"],
+                            auto_delete=q_def["auto_delete"], arguments=q_def.get("arguments") or None)
+
+            published = {fmt: publish(AMQP_URL, crate_defaults["exchange"], fmt) for fmt in ("ecs", "classic")}
+            want = {(fmt, event_id_of(published[fmt][fmt], fmt, crate_defaults)) for fmt in published}
+            got = drain(ch, queue, want, crate_defaults)
+        finally:
+            cleanup = conn.channel() if not ch.is_open else ch
+            cleanup.queue_delete(queue)
+    finally:
+        if conn.is_open:
+            conn.close()
+
+    for fmt, eid in want:
+        event, method, props, n_in_body = got[(fmt, eid)]
+        expected = published[fmt][fmt]
+        assert event == expected, f"{fmt}: decoded body differs from what the crate printed"
+        assert method.exchange == crate_defaults["exchange"]
+        assert method.routing_key.startswith(crate_defaults["routing_key"].split("{")[0])
+        assert m.topic_matches(rabbitmq_input["key"], method.routing_key)
+        assert props.delivery_mode == 2
+        assert props.content_type == "application/json"
+        assert props.type == fmt
+        assert isinstance(props.timestamp, int)
+        if n_in_body == 1:
+            assert props.message_id == eid
+        assert props.app_id == published["ecs"]["ecs"]["service"]["name"]
+        assert doc_format(event) == fmt
+
+
+# --- the definitions file itself, imported into a throw-away vhost --------------------------
+def rabbitmqctl_cmd() -> list[str]:
+    cmd = shlex.split(os.environ.get("LOGCOLLECT_TEST_RABBITMQCTL", "rabbitmqctl"))
+    if not shutil.which(cmd[0]):
+        pytest.fail(f"{cmd[0]} not found: the definitions check imports compose/rabbitmq/definitions.json "
+                    f"into a throw-away vhost with rabbitmqctl (install rabbitmq-server, start it with "
+                    f"`rabbitmq-server -detached`, or set LOGCOLLECT_TEST_RABBITMQCTL)")
+    return cmd
+
+
+def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(rabbitmqctl_cmd() + ["-q", *args], input=stdin, capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture
+def imported_definitions(definitions):
+    """definitions.json with real passwords, vhost "/" -> a fresh vhost, user names suffixed
+    (users are broker-wide); imported with `rabbitmqctl import_definitions`, removed afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    vhost = f"logcollect-elktest-{suffix}"
+    names = {u["name"]: f"{u['name']}-elktest-{suffix}" for u in definitions["users"]}
+    passwords = {u["name"]: secrets.token_hex(16) for u in definitions["users"]}
+    d = json.loads(json.dumps(definitions))
+    for u in d["users"]:
+        u["password"] = passwords[u["name"]]
+        u["name"] = names[u["name"]]
+    for p in d["permissions"]:
+        p["user"] = names[p["user"]]
+    for section in ("vhosts", "permissions", "exchanges", "queues", "bindings"):
+        for item in d.get(section, []):
+            key = "name" if section == "vhosts" else "vhost"
+            assert item[key] == "/", f"{section}: {item}"
+            item[key] = vhost
+    connect().close()  # a clear failure first if the broker is down
+    # From stdin: rabbitmqctl may run as another user that cannot read pytest's tmp_path.
+    rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(d))
+    try:
+        yield {"vhost": vhost, "names": names, "passwords": passwords}
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+        for name in names.values():
+            rabbitmqctl("delete_user", name)
+
+
+def test_definitions_file_imports_and_users_can_do_exactly_their_job(
+        imported_definitions, definitions, rabbitmq_input, crate_defaults):
+    vhost = imported_definitions["vhost"]
+    names, passwords = imported_definitions["names"], imported_definitions["passwords"]
+    exchange, queue = crate_defaults["exchange"], rabbitmq_input["queue"]
+    logstash_user = m.resolve_default(rabbitmq_input["user"])
+    consumer_url = with_vhost(AMQP_URL, vhost, names[logstash_user], passwords[logstash_user])
+    publisher_url = with_vhost(AMQP_URL, vhost, names["logcollect-publisher"], passwords["logcollect-publisher"])
+
+    # The imported topology is what the definitions say.
+    listed = rabbitmqctl("list_queues", "-p", vhost, "name", "durable", "auto_delete", "arguments")
+    assert queue in listed
+    q_def = next(q for q in definitions["queues"] if q["name"] == queue)
+    if q_def.get("arguments", {}).get("x-queue-type") == "quorum":
+        assert "quorum" in listed, listed
+    assert exchange in rabbitmqctl("list_exchanges", "-p", vhost, "name", "type", "durable")
+
+    # Logstash's user: exactly what the rabbitmq input does (inputs/rabbitmq.rb setup!).
+    conn = connect(consumer_url)
+    try:
+        ch = conn.channel()
+        for op, kw in m.pipeline_amqp_operations(rabbitmq_input):
+            if op == "queue.declare":
+                ch.queue_declare(queue, durable=m.as_bool(rabbitmq_input["durable"]),
+                                 auto_delete=m.as_bool(rabbitmq_input.get("auto_delete", "false")),
+                                 exclusive=m.as_bool(rabbitmq_input.get("exclusive", "false")),
+                                 arguments=rabbitmq_input.get("arguments") or None)
+            elif op == "exchange.declare":
+                ch.exchange_declare(exchange, exchange_type=rabbitmq_input["exchange_type"],
+                                    durable=m.as_bool(rabbitmq_input["durable"]))
+            elif op == "queue.bind":
+                ch.queue_bind(queue, exchange, routing_key=rabbitmq_input["key"])
+            elif op == "basic.consume":
+                tag = ch.basic_consume(queue, lambda *a: None, auto_ack=False)
+                ch.basic_cancel(tag)
+        # ... and no more.
+        if "exchange_type" not in rabbitmq_input:
+            _expect_refused(403, conn.channel().exchange_declare, exchange, exchange_type="topic", durable=True)
+        _expect_refused(403, conn.channel().queue_declare, queue + "-other", durable=True)
+        pub = conn.channel()
+        pub.confirm_delivery()
+        _expect_refused(403, pub.basic_publish, exchange, "logstash.x", b"{}")
+    finally:
+        if conn.is_open:
+            conn.close()
+
+    # The publisher user: the crate itself publishes through it ...
+    published = publish(publisher_url, exchange, "ecs")
+    conn = connect(publisher_url)
+    try:
+        _expect_refused(403, conn.channel().queue_declare, "anything", durable=True)
+        _expect_refused(403, conn.channel().basic_get, queue)
+        _expect_refused(403, conn.channel().queue_bind, queue, exchange, routing_key="#")
+    finally:
+        if conn.is_open:
+            conn.close()
+
+    # ... into the pre-declared queue, where Logstash's user reads it.
+    conn = connect(consumer_url)
+    try:
+        ch = conn.channel()
+        want = ("ecs", event_id_of(published["ecs"], "ecs", crate_defaults))
+        got = drain(ch, queue, {want}, crate_defaults)
+        assert got[want][0] == published["ecs"]
+    finally:
+        if conn.is_open:
+            conn.close()
