@@ -18,7 +18,9 @@ response=$(curl -sS -u "elastic:${ELASTIC_PASSWORD}" -H 'kbn-xsrf: true' \
   --form "file=@${FILE}")
 echo "$response"
 
-case "$response" in
-  *'"success":true'*) echo "Kibana saved objects imported" ;;
-  *) echo "Kibana saved objects import FAILED" >&2; exit 1 ;;
-esac
+if printf '%s' "$response" | grep -Eq '"success"[[:space:]]*:[[:space:]]*true'; then
+  echo "Kibana saved objects imported"
+else
+  echo "Kibana saved objects import FAILED" >&2
+  exit 1
+fi
