@@ -497,27 +497,46 @@ class NormalisationSpec:
         return ("@version" in doc or "event_id" in doc or "levelname" in doc
                 or isinstance(doc.get("host"), str))
 
-    def apply(self, doc: dict, properties: dict | None = None, identity_keys: list[str] | None = None) -> dict:
-        """The event as it leaves the filter section (@metadata dropped, as the output does)."""
+    def apply(self, doc: dict, properties: dict | None = None, identity_keys: list[str] | None = None,
+              ruby=None) -> dict:
+        """The event as it leaves the filter section (@metadata dropped, as the output does).
+
+        `ruby`: None to use this module's Python rendering of the pipeline's ruby filters, or a
+        callable (plugin_id, event, metadata) -> (event, metadata) that runs the real Ruby code
+        (RubyRunner)."""
         doc = copy.deepcopy(doc)
+        meta: dict = {"rabbitmq_properties": copy.deepcopy(properties or {})}
         identity = self.identity_keys if identity_keys is None else identity_keys
-        if self.is_classic(doc):
+        if ruby:
+            doc, meta = ruby("logcollect_detect_format", doc, meta)
+            classic = meta["logcollect"]["format"] == "classic"
+        else:
+            classic = self.is_classic(doc)
+        if classic:
+            # logcollect_classic_settings (mutate add_field into @metadata)
+            meta.setdefault("logcollect", {}).update(
+                {"classic_keys": ",".join(self.classic_keys), "identity_keys": ",".join(identity)})
             # logcollect_classic_user_fields
-            keep = set(self.classic_keys) | set(identity)
-            moved = {k: doc.pop(k) for k in list(doc) if k not in keep}
-            if moved:
-                doc["fields"] = moved
+            if ruby:
+                doc, meta = ruby("logcollect_classic_user_fields", doc, meta)
+            else:
+                keep = set(self.classic_keys) | set(identity)
+                moved = {k: doc.pop(k) for k in list(doc) if k not in keep}
+                if moved:
+                    doc["fields"] = moved
             # logcollect_classic_service (mutate copy)
             for src, dst in self.copy.items():
-                v = _get(doc, field_ref_path(src))
-                if v is not None:
-                    _set(doc, field_ref_path(dst), copy.deepcopy(v))
+                if _has(doc, field_ref_path(src)):
+                    _set(doc, field_ref_path(dst), copy.deepcopy(_get(doc, field_ref_path(src))))
             # logcollect_classic_labels
-            for k in identity:
-                if k in doc:
-                    v = doc.pop(k)
-                    if v is not None:
-                        _set(doc, ["labels", k], v if isinstance(v, str) else json.dumps(v))
+            if ruby:
+                doc, meta = ruby("logcollect_classic_labels", doc, meta)
+            else:
+                for k in identity:
+                    if k in doc:
+                        v = doc.pop(k)
+                        if v is not None:
+                            _set(doc, ["labels", k], v if isinstance(v, str) else json.dumps(v))
             # logcollect_classic_rename (mutate rename: remove, then set; in config order)
             for src, dst in self.rename:
                 sp = field_ref_path(src)
@@ -533,24 +552,46 @@ class NormalisationSpec:
             for field in self.remove_fields:
                 _remove(doc, field_ref_path(field))
         # logcollect_guard_ecs_objects
-        moved = {}
-        for k in self.guard_keys:
-            v = doc.get(k)
-            if v is not None and not isinstance(v, dict):
-                moved[k] = doc.pop(k)
-        if moved:
-            f = doc.get("fields")
-            doc["fields"] = {**(f if isinstance(f, dict) else {}), **moved}
-        # logcollect_service_from_app_id
-        meta = {"rabbitmq_properties": properties or {}}
+        if ruby:
+            doc, meta = ruby("logcollect_guard_ecs_objects", doc, meta)
+        else:
+            moved = {}
+            for k in self.guard_keys:
+                v = doc.get(k)
+                if v is not None and not isinstance(v, dict):
+                    moved[k] = doc.pop(k)
+            if moved:
+                f = doc.get("fields")
+                doc["fields"] = {**(f if isinstance(f, dict) else {}), **moved}
+        # logcollect_service_from_app_id: if ![service][name] and [@metadata][...][app-id]
         for src, dst in self.app_id_copy.items():
             sp = field_ref_path(src)
             v = _get({"@metadata": meta}, sp) if sp[0] == "@metadata" else _get(doc, sp)
             if v is not None and _get(doc, field_ref_path(dst)) is None:
                 _set(doc, field_ref_path(dst), v)
-        # logcollect_fallback_id: only when there is no [event][id]; the tests use documents that
-        # have one, so it is left out of the model on purpose.
+        # logcollect_fallback_id: only when there is no [event][id] (a random id); the tests use
+        # documents that have one.
         return doc
+
+
+class RubyRunner:
+    """Runs a ruby filter of the pipeline (its init and code, verbatim) with ruby_filter_harness.rb."""
+
+    HARNESS = ELK_TESTS / "ruby_filter_harness.rb"
+
+    def __init__(self, tree, ruby: str):
+        self.ruby = ruby
+        self.filters = {p.id: p.attrs for p in plugins(tree) if p.name == "ruby"}
+
+    def __call__(self, plugin_id: str, event: dict, metadata: dict) -> tuple[dict, dict]:
+        attrs = self.filters[plugin_id]
+        payload = {"init": attrs.get("init"), "code": attrs["code"], "event": event, "metadata": metadata}
+        proc = subprocess.run([self.ruby, str(self.HARNESS)], input=json.dumps(payload),
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ruby filter {plugin_id} failed:\n{proc.stderr}")
+        out = json.loads(proc.stdout)
+        return out["event"], out["metadata"]
 
 
 # --------------------------------------------------------------------------------------------
