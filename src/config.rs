@@ -329,8 +329,10 @@ impl Reader<'_> {
     {
         if let Some(s) = self.string(key)? {
             *slot = s.trim().parse().map_err(|e: T::Err| {
+                let e = e.to_string();
+                let allowed = if e.contains("allowed") { String::new() } else { format!("; allowed: {allowed}") };
                 Error::Config(format!(
-                    "`{key}` (variable LOGCOLLECT_{}) = `{s}` is invalid: {e}; allowed: {allowed}",
+                    "`{key}` (variable LOGCOLLECT_{}) = `{s}` is invalid: {e}{allowed}",
                     key.to_uppercase()
                 ))
             })?;
