@@ -1,1 +1,66 @@
-fn main(){}
+//! Encoding cost per event, on the shipper thread (the application's thread never encodes).
+//!
+//! `cargo bench --bench encode`
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use logcollect::capture::{CapturedEvent, FieldValue, SpanSnapshot};
+use logcollect::encoding::{encode_into, event_id, Envelope};
+use logcollect::{Format, Identity};
+
+fn event() -> CapturedEvent {
+    CapturedEvent {
+        timestamp: SystemTime::now(),
+        level: tracing::Level::INFO,
+        target: Cow::Borrowed("loadgen"),
+        module_path: Some(Cow::Borrowed("loadgen")),
+        file: Some(Cow::Borrowed("examples/loadgen.rs")),
+        line: Some(90),
+        thread_name: Some(Arc::from("worker-1")),
+        thread_id: 7,
+        message: "load event".to_string(),
+        fields: vec![
+            ("seq_no", FieldValue::I64(123_456)),
+            ("worker", FieldValue::U64(1)),
+            ("payload", FieldValue::Str("x".repeat(64))),
+        ],
+        spans: vec![Arc::new(SpanSnapshot {
+            name: "loadgen_batch",
+            fields: vec![("worker", FieldValue::U64(1))],
+        })],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut entries = BTreeMap::new();
+    entries.insert("project".to_string(), "loadtest".to_string());
+    entries.insert("application".to_string(), "loadgen".to_string());
+    let identity = Identity::detect(entries, Some("bench-host".into()), false, None);
+    let event = event();
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Elements(1));
+    for format in [Format::Ecs, Format::Classic] {
+        let mut out = Vec::with_capacity(1024);
+        group.bench_function(format.as_str(), |b| {
+            b.iter(|| {
+                out.clear();
+                let envelope = Envelope {
+                    id: event_id(&event),
+                    identity: &identity,
+                    max_field_bytes: 1 << 20,
+                };
+                encode_into(format, black_box(&event), &envelope, &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -10,8 +10,8 @@
 //! confirmed every event.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -22,20 +22,31 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { events: 100_000, threads: 1, rate: 0, flush_timeout: Duration::from_secs(30) };
+    let mut args = Args {
+        events: 100_000,
+        threads: 1,
+        rate: 0,
+        flush_timeout: Duration::from_secs(30),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
             let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            v.parse().map_err(|_| format!("{name}: `{v}` is not a non-negative integer"))
+            v.parse()
+                .map_err(|_| format!("{name}: `{v}` is not a non-negative integer"))
         };
         match flag.as_str() {
             "--events" => args.events = value("--events")?,
             "--threads" => args.threads = value("--threads")?.max(1),
             "--rate" => args.rate = value("--rate")?,
-            "--flush-timeout-secs" => args.flush_timeout = Duration::from_secs(value("--flush-timeout-secs")?),
+            "--flush-timeout-secs" => {
+                args.flush_timeout = Duration::from_secs(value("--flush-timeout-secs")?)
+            }
             "-h" | "--help" => {
-                return Err("usage: loadgen [--events N] [--threads T] [--rate R] [--flush-timeout-secs S]".into())
+                return Err(
+                    "usage: loadgen [--events N] [--threads T] [--rate R] [--flush-timeout-secs S]"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument `{other}`; see --help")),
         }
@@ -108,5 +119,9 @@ fn main() -> ExitCode {
         stats
     );
     drop(guard);
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

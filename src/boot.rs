@@ -32,6 +32,12 @@ pub fn init() -> Result<Guard, Error> {
     Builder::from_config(Config::from_env()?).init()
 }
 
+/// A builder starting from the configuration in the environment (as [`init`] reads it), to
+/// add or override settings in code.
+pub fn builder_from_env() -> Result<Builder, Error> {
+    Ok(Builder::from_config(Config::from_env()?))
+}
+
 /// A builder starting from the defaults (no environment): configure in code.
 ///
 /// ```no_run
@@ -158,7 +164,8 @@ impl Builder {
             diagnostics_interval: config.diagnostics_interval,
         };
         let shared = Shared::new(config.queue_capacity);
-        let guard = Guard::start(shared.clone(), shipper, config.shutdown_timeout).map_err(Error::Spawn)?;
+        let guard =
+            Guard::start(shared.clone(), shipper, config.shutdown_timeout).map_err(Error::Spawn)?;
         Ok((LogcollectLayer::new(Handoff::new(shared)), guard))
     }
 
@@ -170,14 +177,18 @@ impl Builder {
             .level
             .clone()
             .unwrap_or_else(|| crate::config::defaults::LEVEL.to_string());
-        let filter = EnvFilter::try_new(&directive)
-            .map_err(|e| Error::Config(format!("`level` `{directive}` is not a valid filter: {e}")))?;
+        let filter = EnvFilter::try_new(&directive).map_err(|e| {
+            Error::Config(format!("`level` `{directive}` is not a valid filter: {e}"))
+        })?;
         let console = self
             .config
             .console
             .then(|| tracing_subscriber::fmt::layer().boxed());
         let (layer, guard) = self.build()?;
-        let subscriber = tracing_subscriber::registry().with(filter).with(console).with(layer);
+        let subscriber = tracing_subscriber::registry()
+            .with(filter)
+            .with(console)
+            .with(layer);
         subscriber
             .try_init()
             .map_err(|e| Error::AlreadyInitialized(e.to_string()))?;

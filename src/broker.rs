@@ -59,7 +59,10 @@ pub(crate) async fn open(target: &Target) -> Result<Session, String> {
                     target.exchange, target.exchange_kind
                 )
             })?;
-        Ok::<_, String>(Session { connection, channel })
+        Ok::<_, String>(Session {
+            connection,
+            channel,
+        })
     };
     match tokio::time::timeout(target.connect_timeout, steps).await {
         Ok(result) => result,
@@ -75,7 +78,9 @@ pub(crate) async fn open(target: &Target) -> Result<Session, String> {
 pub(crate) async fn close(session: Session) {
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        session.connection.close(200, ShortString::from("logcollect shutting down")),
+        session
+            .connection
+            .close(200, ShortString::from("logcollect shutting down")),
     )
     .await;
 }

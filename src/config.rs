@@ -33,7 +33,8 @@ impl ExchangeType {
         }
     }
 
-    pub(crate) fn kind(self) -> lapin::ExchangeKind {
+    /// The matching lapin exchange kind.
+    pub fn kind(self) -> lapin::ExchangeKind {
         match self {
             ExchangeType::Topic => lapin::ExchangeKind::Topic,
             ExchangeType::Direct => lapin::ExchangeKind::Direct,
@@ -51,7 +52,9 @@ impl FromStr for ExchangeType {
             "direct" => Ok(ExchangeType::Direct),
             "fanout" => Ok(ExchangeType::Fanout),
             "headers" => Ok(ExchangeType::Headers),
-            other => Err(format!("`{other}` is not an exchange type; allowed: topic, direct, fanout, headers")),
+            other => Err(format!(
+                "`{other}` is not an exchange type; allowed: topic, direct, fanout, headers"
+            )),
         }
     }
 }
@@ -151,10 +154,27 @@ impl Default for Config {
 
 /// The keys a file or the environment may set (besides `identity.<key>`).
 pub const KEYS: &[&str] = &[
-    "broker_uri", "exchange", "exchange_type", "routing_key", "format", "level", "console",
-    "identity", "hostname", "hostname_fqdn", "service_name", "queue_capacity", "max_field_bytes",
-    "max_message_bytes", "confirm_window", "connect_timeout_ms", "confirm_timeout_ms",
-    "shutdown_timeout_ms", "backoff_min_ms", "backoff_max_ms", "retry_delay_ms",
+    "broker_uri",
+    "exchange",
+    "exchange_type",
+    "routing_key",
+    "format",
+    "level",
+    "console",
+    "identity",
+    "hostname",
+    "hostname_fqdn",
+    "service_name",
+    "queue_capacity",
+    "max_field_bytes",
+    "max_message_bytes",
+    "confirm_window",
+    "connect_timeout_ms",
+    "confirm_timeout_ms",
+    "shutdown_timeout_ms",
+    "backoff_min_ms",
+    "backoff_max_ms",
+    "retry_delay_ms",
     "diagnostics_interval_ms",
 ];
 
@@ -166,13 +186,19 @@ fn is_reserved_variable(name: &str) -> bool {
 impl Config {
     /// Reads the process environment (`LOGCOLLECT_*`, `LOGCOLLECT_CONFIG`, `RUST_LOG`).
     pub fn from_env() -> Result<Config, Error> {
-        Config::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+        Config::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Like [`from_env`](Config::from_env), from the given variables instead of the process's.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, Error> {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let file = vars.get("LOGCOLLECT_CONFIG").filter(|p| !p.is_empty()).map(PathBuf::from);
+        let file = vars
+            .get("LOGCOLLECT_CONFIG")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         let ours: config::Map<String, String> = vars
             .iter()
             .filter(|(k, _)| k.starts_with("LOGCOLLECT_") && !is_reserved_variable(k))
@@ -195,12 +221,13 @@ impl Config {
                 .separator("__")
                 .source(Some(ours)),
         );
-        let raw = builder
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let raw = builder.build().map_err(|e| Error::Config(e.to_string()))?;
         let mut config = Config::from_raw(&raw)?;
         if config.level.is_none() {
-            config.level = vars.get("RUST_LOG").filter(|v| !v.trim().is_empty()).cloned();
+            config.level = vars
+                .get("RUST_LOG")
+                .filter(|v| !v.trim().is_empty())
+                .cloned();
         }
         config.validate()?;
         Ok(config)
@@ -222,9 +249,17 @@ impl Config {
         }
         let mut c = Config::default();
         let r = Reader { raw };
-        r.set(&mut c.broker_uri, "broker_uri", "an amqp:// or amqps:// URI")?;
+        r.set(
+            &mut c.broker_uri,
+            "broker_uri",
+            "an amqp:// or amqps:// URI",
+        )?;
         r.set(&mut c.exchange, "exchange", "an exchange name")?;
-        r.set(&mut c.exchange_type, "exchange_type", "topic, direct, fanout or headers")?;
+        r.set(
+            &mut c.exchange_type,
+            "exchange_type",
+            "topic, direct, fanout or headers",
+        )?;
         r.set(&mut c.routing_key, "routing_key", "a routing key template")?;
         r.set(&mut c.format, "format", "ecs or classic")?;
         r.set_opt(&mut c.level, "level")?;
@@ -232,10 +267,26 @@ impl Config {
         r.set_opt(&mut c.hostname, "hostname")?;
         r.set(&mut c.hostname_fqdn, "hostname_fqdn", "true or false")?;
         r.set_opt(&mut c.service_name, "service_name")?;
-        r.set(&mut c.queue_capacity, "queue_capacity", "a positive integer")?;
-        r.set(&mut c.max_field_bytes, "max_field_bytes", "an integer (0 = no limit)")?;
-        r.set(&mut c.max_message_bytes, "max_message_bytes", "an integer (0 = no limit)")?;
-        r.set(&mut c.confirm_window, "confirm_window", "a positive integer")?;
+        r.set(
+            &mut c.queue_capacity,
+            "queue_capacity",
+            "a positive integer",
+        )?;
+        r.set(
+            &mut c.max_field_bytes,
+            "max_field_bytes",
+            "an integer (0 = no limit)",
+        )?;
+        r.set(
+            &mut c.max_message_bytes,
+            "max_message_bytes",
+            "an integer (0 = no limit)",
+        )?;
+        r.set(
+            &mut c.confirm_window,
+            "confirm_window",
+            "a positive integer",
+        )?;
         r.set_ms(&mut c.connect_timeout, "connect_timeout_ms")?;
         r.set_ms(&mut c.confirm_timeout, "confirm_timeout_ms")?;
         r.set_ms(&mut c.shutdown_timeout, "shutdown_timeout_ms")?;
@@ -252,9 +303,9 @@ impl Config {
                 )
             })?;
             for (key, value) in entries {
-                let value = value.into_string().map_err(|_| {
-                    Error::Config(format!("`identity.{key}` must be a string"))
-                })?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| Error::Config(format!("`identity.{key}` must be a string")))?;
                 c.identity.insert(key, value);
             }
         }
@@ -330,7 +381,11 @@ impl Reader<'_> {
         if let Some(s) = self.string(key)? {
             *slot = s.trim().parse().map_err(|e: T::Err| {
                 let e = e.to_string();
-                let allowed = if e.contains("allowed") { String::new() } else { format!("; allowed: {allowed}") };
+                let allowed = if e.contains("allowed") {
+                    String::new()
+                } else {
+                    format!("; allowed: {allowed}")
+                };
                 Error::Config(format!(
                     "`{key}` (variable LOGCOLLECT_{}) = `{s}` is invalid: {e}{allowed}",
                     key.to_uppercase()

@@ -21,8 +21,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(m) => write!(f, "logcollect configuration: {m}"),
-            Error::AlreadyInitialized(m) => write!(f, "logcollect: a global tracing subscriber is already set: {m}"),
-            Error::LogBridge(m) => write!(f, "logcollect: cannot capture `log` records, a logger is already set: {m}"),
+            Error::AlreadyInitialized(m) => write!(
+                f,
+                "logcollect: a global tracing subscriber is already set: {m}"
+            ),
+            Error::LogBridge(m) => write!(
+                f,
+                "logcollect: cannot capture `log` records, a logger is already set: {m}"
+            ),
             Error::Spawn(e) => write!(f, "logcollect: cannot start the shipper thread: {e}"),
         }
     }

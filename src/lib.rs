@@ -28,7 +28,7 @@ pub mod encoding;
 mod error;
 mod identity;
 
-pub use boot::{builder, init, Builder};
+pub use boot::{builder, builder_from_env, init, Builder};
 pub use capture::LogcollectLayer;
 pub use config::{defaults, Config, ExchangeType, KEYS as CONFIG_KEYS};
 pub use delivery::{Dropped, Flush, Guard, Shipper, Stats};

@@ -25,12 +25,13 @@ fn log_crate_records_keep_their_target_level_file_and_line() {
     common::log_bridge();
     let mut capture = Capture::fresh();
     let (layer, guard) = build(&capture);
-    let line = tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        let line = line!() + 1;
-        log::warn!(target: "legacy::db", "pool exhausted: {} waiting", 3);
-        log::error!("plain record");
-        line
-    });
+    let line =
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let line = line!() + 1;
+            log::warn!(target: "legacy::db", "pool exhausted: {} waiting", 3);
+            log::error!("plain record");
+            line
+        });
     assert!(guard.flush(Duration::from_secs(20)).is_complete());
     let messages = capture.receive(2, Duration::from_secs(10));
     let docs = documents(&messages);
@@ -44,7 +45,10 @@ fn log_crate_records_keep_their_target_level_file_and_line() {
     assert_eq!(docs[0]["log"]["origin"]["module"], "capture");
     // tracing-log's own `log.*` fields are metadata, not user fields.
     assert!(docs[0].get("fields").is_none(), "{}", docs[0]);
-    assert_eq!(docs[1]["log"]["logger"], "capture", "a record's default target is its module");
+    assert_eq!(
+        docs[1]["log"]["logger"], "capture",
+        "a record's default target is its module"
+    );
     assert_eq!(docs[1]["log"]["level"], "ERROR");
 }
 
@@ -69,7 +73,11 @@ fn composes_with_env_filter_and_a_fmt_layer() {
     let writer = console.clone();
     let subscriber = tracing_subscriber::registry()
         .with(EnvFilter::new("info,noisy=error"))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || writer.clone()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        )
         .with(layer);
     tracing::subscriber::with_default(subscriber, || {
         tracing::debug!("filtered out by level");
@@ -79,11 +87,19 @@ fn composes_with_env_filter_and_a_fmt_layer() {
     });
     assert!(guard.flush(Duration::from_secs(20)).is_complete());
     let docs = documents(&capture.receive(2, Duration::from_secs(10)));
-    let messages: Vec<&str> = docs.iter().map(|d| d["message"].as_str().unwrap()).collect();
+    let messages: Vec<&str> = docs
+        .iter()
+        .map(|d| d["message"].as_str().unwrap())
+        .collect();
     assert_eq!(messages, ["kept", "kept too"]);
-    assert!(capture.receive_until_quiet(Duration::from_millis(300)).is_empty());
+    assert!(capture
+        .receive_until_quiet(Duration::from_millis(300))
+        .is_empty());
     let printed = String::from_utf8(console.0.lock().unwrap().clone()).unwrap();
-    assert!(printed.contains("kept") && printed.contains("n=1"), "{printed}");
+    assert!(
+        printed.contains("kept") && printed.contains("n=1"),
+        "{printed}"
+    );
     assert!(!printed.contains("filtered out"), "{printed}");
     assert_eq!(guard.stats().accepted, 2);
 }
@@ -119,16 +135,28 @@ fn many_threads_every_event_confirmed_exactly_once() {
     let stats = guard.stats();
     assert!(flushed.is_complete(), "{stats}");
     let total = (THREADS * PER_THREAD) as u64;
-    assert_eq!((stats.accepted, stats.confirmed, stats.dropped.total()), (total, total, 0), "{stats}");
+    assert_eq!(
+        (stats.accepted, stats.confirmed, stats.dropped.total()),
+        (total, total, 0),
+        "{stats}"
+    );
     let docs = documents(&capture.receive(total as usize, Duration::from_secs(30)));
-    assert!(capture.receive_until_quiet(Duration::from_millis(500)).is_empty(), "nothing beyond the events");
+    assert!(
+        capture
+            .receive_until_quiet(Duration::from_millis(500))
+            .is_empty(),
+        "nothing beyond the events"
+    );
     let (distinct, dups) = distinct_ints(&docs, "/fields/seq_no");
     assert_eq!((distinct.len() as u64, dups), (total, 0));
     assert!(distinct.iter().all(|n| (0..total as i64).contains(n)));
     for doc in &docs {
         let logger = doc["log"]["logger"].as_str().unwrap();
         assert_eq!(logger, "capture", "only the test's own events: {doc}");
-        assert!(doc["process"]["thread"]["name"].as_str().unwrap().starts_with("producer-"));
+        assert!(doc["process"]["thread"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("producer-"));
     }
 }
 
@@ -152,11 +180,22 @@ fn unroutable_events_are_not_counted_delivered_and_go_out_once_a_queue_is_bound(
     assert_eq!(flushed.undelivered, 3, "{stats}");
     assert_eq!(stats.confirmed, 0);
     assert!(stats.returned >= 3, "{stats}");
-    assert!(stats.last_error.as_deref().unwrap_or("").contains("unroutable"), "{stats}");
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unroutable"),
+        "{stats}"
+    );
 
     // Once a queue is bound, the same events (same ids) are delivered.
     let mut capture = Capture::bind(&exchange, "#");
-    assert!(guard.flush(Duration::from_secs(20)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let docs = documents(&capture.receive(3, Duration::from_secs(10)));
     let (distinct, _) = distinct_ints(&docs, "/fields/seq_no");
     assert_eq!(distinct.len(), 3);

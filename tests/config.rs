@@ -5,7 +5,10 @@ use std::time::Duration;
 use logcollect::{Config, ExchangeType, Format};
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn error(pairs: &[(&str, &str)]) -> String {
@@ -33,7 +36,10 @@ fn defaults_match_the_documented_ones() {
 #[test]
 fn variables_set_every_kind_of_value() {
     let c = Config::from_vars(vars(&[
-        ("LOGCOLLECT_BROKER_URI", "amqps://u:p@rabbit.example:5671/logs"),
+        (
+            "LOGCOLLECT_BROKER_URI",
+            "amqps://u:p@rabbit.example:5671/logs",
+        ),
         ("LOGCOLLECT_EXCHANGE", "applogs"),
         ("LOGCOLLECT_EXCHANGE_TYPE", "Direct"),
         ("LOGCOLLECT_ROUTING_KEY", "logs.{service}"),
@@ -57,13 +63,23 @@ fn variables_set_every_kind_of_value() {
     assert_eq!(c.exchange_type, ExchangeType::Direct);
     assert_eq!(c.routing_key, "logs.{service}");
     assert_eq!(c.format, Format::Classic);
-    assert_eq!(c.level.as_deref(), Some("warn,billing=debug"), "LOGCOLLECT_LEVEL wins over RUST_LOG");
+    assert_eq!(
+        c.level.as_deref(),
+        Some("warn,billing=debug"),
+        "LOGCOLLECT_LEVEL wins over RUST_LOG"
+    );
     assert!(c.console && c.hostname_fqdn);
     assert_eq!(c.queue_capacity, 1000);
     assert_eq!(c.confirm_window, 64);
     assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
-    assert_eq!(c.identity.get("project").map(String::as_str), Some("billing"));
-    assert_eq!(c.identity.get("application").map(String::as_str), Some("worker"));
+    assert_eq!(
+        c.identity.get("project").map(String::as_str),
+        Some("billing")
+    );
+    assert_eq!(
+        c.identity.get("application").map(String::as_str),
+        Some("worker")
+    );
     assert_eq!(c.identity.len(), 2);
 }
 
@@ -92,16 +108,28 @@ fn a_file_named_by_logcollect_config_is_read_and_variables_override_it() {
     assert_eq!(c.exchange, "from-file");
     assert_eq!(c.queue_capacity, 42);
     assert_eq!(c.format, Format::Ecs);
-    assert_eq!(c.identity.get("project").map(String::as_str), Some("billing"));
-    assert_eq!(c.identity.get("application").map(String::as_str), Some("from-env"));
+    assert_eq!(
+        c.identity.get("project").map(String::as_str),
+        Some("billing")
+    );
+    assert_eq!(
+        c.identity.get("application").map(String::as_str),
+        Some("from-env")
+    );
 
     std::fs::write(&path, "exchnage = \"typo\"\n").unwrap();
     let e = error(&[("LOGCOLLECT_CONFIG", path.to_str().unwrap())]);
-    assert!(e.contains("unknown key `exchnage`") && e.contains("exchange"), "{e}");
+    assert!(
+        e.contains("unknown key `exchnage`") && e.contains("exchange"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let e = error(&[("LOGCOLLECT_CONFIG", "/nonexistent/logcollect.toml")]);
-    assert!(e.contains("LOGCOLLECT_CONFIG") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("LOGCOLLECT_CONFIG") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -109,22 +137,61 @@ fn unknown_keys_are_errors_that_list_the_allowed_ones() {
     let e = error(&[("LOGCOLLECT_EXCHANGE_NAME", "x")]);
     assert!(e.contains("unknown key `exchange_name`"), "{e}");
     assert!(e.contains("LOGCOLLECT_EXCHANGE_NAME"), "{e}");
-    assert!(e.contains("broker_uri") && e.contains("queue_capacity"), "{e}");
+    assert!(
+        e.contains("broker_uri") && e.contains("queue_capacity"),
+        "{e}"
+    );
 }
 
 #[test]
 fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
     let cases: &[(&str, &str, &[&str])] = &[
-        ("LOGCOLLECT_FORMAT", "xml", &["`format`", "xml", "ecs, classic"]),
-        ("LOGCOLLECT_EXCHANGE_TYPE", "queue", &["`exchange_type`", "topic, direct, fanout, headers"]),
-        ("LOGCOLLECT_QUEUE_CAPACITY", "lots", &["`queue_capacity`", "LOGCOLLECT_QUEUE_CAPACITY", "positive integer"]),
-        ("LOGCOLLECT_QUEUE_CAPACITY", "0", &["`queue_capacity`", "at least 1"]),
+        (
+            "LOGCOLLECT_FORMAT",
+            "xml",
+            &["`format`", "xml", "ecs, classic"],
+        ),
+        (
+            "LOGCOLLECT_EXCHANGE_TYPE",
+            "queue",
+            &["`exchange_type`", "topic, direct, fanout, headers"],
+        ),
+        (
+            "LOGCOLLECT_QUEUE_CAPACITY",
+            "lots",
+            &[
+                "`queue_capacity`",
+                "LOGCOLLECT_QUEUE_CAPACITY",
+                "positive integer",
+            ],
+        ),
+        (
+            "LOGCOLLECT_QUEUE_CAPACITY",
+            "0",
+            &["`queue_capacity`", "at least 1"],
+        ),
         ("LOGCOLLECT_QUEUE_CAPACITY", "-5", &["`queue_capacity`"]),
-        ("LOGCOLLECT_CONSOLE", "maybe", &["`console`", "true or false"]),
-        ("LOGCOLLECT_BROKER_URI", "http://nope", &["`broker_uri`", "amqp://"]),
-        ("LOGCOLLECT_BROKER_URI", "amqp://host:notaport", &["`broker_uri`"]),
+        (
+            "LOGCOLLECT_CONSOLE",
+            "maybe",
+            &["`console`", "true or false"],
+        ),
+        (
+            "LOGCOLLECT_BROKER_URI",
+            "http://nope",
+            &["`broker_uri`", "amqp://"],
+        ),
+        (
+            "LOGCOLLECT_BROKER_URI",
+            "amqp://host:notaport",
+            &["`broker_uri`"],
+        ),
         ("LOGCOLLECT_LEVEL", "info,=[", &["`level`", "EnvFilter"]),
-        ("LOGCOLLECT_SHUTDOWN_TIMEOUT_MS", "1.5s", &["`shutdown_timeout_ms`", "milliseconds"]),
+        (
+            "LOGCOLLECT_SHUTDOWN_TIMEOUT_MS",
+            "1.5s",
+            &["`shutdown_timeout_ms`", "milliseconds"],
+        ),
     ];
     for (key, value, needles) in cases {
         let e = error(&[(key, value)]);
@@ -139,10 +206,22 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
 
 #[test]
 fn the_builder_rejects_bad_input_with_an_error_not_a_panic() {
-    let e = logcollect::builder().broker_uri("not a uri").build().err().expect("error");
+    let e = logcollect::builder()
+        .broker_uri("not a uri")
+        .build()
+        .err()
+        .expect("error");
     assert!(matches!(e, logcollect::Error::Config(_)), "{e}");
-    let e = logcollect::builder().exchange("x".repeat(300)).build().err().expect("error");
+    let e = logcollect::builder()
+        .exchange("x".repeat(300))
+        .build()
+        .err()
+        .expect("error");
     assert!(e.to_string().contains("`exchange`"), "{e}");
-    let e = logcollect::builder().queue_capacity(0).build().err().expect("error");
+    let e = logcollect::builder()
+        .queue_capacity(0)
+        .build()
+        .err()
+        .expect("error");
     assert!(e.to_string().contains("queue_capacity"), "{e}");
 }

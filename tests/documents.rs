@@ -73,11 +73,19 @@ fn ship_one(format: Format) -> (common::Received, u32, SystemTime) {
     let subscriber = tracing_subscriber::registry().with(layer);
     let line = tracing::subscriber::with_default(subscriber, emit_reference_event);
     let flushed = guard.flush(Duration::from_secs(20));
-    assert!(flushed.is_complete(), "undelivered: {flushed:?}, stats {}", guard.stats());
+    assert!(
+        flushed.is_complete(),
+        "undelivered: {flushed:?}, stats {}",
+        guard.stats()
+    );
     let messages = capture.receive(1, Duration::from_secs(10));
     assert_eq!(messages.len(), 1, "exactly one message");
     let stats = guard.stats();
-    assert_eq!((stats.accepted, stats.confirmed, stats.dropped.total()), (1, 1, 0), "{stats}");
+    assert_eq!(
+        (stats.accepted, stats.confirmed, stats.dropped.total()),
+        (1, 1, 0),
+        "{stats}"
+    );
     (messages[0].clone(), line, before)
 }
 
@@ -85,13 +93,23 @@ fn check_properties(message: &common::Received, doc_id: &str, format: &str, befo
     let p = &message.properties;
     assert_eq!(message.routing_key, "logstash.billing.api");
     assert_eq!(p.delivery_mode(), &Some(2), "persistent");
-    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
-    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some(doc_id), "message_id is the event id");
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(
+        p.message_id().as_ref().map(|s| s.as_str()),
+        Some(doc_id),
+        "message_id is the event id"
+    );
     assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("worker"));
     assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some(format));
     let ts = p.timestamp().expect("timestamp");
     let before = before.duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(ts >= before && ts <= before + 60, "timestamp {ts} vs {before}");
+    assert!(
+        ts >= before && ts <= before + 60,
+        "timestamp {ts} vs {before}"
+    );
 }
 
 fn check_timestamp(doc: &Value, before: SystemTime) {
@@ -100,7 +118,10 @@ fn check_timestamp(doc: &Value, before: SystemTime) {
     assert_eq!(ts.len(), 27, "{ts}");
     assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
     let parsed = humantime::parse_rfc3339(ts).expect("parses");
-    assert!(parsed >= before - Duration::from_millis(1) && parsed <= SystemTime::now(), "{ts}");
+    assert!(
+        parsed >= before - Duration::from_millis(1) && parsed <= SystemTime::now(),
+        "{ts}"
+    );
 }
 
 fn check_uuid_v7(id: &str) {
@@ -126,12 +147,20 @@ fn ecs_document_field_by_field() {
     assert_eq!(doc["log"]["origin"]["file"]["line"], line);
     assert_eq!(doc["log"]["origin"]["module"], "documents");
     assert_eq!(doc["process"]["pid"], std::process::id());
-    assert_eq!(doc["process"]["thread"]["name"], std::thread::current().name().unwrap_or(""));
-    assert!(doc["process"]["thread"]["id"].as_u64().is_some_and(|id| id > 0));
+    assert_eq!(
+        doc["process"]["thread"]["name"],
+        std::thread::current().name().unwrap_or("")
+    );
+    assert!(doc["process"]["thread"]["id"]
+        .as_u64()
+        .is_some_and(|id| id > 0));
     assert_eq!(doc["host"], json!({"hostname": "web-1"}));
     assert_eq!(doc["service"], json!({"name": "worker"}));
     assert_eq!(doc["ecs"], json!({"version": "8.11.0"}));
-    assert_eq!(doc["labels"], json!({"project": "billing", "application": "worker"}));
+    assert_eq!(
+        doc["labels"],
+        json!({"project": "billing", "application": "worker"})
+    );
     assert_eq!(doc["spans"], json!(["request", "charge"]));
     assert_eq!(
         doc["fields"],
@@ -156,12 +185,30 @@ fn ecs_document_field_by_field() {
             "stack_trace": "card declined\nCaused by: gateway timed out",
         })
     );
-    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut keys = keys;
     keys.sort();
     assert_eq!(
         keys,
-        ["@timestamp", "ecs", "error", "event", "fields", "host", "labels", "log", "message", "process", "service", "spans"]
+        [
+            "@timestamp",
+            "ecs",
+            "error",
+            "event",
+            "fields",
+            "host",
+            "labels",
+            "log",
+            "message",
+            "process",
+            "service",
+            "spans"
+        ]
     );
 }
 
@@ -241,7 +288,9 @@ fn fields_named_like_reserved_keys_do_not_collide() {
         match format {
             Format::Ecs => {
                 assert_eq!(doc["host"], json!({"hostname": "web-1"}));
-                assert!(doc["log"].is_object() && doc["error"].is_null() && doc["event"].is_object());
+                assert!(
+                    doc["log"].is_object() && doc["error"].is_null() && doc["event"].is_object()
+                );
                 assert_eq!(doc["fields"]["host"], "user-host");
                 assert_eq!(doc["fields"]["log"], "user-log");
                 assert_eq!(doc["fields"]["error"], "user-error");
@@ -293,13 +342,27 @@ fn assert_no_duplicate_keys(body: &str) {
             while seq.next_element::<StrictValue>()?.is_some() {}
             Ok(())
         }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> { Ok(()) }
-        fn visit_string<E>(self, _: String) -> Result<(), E> { Ok(()) }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> { Ok(()) }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> { Ok(()) }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> { Ok(()) }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> { Ok(()) }
-        fn visit_unit<E>(self) -> Result<(), E> { Ok(()) }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_string<E>(self, _: String) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
     }
     struct StrictValue;
     impl<'de> serde::Deserialize<'de> for StrictValue {

@@ -20,7 +20,10 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
         ("LOGCOLLECT_LEVEL", "trace".to_string()),
         ("LOGCOLLECT_IDENTITY__PROJECT", "billing".to_string()),
         ("LOGCOLLECT_IDENTITY__APPLICATION", "init-test".to_string()),
-        ("LOGCOLLECT_ROUTING_KEY", "app.{service}.{level}".to_string()),
+        (
+            "LOGCOLLECT_ROUTING_KEY",
+            "app.{service}.{level}".to_string(),
+        ),
     ];
     for (k, v) in &vars {
         unsafe { std::env::set_var(k, v) };
@@ -28,7 +31,10 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
     let guard = logcollect::init().expect("init");
     // A second init fails cleanly instead of panicking.
     let again = logcollect::init().err().expect("second init must fail");
-    assert!(matches!(again, logcollect::Error::AlreadyInitialized(_)), "{again}");
+    assert!(
+        matches!(again, logcollect::Error::AlreadyInitialized(_)),
+        "{again}"
+    );
 
     tracing::info!(seq_no = 0, "from tracing");
     log::info!(target: "legacy", "from log");
@@ -44,15 +50,35 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
     let docs = documents(&messages);
     let got: Vec<(&str, &str, &str)> = docs
         .iter()
-        .map(|d| (d["message"].as_str().unwrap(), d["logger"].as_str().unwrap(), d["levelname"].as_str().unwrap()))
+        .map(|d| {
+            (
+                d["message"].as_str().unwrap(),
+                d["logger"].as_str().unwrap(),
+                d["levelname"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(got, [("from tracing", "init", "INFO"), ("from log", "legacy", "INFO"), ("trace level is on", "init", "TRACE")]);
+    assert_eq!(
+        got,
+        [
+            ("from tracing", "init", "INFO"),
+            ("from log", "legacy", "INFO"),
+            ("trace level is on", "init", "TRACE")
+        ]
+    );
     for d in &docs {
         assert_eq!(d["project"], "billing");
         assert_eq!(d["application"], "init-test");
     }
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    assert_eq!(keys, ["app.init-test.info", "app.init-test.info", "app.init-test.trace"]);
+    assert_eq!(
+        keys,
+        [
+            "app.init-test.info",
+            "app.init-test.info",
+            "app.init-test.trace"
+        ]
+    );
     assert!(!guard.stats().to_string().is_empty());
     drop(guard);
 }

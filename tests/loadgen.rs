@@ -13,14 +13,26 @@ use common::{distinct_ints, documents, Capture};
 /// `cargo test` builds the examples next to the test binaries' `deps/` directory.
 fn loadgen_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let path = dir.join("examples").join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} missing: run through `cargo test`, which builds examples", path.display());
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir
+        .join("examples")
+        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} missing: run through `cargo test`, which builds examples",
+        path.display()
+    );
     path
 }
 
 fn run_loadgen(format: &str, events: u64, pointer: &str) {
-    let mut capture = Capture::bind(logcollect::defaults::EXCHANGE, logcollect::defaults::BINDING_KEY);
+    let mut capture = Capture::bind(
+        logcollect::defaults::EXCHANGE,
+        logcollect::defaults::BINDING_KEY,
+    );
     let output = Command::new(loadgen_binary())
         .args(["--events", &events.to_string(), "--threads", "4"])
         .env("LOGCOLLECT_BROKER_URI", common::broker_url())
@@ -33,12 +45,27 @@ fn run_loadgen(format: &str, events: u64, pointer: &str) {
         .expect("run loadgen");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout.lines().last().unwrap_or("");
-    assert!(output.status.success(), "loadgen failed: {last}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(last.contains(" ok=true ") && last.contains(&format!("confirmed={events} ")), "{last}");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {last}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        last.contains(" ok=true ") && last.contains(&format!("confirmed={events} ")),
+        "{last}"
+    );
 
     let messages = capture.receive(events as usize, Duration::from_secs(60));
-    assert!(capture.receive_until_quiet(Duration::from_millis(500)).is_empty(), "more than {events}");
-    assert!(messages.iter().all(|m| m.routing_key == "logstash.loadgen"), "routing keys");
+    assert!(
+        capture
+            .receive_until_quiet(Duration::from_millis(500))
+            .is_empty(),
+        "more than {events}"
+    );
+    assert!(
+        messages.iter().all(|m| m.routing_key == "logstash.loadgen"),
+        "routing keys"
+    );
     let docs = documents(&messages);
     assert_eq!(docs.len() as u64, events);
     let (distinct, dups) = distinct_ints(&docs, pointer);

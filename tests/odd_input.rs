@@ -45,12 +45,21 @@ fn non_utf8_bytes_and_control_characters_give_valid_json() {
         );
     });
     let doc = only_doc(&messages);
-    assert_eq!(doc["fields"]["raw"], "ok\u{fffd}\u{fffd}\u{0}end", "invalid bytes become U+FFFD");
-    assert_eq!(doc["fields"]["ctl"], "nul\u{0} esc\u{1b}[31m bell\u{7} del\u{7f} tab\t nl\n");
+    assert_eq!(
+        doc["fields"]["raw"], "ok\u{fffd}\u{fffd}\u{0}end",
+        "invalid bytes become U+FFFD"
+    );
+    assert_eq!(
+        doc["fields"]["ctl"],
+        "nul\u{0} esc\u{1b}[31m bell\u{7} del\u{7f} tab\t nl\n"
+    );
     assert_eq!(doc["fields"]["emoji"], "🦀 ünïcödé");
     assert_eq!(doc["message"], "line1\nline2\r\u{0}\u{2028}");
     // Control characters are escaped, never raw, in the wire bytes.
-    assert!(!messages[0].body.iter().any(|b| *b < 0x20), "raw control byte on the wire");
+    assert!(
+        !messages[0].body.iter().any(|b| *b < 0x20),
+        "raw control byte on the wire"
+    );
 }
 
 #[test]
@@ -63,13 +72,23 @@ fn a_one_megabyte_string_arrives_intact_and_a_larger_one_is_cut_and_marked() {
         tracing::info!(blob = three_mib.as_str(), "{}", three_mib);
     });
     let docs = common::documents(&messages);
-    assert_eq!(docs[0]["fields"]["blob"].as_str().map(str::len), Some(1_000_000));
+    assert_eq!(
+        docs[0]["fields"]["blob"].as_str().map(str::len),
+        Some(1_000_000)
+    );
     for cut in [&docs[1]["fields"]["blob"], &docs[1]["message"]] {
         let cut = cut.as_str().unwrap();
         let (kept, marker) = cut.split_once('…').expect("truncation marker");
-        assert_eq!(kept.len(), 1 << 20, "kept up to max_field_bytes (1 MiB), whole characters");
+        assert_eq!(
+            kept.len(),
+            1 << 20,
+            "kept up to max_field_bytes (1 MiB), whole characters"
+        );
         assert!(kept.chars().all(|c| c == 'é'));
-        assert_eq!(marker, format!("[truncated {} bytes]", (3 << 20) - (1 << 20)));
+        assert_eq!(
+            marker,
+            format!("[truncated {} bytes]", (3 << 20) - (1 << 20))
+        );
     }
 }
 
@@ -90,7 +109,11 @@ fn targets_longer_than_255_bytes_give_a_routing_key_cut_at_255_bytes() {
     assert!(key.len() <= 255 && key.len() >= 254, "{} bytes", key.len());
     assert!(key.starts_with("logstash.svc.üü"));
     let doc = only_doc(&messages);
-    assert_eq!(doc["log"]["logger"], target.as_str(), "the document keeps the whole target");
+    assert_eq!(
+        doc["log"]["logger"],
+        target.as_str(),
+        "the document keeps the whole target"
+    );
 }
 
 #[derive(Debug)]
@@ -103,7 +126,9 @@ impl std::fmt::Display for Layered {
 impl std::error::Error for Layered {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         // Each layer's source is the next one; leaked so the chain is 'static.
-        (self.0 < 100).then(|| &*Box::leak(Box::new(Layered(self.0 + 1))) as &(dyn std::error::Error + 'static))
+        (self.0 < 100).then(|| {
+            &*Box::leak(Box::new(Layered(self.0 + 1))) as &(dyn std::error::Error + 'static)
+        })
     }
 }
 
@@ -112,7 +137,11 @@ fn error_chains_are_kept_and_bounded() {
     let mut capture = Capture::fresh();
     let messages = ship(&mut capture, 1, || {
         let io = std::io::Error::other("disk on fire");
-        tracing::error!(error = &Layered(0) as &dyn std::error::Error, io = &io as &dyn std::error::Error, "deep chain");
+        tracing::error!(
+            error = &Layered(0) as &dyn std::error::Error,
+            io = &io as &dyn std::error::Error,
+            "deep chain"
+        );
     });
     let doc = only_doc(&messages);
     assert_eq!(doc["error"]["message"], "layer 0");
@@ -129,7 +158,14 @@ fn error_chains_are_kept_and_bounded() {
 fn non_finite_floats_and_huge_integers_stay_valid() {
     let mut capture = Capture::fresh();
     let messages = ship(&mut capture, 1, || {
-        tracing::info!(nan = f64::NAN, inf = f64::INFINITY, small = -1.5e-300, wide = i128::MIN, fits = 5u128, "numbers");
+        tracing::info!(
+            nan = f64::NAN,
+            inf = f64::INFINITY,
+            small = -1.5e-300,
+            wide = i128::MIN,
+            fits = 5u128,
+            "numbers"
+        );
     });
     let doc = only_doc(&messages);
     assert_eq!(doc["fields"]["nan"], Value::Null);

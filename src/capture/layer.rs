@@ -19,7 +19,16 @@ use crate::delivery::Handoff;
 /// Crates whose events are never shipped: the AMQP client and the runtime under the shipper
 /// log about the shipping itself, and shipping those would feed back into the queue. A name
 /// matches its crate and crates that extend it (`amq_protocol` covers `amq_protocol_tcp`).
-const OWN_STACK_CRATES: &[&str] = &["lapin", "amq_protocol", "async_rs", "tokio", "mio", "flume", "rustls", "hickory"];
+const OWN_STACK_CRATES: &[&str] = &[
+    "lapin",
+    "amq_protocol",
+    "async_rs",
+    "tokio",
+    "mio",
+    "flume",
+    "rustls",
+    "hickory",
+];
 
 /// Threads the AMQP client starts for itself (its I/O loop) are the shipper's too.
 const OWN_STACK_THREADS: &[&str] = &["logcollect-shipper", "lapin-"];
@@ -177,9 +186,12 @@ where
 
 fn is_own_stack(target: &str) -> bool {
     let krate = target.split("::").next().unwrap_or(target);
-    OWN_STACK_CRATES
-        .iter()
-        .any(|name| krate == *name || krate.strip_prefix(name).is_some_and(|rest| rest.starts_with('_')))
+    OWN_STACK_CRATES.iter().any(|name| {
+        krate == *name
+            || krate
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('_'))
+    })
 }
 
 /// The thread's name and numeric id, computed once per thread.

@@ -8,8 +8,8 @@ mod layer;
 mod visitor;
 
 pub use event::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
-pub use layer::LogcollectLayer;
 pub(crate) use layer::mark_shipper_thread;
+pub use layer::LogcollectLayer;
 
 /// Route records of the `log` crate into `tracing`, so the layer captures them too, keeping
 /// their target. [`init`](crate::init) calls this for you; call it yourself when you compose

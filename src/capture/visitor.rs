@@ -63,7 +63,10 @@ impl Visit for FieldCollector<'_> {
         self.put(field, FieldValue::Str(value.to_owned()));
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.put(field, FieldValue::Str(String::from_utf8_lossy(value).into_owned()));
+        self.put(
+            field,
+            FieldValue::Str(String::from_utf8_lossy(value).into_owned()),
+        );
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put(field, FieldValue::Error(ErrorValue::from_error(value)));

@@ -76,7 +76,9 @@ impl Encoder {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
-            .with_message_id(short(single_id.map(|id| id.to_string()).unwrap_or_default()))
+            .with_message_id(short(
+                single_id.map(|id| id.to_string()).unwrap_or_default(),
+            ))
             .with_app_id(short(self.identity.service_name.clone()))
             .with_timestamp(timestamp)
             .with_type(ShortString::from(self.format.as_str()));

@@ -73,7 +73,9 @@ impl Publisher<'_> {
             let mut publish_failed = None;
             // Fill the window.
             while !blocked && !holding && in_flight.len() < self.limits.window {
-                let Some(message) = self.next_message() else { break };
+                let Some(message) = self.next_message() else {
+                    break;
+                };
                 let publish = session.channel.basic_publish(
                     exchange.clone(),
                     message.routing_key.clone(),
@@ -84,7 +86,8 @@ impl Publisher<'_> {
                     &message.body,
                     message.properties.clone(),
                 );
-                let confirm = match tokio::time::timeout(self.limits.confirm_timeout, publish).await {
+                let confirm = match tokio::time::timeout(self.limits.confirm_timeout, publish).await
+                {
                     Ok(Ok(confirm)) => confirm,
                     Ok(Err(e)) => {
                         self.pending.push_front(message);

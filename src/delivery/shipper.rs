@@ -54,7 +54,9 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut connected_before = false;
     loop {
-        if shared.abort.load(Relaxed) || (shared.closed.load(Relaxed) && nothing_left(&shared, &pending)) {
+        if shared.abort.load(Relaxed)
+            || (shared.closed.load(Relaxed) && nothing_left(&shared, &pending))
+        {
             return;
         }
         let opened = tokio::select! {
@@ -150,7 +152,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
         let delays: Vec<_> = (0..6).map(|_| b.next()).collect();
         for (d, nominal) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(*d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal), "{d:?} vs {nominal}");
+            assert!(
+                *d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal),
+                "{d:?} vs {nominal}"
+            );
         }
         b.reset();
         assert!(b.next() <= Duration::from_millis(100));

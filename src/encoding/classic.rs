@@ -15,8 +15,21 @@ use crate::identity::Identity;
 
 /// Keys the classic document itself writes; user data never takes them.
 pub const RESERVED: &[&str] = &[
-    "@timestamp", "@version", "message", "host", "levelname", "logger", "type", "tags", "process",
-    "event_id", "path", "lineno", "thread_name", "spans", "stack_trace",
+    "@timestamp",
+    "@version",
+    "message",
+    "host",
+    "levelname",
+    "logger",
+    "type",
+    "tags",
+    "process",
+    "event_id",
+    "path",
+    "lineno",
+    "thread_name",
+    "spans",
+    "stack_trace",
 ];
 
 /// The value of the `type` key.

@@ -166,7 +166,9 @@ impl<'a> Document<'a> {
 }
 
 /// The field list an `ecs` document serialises under `fields`.
-pub(crate) fn user_fields(event: &CapturedEvent) -> Vec<(Cow<'_, str>, &crate::capture::FieldValue)> {
+pub(crate) fn user_fields(
+    event: &CapturedEvent,
+) -> Vec<(Cow<'_, str>, &crate::capture::FieldValue)> {
     merged_fields(event)
         .into_iter()
         .map(|(name, value)| (Cow::Borrowed(name), value))

@@ -75,7 +75,12 @@ pub fn encode(format: Format, event: &CapturedEvent, envelope: &Envelope<'_>) ->
 }
 
 /// Appends one event, as one JSON object, to `out`.
-pub fn encode_into(format: Format, event: &CapturedEvent, envelope: &Envelope<'_>, out: &mut Vec<u8>) {
+pub fn encode_into(
+    format: Format,
+    event: &CapturedEvent,
+    envelope: &Envelope<'_>,
+    out: &mut Vec<u8>,
+) {
     let result = match format {
         Format::Ecs => {
             let fields = ecs::user_fields(event);
@@ -83,7 +88,10 @@ pub fn encode_into(format: Format, event: &CapturedEvent, envelope: &Envelope<'_
         }
         Format::Classic => {
             let fields = classic::top_level_fields(event, envelope.identity);
-            serde_json::to_writer(&mut *out, &classic::Document::build(event, envelope, &fields))
+            serde_json::to_writer(
+                &mut *out,
+                &classic::Document::build(event, envelope, &fields),
+            )
         }
     };
     // Writing to a Vec cannot fail and every value serialises (non-finite floats become null).
@@ -147,7 +155,10 @@ pub(crate) mod test_support {
             spans: vec![
                 Arc::new(SpanSnapshot {
                     name: "request",
-                    fields: vec![("req", FieldValue::Str("r-1".into())), ("depth", FieldValue::I64(1))],
+                    fields: vec![
+                        ("req", FieldValue::Str("r-1".into())),
+                        ("depth", FieldValue::I64(1)),
+                    ],
                 }),
                 Arc::new(SpanSnapshot {
                     name: "charge",
@@ -155,5 +166,60 @@ pub(crate) mod test_support {
                 }),
             ],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{event, identity};
+    use super::*;
+    use crate::capture::FieldValue;
+    use serde_json::{json, Value};
+
+    fn doc(format: Format, fields: Vec<(&'static str, FieldValue)>) -> (Value, Vec<u8>) {
+        let identity = identity();
+        let envelope = Envelope {
+            id: Uuid::nil(),
+            identity: &identity,
+            max_field_bytes: 16,
+        };
+        let bytes = encode(format, &event(fields), &envelope);
+        (serde_json::from_slice(&bytes).unwrap(), bytes)
+    }
+
+    #[test]
+    fn encoding_is_pure_the_same_event_and_id_give_the_same_bytes() {
+        let fields = || vec![("n", FieldValue::I64(1))];
+        assert_eq!(doc(Format::Ecs, fields()).1, doc(Format::Ecs, fields()).1);
+        assert_eq!(
+            doc(Format::Classic, fields()).1,
+            doc(Format::Classic, fields()).1
+        );
+    }
+
+    #[test]
+    fn ecs_merges_span_fields_innermost_first_and_event_fields_last() {
+        let (d, _) = doc(Format::Ecs, vec![("req", FieldValue::Str("event".into()))]);
+        assert_eq!(d["fields"], json!({"req": "event", "depth": 2}));
+        assert_eq!(d["@timestamp"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(d["event"]["id"], Uuid::nil().to_string());
+        assert_eq!(d["log"]["level"], "WARN");
+    }
+
+    #[test]
+    fn strings_are_bounded_by_max_field_bytes() {
+        let (d, _) = doc(Format::Ecs, vec![("long", FieldValue::Str("a".repeat(20)))]);
+        assert_eq!(d["fields"]["long"], "aaaaaaaaaaaaaaaa…[truncated 4 bytes]");
+        assert_eq!(d["message"], "payment accepted");
+    }
+
+    #[test]
+    fn classic_uses_python_level_names_and_flat_keys() {
+        let (d, _) = doc(Format::Classic, vec![("host", FieldValue::Bool(true))]);
+        assert_eq!(d["levelname"], "WARNING");
+        assert_eq!(d["host"], "web-1");
+        assert_eq!(d["field_host"], true);
+        assert_eq!(d["project"], "billing");
+        assert_eq!(d["depth"], 2);
     }
 }

@@ -47,7 +47,10 @@ mod tests {
 
     #[test]
     fn placeholders_expand() {
-        assert_eq!(routing_key("{service}.{level}.{target}", "a::b", "WARN", "svc"), "svc.warn.a.b");
+        assert_eq!(
+            routing_key("{service}.{level}.{target}", "a::b", "WARN", "svc"),
+            "svc.warn.a.b"
+        );
         assert_eq!(routing_key("fixed", "a", "INFO", "s"), "fixed");
     }
 }

@@ -63,7 +63,9 @@ mod container {
             .with_exposed_port(5672.tcp())
             .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
         let container = image.start().map_err(|e| e.to_string())?;
-        let port = container.get_host_port_ipv4(5672).map_err(|e| e.to_string())?;
+        let port = container
+            .get_host_port_ipv4(5672)
+            .map_err(|e| e.to_string())?;
         let _ = CONTAINER.set(container);
         Ok(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
     }
@@ -117,13 +119,21 @@ impl Capture {
         let (connection, consumer) = runtime.block_on(async {
             let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
                 .await
-                .unwrap_or_else(|e| panic!("cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}", broker_url()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}",
+                        broker_url()
+                    )
+                });
             let channel = connection.create_channel().await.expect("channel");
             channel
                 .exchange_declare(
                     ShortString::from(exchange),
                     ExchangeKind::Topic,
-                    ExchangeDeclareOptions { durable: true, ..Default::default() },
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -131,7 +141,11 @@ impl Capture {
             channel
                 .queue_declare(
                     ShortString::from(queue.as_str()),
-                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -150,7 +164,10 @@ impl Capture {
                 .basic_consume(
                     ShortString::from(queue.as_str()),
                     ShortString::from(""),
-                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -226,7 +243,10 @@ impl Drop for Capture {
             if delete {
                 if let Ok(channel) = connection.create_channel().await {
                     let _ = channel
-                        .exchange_delete(ShortString::from(exchange.as_str()), ExchangeDeleteOptions::default())
+                        .exchange_delete(
+                            ShortString::from(exchange.as_str()),
+                            ExchangeDeleteOptions::default(),
+                        )
                         .await;
                 }
             }
@@ -245,7 +265,10 @@ pub fn distinct_ints(docs: &[Value], pointer: &str) -> (HashSet<i64>, usize) {
     let mut set = HashSet::new();
     let mut dups = 0;
     for doc in docs {
-        let v = doc.pointer(pointer).and_then(Value::as_i64).unwrap_or_else(|| panic!("{pointer} missing in {doc}"));
+        let v = doc
+            .pointer(pointer)
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("{pointer} missing in {doc}"));
         if !set.insert(v) {
             dups += 1;
         }
