@@ -54,14 +54,14 @@ def normalisation(pipeline_tree):
 @pytest.fixture(scope="session")
 def sample():
     """The crate's real output: `cargo run -q --example sample_documents` (one JSON line with
-    `defaults`, `ecs`, `classic`). With LOGCOLLECT_TEST_ELK_FIXTURE=1 the copy of docs/formats.md
-    in tests/elk/fixtures is used instead (for developing these checks without the crate)."""
+    `defaults`, `ecs`, `classic`). With LOGCOLLECT_TEST_ELK_FIXTURE=1 the saved copy in
+    tests/elk/fixtures is used instead (for developing these checks without the crate)."""
     if m.using_fixture():
         return json.loads(m.FIXTURE.read_text(encoding="utf-8"))
     if not m.SAMPLE_EXAMPLE.exists():
         pytest.fail(
             f"{m.SAMPLE_EXAMPLE.relative_to(m.ROOT)} does not exist: these checks need the crate's "
-            f"real documents (or set {m.FIXTURE_ENV}=1 to use the formats.md fixture while developing)")
+            f"real documents (or set {m.FIXTURE_ENV}=1 to use the saved fixture while developing)")
     data, _ = m.run_sample_documents()
     return data
 

@@ -44,8 +44,9 @@ CLASSIC_RS = ROOT / "src" / "encoding" / "classic.rs"
 SAMPLE_EXAMPLE = ROOT / "examples" / "sample_documents.rs"
 FIXTURE = ELK_TESTS / "fixtures" / "sample_documents.json"
 
-# Set to 1 to develop against tests/elk/fixtures/sample_documents.json (copied from
-# docs/formats.md) instead of the crate's real output. The LOGCOLLECT_TEST_ prefix is one the
+# Set to 1 to develop against tests/elk/fixtures/sample_documents.json (a saved output of
+# `cargo run -q --example sample_documents`) instead of running the crate; the broker checks then
+# publish it with pika. Never set in CI: there the crate's real output is used. The LOGCOLLECT_TEST_ prefix is one the
 # crate's configuration ignores.
 FIXTURE_ENV = "LOGCOLLECT_TEST_ELK_FIXTURE"
 

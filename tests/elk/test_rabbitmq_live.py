@@ -1,20 +1,23 @@
 """Against the real RabbitMQ (127.0.0.1:5672, guest/guest; LOGCOLLECT_TEST_AMQP_URL overrides):
 
 1. declare exchange and queue exactly as compose/rabbitmq/definitions.json and the pipeline do
-   (a test-unique queue name, identical durability and arguments; a mismatch would be a
-   PRECONDITION_FAILED), let the crate publish both encodings, consume, and decode the bodies as
-   Logstash's json codec does;
+   (test-unique names, identical type, durability and arguments; a mismatch would be a
+   PRECONDITION_FAILED), let the crate publish both encodings into them, consume, and decode the
+   bodies as Logstash's json codec does;
 2. import the definitions file itself (users, permissions, exchange, queue, binding) into a
    throw-away vhost with rabbitmqctl, and check that the publisher and Logstash users can do
    exactly what the crate and the pipeline need, the crate publishing as the publisher user.
 
-Nothing durable is left behind: the test queue is deleted, the throw-away vhost and users too.
-An unreachable broker is a failure, not a skip.
+The crate's `sample_documents --publish` ships the printed event through the real layer, so the
+published copy has its own event id, timestamp and source line; the comparison masks those.
+Nothing durable is left behind: test queues and exchanges are deleted, the throw-away vhost and
+users too. An unreachable broker is a failure, not a skip.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -66,7 +69,8 @@ def _expect_refused(code: int, fn, *args, **kwargs):
 
 
 def publish(url: str, exchange: str, fmt: str) -> dict:
-    """Let the crate publish its sample document in `fmt`; returns its printed JSON line."""
+    """Let the crate publish its sample event in `fmt` to `exchange`; returns its printed JSON
+    line (the documents as encoded locally, the published copy differing only in volatile fields)."""
     if m.using_fixture():
         # Development only (LOGCOLLECT_TEST_ELK_FIXTURE=1): stand in for the crate with pika.
         data = json.loads(m.FIXTURE.read_text())
@@ -76,9 +80,11 @@ def publish(url: str, exchange: str, fmt: str) -> dict:
             ch = conn.channel()
             ch.confirm_delivery()
             event_id = doc["event"]["id"] if fmt == "ecs" else doc["event_id"]
-            ch.basic_publish(exchange, "logstash.billing.api", json.dumps(doc).encode(),
+            target = doc["log"]["logger"] if fmt == "ecs" else doc["logger"]
+            key = m.routing_key_for(data["defaults"]["routing_key"], target)
+            ch.basic_publish(exchange, key, json.dumps(doc).encode(),
                              pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                                  message_id=event_id, app_id="worker",
+                                                  message_id=event_id, app_id=data["ecs"]["service"]["name"],
                                                   timestamp=int(time.time()), type=fmt),
                              mandatory=True)
         finally:
@@ -101,27 +107,68 @@ def doc_format(doc: dict) -> str:
     return "classic" if "@version" in doc else "ecs"
 
 
-def drain(channel, queue: str, want: set[tuple[str, str]], defaults: dict) -> dict[tuple[str, str], tuple]:
-    """basic_get until every wanted (format, event id) arrived. Other publishers' messages (the
-    shared `logstash` exchange) are acked and ignored.
-    Returns (format, id) -> (event, method, properties, number of events in the body)."""
-    found: dict[tuple[str, str], tuple] = {}
+# Fields that differ between two encodings of the same call site: the id and time of the event,
+# the source line and the thread id of the `tracing` call that publishes it.
+VOLATILE = {
+    "ecs": [["event", "id"], ["@timestamp"], ["log", "origin", "file", "line"], ["process", "thread", "id"]],
+    "classic": [["event_id"], ["@timestamp"], ["lineno"]],
+}
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def stable(doc: dict, fmt: str) -> dict:
+    out = json.loads(json.dumps(doc))
+    for path in VOLATILE[fmt]:
+        assert m._has(out, path), f"{fmt} document lacks {'.'.join(path)}: {doc}"
+        m._remove(out, path)
+    return out
+
+
+def take_all(channel, queue: str, expected: int) -> list[tuple]:
+    """basic_get until `expected` messages arrived, then check nothing else is there.
+    Returns [(events decoded as the json codec does, method, properties)]."""
+    got = []
     deadline = time.monotonic() + HANG_GUARD_SECONDS
-    while want - set(found):
+    while len(got) < expected:
         method, props, body = channel.basic_get(queue, auto_ack=False)
         if method is None:
             if time.monotonic() > deadline:
-                pytest.fail(f"events {sorted(want - set(found))} never reached queue {queue}")
+                pytest.fail(f"{expected - len(got)} of {expected} messages never reached queue {queue}")
             time.sleep(0.05)
             continue
-        events = m.json_codec_decode(body)
-        for ev in events:
-            fmt = doc_format(ev)
-            key = (fmt, event_id_of(ev, fmt, defaults))
-            if key in want:
-                found[key] = (ev, method, props, len(events))
+        got.append((m.json_codec_decode(body), method, props))
         channel.basic_ack(method.delivery_tag)
-    return found
+    method, _, _ = channel.basic_get(queue, auto_ack=False)
+    assert method is None, f"more messages than the {expected} published reached {queue}"
+    return got
+
+
+def check_published(got: list[tuple], published: dict[str, dict], exchange: str, key: str, defaults: dict):
+    """One message per format, each holding the event the crate printed (volatile fields aside)."""
+    by_format: dict[str, list] = {}
+    for events, method, props in got:
+        for ev in events:
+            by_format.setdefault(doc_format(ev), []).append((ev, method, props, len(events)))
+    assert sorted(by_format) == sorted(published), f"formats received: {sorted(by_format)}"
+    for fmt, items in by_format.items():
+        assert len(items) == 1, f"{fmt}: {len(items)} events, expected the one published"
+        event, method, props, n_in_body = items[0]
+        expected = published[fmt][fmt]
+        assert stable(event, fmt) == stable(expected, fmt), f"{fmt}: decoded body differs from the crate's document"
+        eid = event_id_of(event, fmt, defaults)
+        assert re.fullmatch(UUID_RE, eid), eid
+        assert method.exchange == exchange
+        prefix = defaults["routing_key"].split("{")[0]
+        assert method.routing_key.startswith(prefix), method.routing_key
+        assert m.topic_matches(key, method.routing_key)
+        assert m.topic_matches(defaults["binding_key"], method.routing_key)
+        assert props.delivery_mode == 2
+        assert props.content_type == "application/json"
+        assert props.type == fmt
+        assert isinstance(props.timestamp, int)
+        if n_in_body == 1:
+            assert props.message_id == eid
+        assert props.app_id == published[fmt]["ecs"]["service"]["name"]
 
 
 def test_json_codec_model():
@@ -132,61 +179,58 @@ def test_json_codec_model():
 
 
 def test_declare_as_stack_and_pipeline_then_decode_what_the_crate_publishes(
-        definitions, rabbitmq_input, crate_defaults, sample):
+        definitions, rabbitmq_input, crate_defaults):
     ex_def = next(e for e in definitions["exchanges"] if e["name"] == crate_defaults["exchange"])
     q_def = next(q for q in definitions["queues"] if q["name"] == rabbitmq_input["queue"])
     binding = next(b for b in definitions["bindings"] if b["destination"] == rabbitmq_input["queue"])
-    queue = f"{q_def['name']}-elktest-{uuid.uuid4().hex[:12]}"
+    assert binding["routing_key"] == rabbitmq_input["key"]
+    suffix = uuid.uuid4().hex[:12]
+    # Test-unique names, so that only this test's crate runs publish into them (other tests
+    # publish to `logstash` at the same time); type, durability and arguments are the real ones.
+    exchange = f"{ex_def['name']}-elktest-{suffix}"
+    queue = f"{q_def['name']}-elktest-{suffix}"
+
+    def declare_exchange(channel, name):
+        channel.exchange_declare(name, exchange_type=ex_def["type"], durable=ex_def["durable"],
+                                 auto_delete=ex_def["auto_delete"], internal=ex_def.get("internal", False),
+                                 arguments=ex_def.get("arguments") or None)
 
     conn = connect()
     try:
         ch = conn.channel()
+        # The real exchange as the definitions declare it: equivalent to the crate's own
+        # declaration (it already exists whenever the crate's tests ran), or 406.
+        declare_exchange(ch, ex_def["name"])
         # The stack's pre-declaration (definitions file) ...
-        ch.exchange_declare(ex_def["name"], exchange_type=ex_def["type"], durable=ex_def["durable"],
-                            auto_delete=ex_def["auto_delete"], internal=ex_def.get("internal", False),
-                            arguments=ex_def.get("arguments") or None)
-        ch.queue_declare(queue, durable=q_def["durable"], auto_delete=q_def["auto_delete"],
-                         exclusive=False, arguments=q_def.get("arguments") or None)
+        declare_exchange(ch, exchange)
         try:
+            ch.queue_declare(queue, durable=q_def["durable"], auto_delete=q_def["auto_delete"],
+                             exclusive=False, arguments=q_def.get("arguments") or None)
+            ch.queue_bind(queue, exchange, routing_key=binding["routing_key"])
             # ... then Logstash's declaration, with the pipeline's own settings: equal, or 406.
             ch.queue_declare(queue, durable=m.as_bool(rabbitmq_input["durable"]),
                              auto_delete=m.as_bool(rabbitmq_input.get("auto_delete", "false")),
                              exclusive=m.as_bool(rabbitmq_input.get("exclusive", "false")),
                              passive=m.as_bool(rabbitmq_input.get("passive", "false")),
                              arguments=rabbitmq_input.get("arguments") or None)
-            ch.queue_bind(queue, rabbitmq_input["exchange"], routing_key=rabbitmq_input["key"])
-            assert binding["routing_key"] == rabbitmq_input["key"]
+            ch.queue_bind(queue, exchange, routing_key=rabbitmq_input["key"])
 
             # The check has teeth: a different declaration of the same queue is refused.
-            other = conn.channel()
-            _expect_refused(406, other.queue_declare, queue, durable=not q_def["durable"],
+            _expect_refused(406, conn.channel().queue_declare, queue, durable=not q_def["durable"],
                             auto_delete=q_def["auto_delete"], arguments=q_def.get("arguments") or None)
 
-            published = {fmt: publish(AMQP_URL, crate_defaults["exchange"], fmt) for fmt in ("ecs", "classic")}
-            want = {(fmt, event_id_of(published[fmt][fmt], fmt, crate_defaults)) for fmt in published}
-            got = drain(ch, queue, want, crate_defaults)
+            # The crate declares the exchange itself, then publishes (mandatory, confirms).
+            published = {fmt: publish(AMQP_URL, exchange, fmt) for fmt in ("ecs", "classic")}
+            got = take_all(ch, queue, expected=2)
         finally:
-            cleanup = conn.channel() if not ch.is_open else ch
+            cleanup = ch if ch.is_open else conn.channel()
             cleanup.queue_delete(queue)
+            cleanup.exchange_delete(exchange)
     finally:
         if conn.is_open:
             conn.close()
 
-    for fmt, eid in want:
-        event, method, props, n_in_body = got[(fmt, eid)]
-        expected = published[fmt][fmt]
-        assert event == expected, f"{fmt}: decoded body differs from what the crate printed"
-        assert method.exchange == crate_defaults["exchange"]
-        assert method.routing_key.startswith(crate_defaults["routing_key"].split("{")[0])
-        assert m.topic_matches(rabbitmq_input["key"], method.routing_key)
-        assert props.delivery_mode == 2
-        assert props.content_type == "application/json"
-        assert props.type == fmt
-        assert isinstance(props.timestamp, int)
-        if n_in_body == 1:
-            assert props.message_id == eid
-        assert props.app_id == published["ecs"]["ecs"]["service"]["name"]
-        assert doc_format(event) == fmt
+    check_published(got, published, exchange, rabbitmq_input["key"], crate_defaults)
 
 
 # --- the definitions file itself, imported into a throw-away vhost --------------------------
@@ -297,10 +341,8 @@ def test_definitions_file_imports_and_users_can_do_exactly_their_job(
     # ... into the pre-declared queue, where Logstash's user reads it.
     conn = connect(consumer_url)
     try:
-        ch = conn.channel()
-        want = ("ecs", event_id_of(published["ecs"], "ecs", crate_defaults))
-        got = drain(ch, queue, {want}, crate_defaults)
-        assert got[want][0] == published["ecs"]
+        got = take_all(conn.channel(), queue, expected=1)
     finally:
         if conn.is_open:
             conn.close()
+    check_published(got, {"ecs": published}, exchange, rabbitmq_input["key"], crate_defaults)
