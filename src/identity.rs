@@ -89,3 +89,15 @@ mod tests {
         assert_eq!(id.hostname, "h");
     }
 }
+
+#[cfg(test)]
+mod fqdn_tests {
+    use super::*;
+
+    #[test]
+    fn localhost_resolves_to_a_canonical_name() {
+        let name = resolve_fqdn("localhost").expect("localhost resolves on any machine");
+        assert!(!name.is_empty());
+        assert!(!detect_hostname(true).is_empty());
+    }
+}
