@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::Capture;
 use logcollect::{Format, Guard};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -373,5 +374,3 @@ fn assert_no_duplicate_keys(body: &str) {
     let mut de = serde_json::Deserializer::from_str(body);
     StrictValue::deserialize(&mut de).unwrap_or_else(|e| panic!("{e} in {body}"));
 }
-
-use serde::Deserialize;

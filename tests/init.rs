@@ -79,6 +79,10 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
             "app.init-test.trace"
         ]
     );
-    assert!(!guard.stats().to_string().is_empty());
+    let line = guard.stats().to_string();
+    assert!(
+        line.contains("accepted=3 published=3 confirmed=3 ") && line.contains(" dropped=0 "),
+        "{line}"
+    );
     drop(guard);
 }

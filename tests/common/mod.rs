@@ -189,8 +189,7 @@ impl Capture {
         Capture::bind(&unique("logcollect-test-x"), "#")
     }
 
-    /// Reads messages until `events` documents have arrived, or nothing more arrives within
-    /// `idle` after the deadline-free wait of `timeout`.
+    /// Reads messages until `events` documents have arrived or `timeout` passes.
     pub fn receive(&mut self, events: usize, timeout: Duration) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
