@@ -17,17 +17,23 @@ use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
 
 /// Crates whose events are never shipped: the AMQP client and the runtime under the shipper
-/// log about the shipping itself, and shipping those would feed back into the queue. A name
-/// matches its crate and crates that extend it (`amq_protocol` covers `amq_protocol_tcp`).
+/// log about the shipping itself, and shipping those would feed back into the queue. Exact
+/// crate names, so an application crate such as `tokio_billing` is not mistaken for them.
 const OWN_STACK_CRATES: &[&str] = &[
     "lapin",
     "amq_protocol",
+    "amq_protocol_tcp",
+    "amq_protocol_uri",
+    "amq_protocol_types",
+    "tcp_stream",
     "async_rs",
     "tokio",
     "mio",
     "flume",
     "rustls",
-    "hickory",
+    "rustls_connector",
+    "hickory_proto",
+    "hickory_resolver",
 ];
 
 /// Threads the AMQP client starts for itself (its I/O loop) are the shipper's too.
@@ -186,12 +192,7 @@ where
 
 fn is_own_stack(target: &str) -> bool {
     let krate = target.split("::").next().unwrap_or(target);
-    OWN_STACK_CRATES.iter().any(|name| {
-        krate == *name
-            || krate
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('_'))
-    })
+    OWN_STACK_CRATES.contains(&krate)
 }
 
 /// The thread's name and numeric id, computed once per thread.
@@ -224,6 +225,7 @@ mod tests {
         assert!(is_own_stack("amq_protocol_tcp"));
         assert!(is_own_stack("amq_protocol_uri::x"));
         assert!(!is_own_stack("lapinator"));
+        assert!(!is_own_stack("tokio_billing::jobs"));
         assert!(!is_own_stack("billing::lapin"));
     }
 }

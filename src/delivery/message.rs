@@ -38,7 +38,7 @@ impl Encoder {
         let n = events.len() as u64;
         let first = events.first().ok_or(0u64)?;
         let mut body = Vec::with_capacity(512 * events.len());
-        let mut single_id = None;
+        let mut first_id = None;
         if events.len() > 1 {
             body.push(b'[');
         }
@@ -47,7 +47,7 @@ impl Encoder {
                 body.push(b',');
             }
             let id = encoding::event_id(event);
-            single_id.get_or_insert(id);
+            first_id.get_or_insert(id);
             let envelope = Envelope {
                 id,
                 identity: &self.identity,
@@ -55,10 +55,14 @@ impl Encoder {
             };
             encoding::encode_into(self.format, event, &envelope, &mut body);
         }
-        if events.len() > 1 {
-            body.push(b']');
-            single_id = Some(uuid::Uuid::new_v4());
-        }
+        // A one-event message is identified by its event; a batch gets an id of its own.
+        let message_id = match first_id {
+            Some(id) if events.len() == 1 => id,
+            _ => {
+                body.push(b']');
+                uuid::Uuid::new_v4()
+            }
+        };
         if self.max_message_bytes > 0 && body.len() > self.max_message_bytes {
             return Err(n);
         }
@@ -76,9 +80,7 @@ impl Encoder {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
-            .with_message_id(short(
-                single_id.map(|id| id.to_string()).unwrap_or_default(),
-            ))
+            .with_message_id(short(message_id.to_string()))
             .with_app_id(short(self.identity.service_name.clone()))
             .with_timestamp(timestamp)
             .with_type(ShortString::from(self.format.as_str()));
