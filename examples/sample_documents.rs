@@ -44,14 +44,14 @@ impl std::error::Error for PaymentError {
 }
 
 /// The event `emit` logs, as the layer captures it.
-fn captured() -> CapturedEvent {
+fn captured(line: u32) -> CapturedEvent {
     CapturedEvent {
         timestamp: SystemTime::now(),
         level: tracing::Level::ERROR,
         target: Cow::Borrowed("sample_documents::checkout"),
         module_path: Some(Cow::Borrowed("sample_documents")),
         file: Some(Cow::Borrowed("examples/sample_documents.rs")),
-        line: Some(70),
+        line: Some(line),
         thread_name: Some(Arc::from("main")),
         thread_id: 1,
         message: "payment failed".to_string(),
@@ -73,11 +73,15 @@ fn captured() -> CapturedEvent {
     }
 }
 
-fn emit() {
+/// Logs the sample event and returns the line of the logging call. Without a subscriber
+/// installed it logs nothing, which is fine when only printing.
+fn emit() -> u32 {
     let span = tracing::info_span!("checkout", order_id = 1042, customer = "c-77");
     let _entered = span.enter();
     let err = PaymentError(GatewayTimeout);
+    let line = line!() + 1;
     tracing::error!(target: "sample_documents::checkout", attempt = 1, amount = 99.5, error = &err as &dyn std::error::Error, "payment failed");
+    line
 }
 
 fn main() -> ExitCode {
@@ -86,7 +90,23 @@ fn main() -> ExitCode {
     entries.insert("project".to_string(), "demo".to_string());
     entries.insert("application".to_string(), "sample".to_string());
     let identity = Identity::detect(entries, None, false, None);
-    let event = captured();
+    let guard = if publish {
+        let started = logcollect::builder_from_env().and_then(|b| {
+            b.identity("project", "demo")
+                .identity("application", "sample")
+                .init()
+        });
+        match started {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let event = captured(emit());
     let doc = |format| -> Value {
         let envelope = Envelope {
             id: event_id(&event),
@@ -109,25 +129,7 @@ fn main() -> ExitCode {
         "classic": doc(Format::Classic),
     });
 
-    if publish {
-        let guard = match logcollect::builder_from_env() {
-            Ok(b) => match b
-                .identity("project", "demo")
-                .identity("application", "sample")
-                .init()
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
-        emit();
+    if let Some(guard) = guard {
         let flushed = guard.flush(Duration::from_secs(20));
         println!("{line}");
         if !flushed.is_complete() {
