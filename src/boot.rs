@@ -113,6 +113,17 @@ impl Builder {
         self.config.queue_capacity = events;
         self
     }
+    /// Turns the disk spool on, in `dir` (see [`SpoolConfig`](crate::SpoolConfig) for its other
+    /// settings, through [`configure`](Builder::configure)).
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.spool.dir = Some(dir.into());
+        self
+    }
+    /// What a logging call does when the in-memory queue is full.
+    pub fn overflow(mut self, policy: crate::Overflow) -> Self {
+        self.config.overflow = Some(policy);
+        self
+    }
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
         self

@@ -59,6 +59,88 @@ impl FromStr for ExchangeType {
     }
 }
 
+/// What the application's logging call does when the in-memory queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Write the event to the disk spool from the logging thread (needs `spool.dir`; the
+    /// default when a spool is set). The shipper already moves queued events to the spool long
+    /// before the queue fills, so this is the rare case of a disk slower than the log rate.
+    Spill,
+    /// Refuse the new event and count it (the default without a spool).
+    DropNewest,
+    /// Push the oldest queued event out to make room, and count it.
+    DropOldest,
+    /// Wait up to `block_timeout_ms` for room, then refuse the event and count it.
+    Block,
+}
+
+impl FromStr for Overflow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "spill" => Ok(Overflow::Spill),
+            "drop_newest" => Ok(Overflow::DropNewest),
+            "drop_oldest" => Ok(Overflow::DropOldest),
+            "block" => Ok(Overflow::Block),
+            other => Err(format!(
+                "`{other}` is not an overflow policy; allowed: spill, drop_newest, drop_oldest, block"
+            )),
+        }
+    }
+}
+
+/// What a full spool drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Refuse the event being written, keep what is on disk.
+    #[default]
+    DropNewest,
+    /// Delete the oldest segment file (its unsent events are counted) to make room.
+    DropOldest,
+}
+
+impl FromStr for WhenFull {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "drop_newest" => Ok(WhenFull::DropNewest),
+            "drop_oldest" => Ok(WhenFull::DropOldest),
+            other => Err(format!(
+                "`{other}` is not a spool policy; allowed: drop_newest, drop_oldest"
+            )),
+        }
+    }
+}
+
+/// The disk spool (`spool.*` keys, variables `LOGCOLLECT_SPOOL__*`). Off unless `dir` is set.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SpoolConfig {
+    /// `spool.dir`: the directory of segment files (created if missing; locked while in use).
+    pub dir: Option<PathBuf>,
+    /// `spool.max_bytes`: the most the segment files may hold together.
+    pub max_bytes: u64,
+    /// `spool.when_full`: `drop_newest` or `drop_oldest`.
+    pub when_full: WhenFull,
+    /// `spool.fsync_interval_ms`: how often written records are forced to disk (0 = after
+    /// every write). Only a machine crash or power loss can lose what was not yet forced.
+    pub fsync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            max_bytes: defaults::SPOOL_MAX_BYTES,
+            when_full: WhenFull::DropNewest,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The keys of the `spool` table.
+pub const SPOOL_KEYS: &[&str] = &["dir", "max_bytes", "when_full", "fsync_interval_ms"];
+
 /// Defaults shared with the Logstash pipeline in `logstash/` (tests check they agree).
 pub mod defaults {
     pub const BROKER_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -69,6 +151,7 @@ pub mod defaults {
     pub const BINDING_KEY: &str = "logstash.#";
     pub const QUEUE_CAPACITY: usize = 65_536;
     pub const LEVEL: &str = "info";
+    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 }
 
 /// Every setting, with its default. Build one in code, or read it with [`Config::from_env`].
@@ -99,8 +182,15 @@ pub struct Config {
     /// `service_name`: overrides `service.name` (else the `application` entry, else the
     /// executable name).
     pub service_name: Option<String>,
-    /// `queue_capacity`: events held in memory before new ones are dropped.
+    /// `queue_capacity`: events held in memory before the overflow policy applies.
     pub queue_capacity: usize,
+    /// `overflow`: spill, drop_newest, drop_oldest or block; unset means `spill` with a spool,
+    /// `drop_newest` without.
+    pub overflow: Option<Overflow>,
+    /// `block_timeout_ms`: how long `overflow = block` waits for room.
+    pub block_timeout: Duration,
+    /// `spool.*`: the disk spool.
+    pub spool: SpoolConfig,
     /// `max_field_bytes`: longer strings are cut and marked (0 = no limit).
     pub max_field_bytes: usize,
     /// `max_message_bytes`: a larger encoded event is dropped and counted (0 = no limit).
@@ -138,6 +228,9 @@ impl Default for Config {
             hostname_fqdn: false,
             service_name: None,
             queue_capacity: defaults::QUEUE_CAPACITY,
+            overflow: None,
+            block_timeout: Duration::from_millis(100),
+            spool: SpoolConfig::default(),
             max_field_bytes: 1 << 20,
             max_message_bytes: 16 << 20,
             confirm_window: 1024,
@@ -166,6 +259,9 @@ pub const KEYS: &[&str] = &[
     "hostname_fqdn",
     "service_name",
     "queue_capacity",
+    "overflow",
+    "block_timeout_ms",
+    "spool",
     "max_field_bytes",
     "max_message_bytes",
     "confirm_window",
@@ -294,6 +390,40 @@ impl Config {
         r.set_ms(&mut c.backoff_max, "backoff_max_ms")?;
         r.set_ms(&mut c.retry_delay, "retry_delay_ms")?;
         r.set_ms(&mut c.diagnostics_interval, "diagnostics_interval_ms")?;
+        r.set_opt_parsed(
+            &mut c.overflow,
+            "overflow",
+            "spill, drop_newest, drop_oldest or block",
+        )?;
+        r.set_ms(&mut c.block_timeout, "block_timeout_ms")?;
+        if table.contains_key("spool") {
+            let entries = raw.get_table("spool").map_err(|_| {
+                Error::Config(
+                    "`spool` must be a table: spool.dir, spool.max_bytes, … \
+                     (variables LOGCOLLECT_SPOOL__DIR, …)"
+                        .to_string(),
+                )
+            })?;
+            for key in entries.keys() {
+                if !SPOOL_KEYS.contains(&key.as_str()) {
+                    return Err(Error::Config(format!(
+                        "unknown key `spool.{key}` (variable LOGCOLLECT_SPOOL__{}); allowed keys: {}",
+                        key.to_uppercase(),
+                        SPOOL_KEYS.join(", ")
+                    )));
+                }
+            }
+            let mut dir = None;
+            r.set_opt(&mut dir, "spool.dir")?;
+            c.spool.dir = dir.map(PathBuf::from);
+            r.set(&mut c.spool.max_bytes, "spool.max_bytes", "a number of bytes")?;
+            r.set(
+                &mut c.spool.when_full,
+                "spool.when_full",
+                "drop_newest or drop_oldest",
+            )?;
+            r.set_ms(&mut c.spool.fsync_interval, "spool.fsync_interval_ms")?;
+        }
         if table.contains_key("identity") {
             let entries = raw.get_table("identity").map_err(|_| {
                 Error::Config(
@@ -325,6 +455,19 @@ impl Config {
         if self.queue_capacity == 0 {
             return bad("queue_capacity", "must be at least 1");
         }
+        if self.overflow == Some(Overflow::Spill) && self.spool.dir.is_none() {
+            return bad(
+                "overflow",
+                "is `spill` but no spool is set; set spool.dir (LOGCOLLECT_SPOOL__DIR) or \
+                 choose drop_newest, drop_oldest or block",
+            );
+        }
+        if self.spool.dir.is_some() && self.spool.max_bytes < MIN_SPOOL_BYTES {
+            return bad(
+                "spool.max_bytes",
+                &format!("must be at least {MIN_SPOOL_BYTES} bytes"),
+            );
+        }
         if self.confirm_window == 0 {
             return bad("confirm_window", "must be at least 1");
         }
@@ -344,6 +487,16 @@ impl Config {
         Ok(())
     }
 
+    /// The overflow policy in force: the one set, else `spill` with a spool, `drop_newest`
+    /// without.
+    pub fn overflow_policy(&self) -> Overflow {
+        self.overflow.unwrap_or(if self.spool.dir.is_some() {
+            Overflow::Spill
+        } else {
+            Overflow::DropNewest
+        })
+    }
+
     /// The broker URI, parsed; a heartbeat of 10 s is asked for unless the URI sets one.
     pub(crate) fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, Error> {
         let mut uri: lapin::uri::AMQPUri = self.broker_uri.parse().map_err(|e| {
@@ -356,6 +509,9 @@ impl Config {
         Ok(uri)
     }
 }
+
+/// The smallest spool worth having: a few segments of a few records.
+pub const MIN_SPOOL_BYTES: u64 = 16 * 1024;
 
 /// Reads typed values out of the merged sources, with errors that name the key.
 struct Reader<'a> {
@@ -379,18 +535,7 @@ impl Reader<'_> {
         T::Err: std::fmt::Display,
     {
         if let Some(s) = self.string(key)? {
-            *slot = s.trim().parse().map_err(|e: T::Err| {
-                let e = e.to_string();
-                let allowed = if e.contains("allowed") {
-                    String::new()
-                } else {
-                    format!("; allowed: {allowed}")
-                };
-                Error::Config(format!(
-                    "`{key}` (variable LOGCOLLECT_{}) = `{s}` is invalid: {e}{allowed}",
-                    key.to_uppercase()
-                ))
-            })?;
+            *slot = parse(key, &s, allowed)?;
         }
         Ok(())
     }
@@ -402,10 +547,44 @@ impl Reader<'_> {
         Ok(())
     }
 
+    fn set_opt_parsed<T: FromStr>(
+        &self,
+        slot: &mut Option<T>,
+        key: &str,
+        allowed: &str,
+    ) -> Result<(), Error>
+    where
+        T::Err: std::fmt::Display,
+    {
+        if let Some(s) = self.string(key)?.filter(|s| !s.trim().is_empty()) {
+            *slot = Some(parse(key, &s, allowed)?);
+        }
+        Ok(())
+    }
+
     fn set_ms(&self, slot: &mut Duration, key: &str) -> Result<(), Error> {
         let mut ms = slot.as_millis() as u64;
         self.set(&mut ms, key, "a whole number of milliseconds")?;
         *slot = Duration::from_millis(ms);
         Ok(())
     }
+}
+
+/// Parses one value; the error names the key, its variable, the value and what is allowed.
+fn parse<T: FromStr>(key: &str, value: &str, allowed: &str) -> Result<T, Error>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| {
+        let e = e.to_string();
+        let allowed = if e.contains("allowed") {
+            String::new()
+        } else {
+            format!("; allowed: {allowed}")
+        };
+        Error::Config(format!(
+            "`{key}` (variable LOGCOLLECT_{}) = `{value}` is invalid: {e}{allowed}",
+            key.to_uppercase().replace('.', "__")
+        ))
+    })
 }

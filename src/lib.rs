@@ -30,7 +30,10 @@ mod identity;
 
 pub use boot::{builder, builder_from_env, init, Builder};
 pub use capture::LogcollectLayer;
-pub use config::{defaults, Config, ExchangeType, KEYS as CONFIG_KEYS};
+pub use config::{
+    defaults, Config, ExchangeType, Overflow, SpoolConfig, WhenFull, KEYS as CONFIG_KEYS,
+    SPOOL_KEYS,
+};
 pub use delivery::{Dropped, Flush, Guard, Shipper, Stats};
 pub use encoding::Format;
 pub use error::Error;

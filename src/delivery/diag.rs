@@ -55,14 +55,15 @@ impl Diagnostics {
         }
         if total > self.dropped_reported {
             emit(&format!(
-                "{} events dropped in the last {}s (total {}: queue_full={} oversize={} closed={}); \
-                 queue depth {}",
+                "{} events dropped in the last {}s (total {}: queue_full={} oversize={} closed={} \
+                 spool_full={}); queue depth {}",
                 total - self.dropped_reported,
                 now.duration_since(self.last_drop_report).as_secs(),
                 total,
                 stats.dropped.queue_full,
                 stats.dropped.oversize,
                 stats.dropped.closed,
+                stats.dropped.spool_full,
                 stats.queue_depth,
             ));
             self.dropping = true;

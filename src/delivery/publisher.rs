@@ -60,6 +60,7 @@ impl Publisher<'_> {
         let mut next_seq = 0u64;
         let mut events = session.connection.events_listener();
         let mut blocked = false;
+        let mut blocked_since = Instant::now();
         let mut hold_until: Option<Instant> = None;
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -163,11 +164,17 @@ impl Publisher<'_> {
                 }
                 event = events.next() => match event {
                     Some(Event::ConnectionBlocked(reason)) => {
+                        if !blocked {
+                            blocked_since = Instant::now();
+                        }
                         blocked = true;
                         counters.set_error(format!("the broker blocked publishing: {reason}"));
                         self.diag.error("the broker blocked publishing (resource alarm)", &reason);
                     }
                     Some(Event::ConnectionUnblocked) => {
+                        if blocked {
+                            add_blocked_time(counters, blocked_since);
+                        }
                         blocked = false;
                         last_progress = Instant::now();
                     }
@@ -189,6 +196,9 @@ impl Publisher<'_> {
             }
         };
 
+        if blocked {
+            add_blocked_time(counters, blocked_since);
+        }
         // Whatever is unconfirmed goes back in front of the pending messages, oldest first.
         for (_, message) in in_flight.into_iter().rev() {
             self.retry_front(message);
@@ -222,4 +232,8 @@ impl Publisher<'_> {
         Counters::add(&self.shared.counters.retried, message.events);
         self.pending.push_front(message);
     }
+}
+
+fn add_blocked_time(counters: &Counters, since: Instant) {
+    Counters::add(&counters.blocked_ms, since.elapsed().as_millis() as u64);
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Live counters, shared by the layer (accepting) and the shipper (delivering).
 #[derive(Debug, Default)]
@@ -14,9 +15,23 @@ pub(crate) struct Counters {
     pub nacked: AtomicU64,
     pub retried: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Events from an earlier run's spool, confirmed by this run.
+    pub recovered: AtomicU64,
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub blocked_ms: AtomicU64,
+    /// New events refused because the queue was full (never accepted).
     pub dropped_queue_full: AtomicU64,
+    /// Accepted events pushed out of a full queue by newer ones (`drop_oldest`).
+    pub evicted: AtomicU64,
     pub dropped_oversize: AtomicU64,
     pub dropped_closed: AtomicU64,
+    /// Events of this run dropped because the spool was full.
+    pub dropped_spool_full: AtomicU64,
+    /// Events of an earlier run dropped because the spool was full (not part of `accepted`).
+    pub dropped_spool_full_recovered: AtomicU64,
+    pub spool_torn: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -31,10 +46,13 @@ impl Counters {
         }
     }
 
-    /// Events that have left the shipper's custody for good: confirmed, or accepted and then
-    /// dropped. Flush waits for this to reach the number accepted.
+    /// Events of this run that have left the shipper's custody for good: confirmed, or accepted
+    /// and then dropped. Flush waits for this to reach the number accepted.
     pub fn settled(&self) -> u64 {
-        self.confirmed.load(Relaxed) + self.dropped_oversize.load(Relaxed)
+        self.confirmed.load(Relaxed)
+            + self.dropped_oversize.load(Relaxed)
+            + self.evicted.load(Relaxed)
+            + self.dropped_spool_full.load(Relaxed)
     }
 
     pub fn snapshot(&self, queue_depth: usize) -> Stats {
@@ -46,11 +64,19 @@ impl Counters {
             nacked: self.nacked.load(Relaxed),
             retried: self.retried.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            recovered: self.recovered.load(Relaxed),
+            spooled: self.spooled.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            blocked_time: Duration::from_millis(self.blocked_ms.load(Relaxed)),
             dropped: Dropped {
-                queue_full: self.dropped_queue_full.load(Relaxed),
+                queue_full: self.dropped_queue_full.load(Relaxed) + self.evicted.load(Relaxed),
                 oversize: self.dropped_oversize.load(Relaxed),
                 closed: self.dropped_closed.load(Relaxed),
+                spool_full: self.dropped_spool_full.load(Relaxed)
+                    + self.dropped_spool_full_recovered.load(Relaxed),
             },
+            spool_torn: self.spool_torn.load(Relaxed),
             queue_depth,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
@@ -58,6 +84,9 @@ impl Counters {
 }
 
 /// A snapshot of the shipper's counters. Event counts, not message counts.
+///
+/// Events of this run are `accepted`, then either `confirmed` or dropped; events found in the
+/// spool from an earlier run are not `accepted` again: once delivered they count as `recovered`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -65,7 +94,7 @@ pub struct Stats {
     pub accepted: u64,
     /// Events published to the broker (a republished event counts again).
     pub published: u64,
-    /// Events the broker confirmed (acked and routed): these are delivered.
+    /// Events of this run the broker confirmed (acked and routed): these are delivered.
     pub confirmed: u64,
     /// Events returned by the broker as unroutable (no queue bound); they are republished.
     pub returned: u64,
@@ -75,8 +104,21 @@ pub struct Stats {
     pub retried: u64,
     /// Connections lost and re-established.
     pub reconnects: u64,
+    /// Events an earlier run left in the spool, delivered (confirmed) by this one.
+    pub recovered: u64,
+    /// Events written to the disk spool (a spilled event counts once).
+    pub spooled: u64,
+    /// Events read back from the spool to be published (this run's and earlier runs').
+    pub replayed: u64,
+    /// Bytes the spool's segment files hold now.
+    pub spool_bytes: u64,
+    /// Time the broker kept publishing blocked (`connection.blocked`: a resource alarm).
+    pub blocked_time: Duration,
     /// Events dropped, by reason.
     pub dropped: Dropped,
+    /// Torn or corrupt spool records skipped on replay (a write cut short by a crash): never
+    /// published.
+    pub spool_torn: u64,
     /// Events waiting in the in-memory queue.
     pub queue_depth: usize,
     /// The latest delivery error, if any.
@@ -87,17 +129,20 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Dropped {
-    /// The queue was full when the event was logged (never accepted).
+    /// The in-memory queue was full: the new event was refused (`drop_newest`, or `block` after
+    /// its timeout), or an older queued one was pushed out (`drop_oldest`).
     pub queue_full: u64,
     /// The encoded event was larger than `max_message_bytes` (accepted, then dropped).
     pub oversize: u64,
     /// Logged after the shipper was shut down.
     pub closed: u64,
+    /// The spool was full, by its `when_full` policy (the new event, or the oldest segment's).
+    pub spool_full: u64,
 }
 
 impl Dropped {
     pub fn total(&self) -> u64 {
-        self.queue_full + self.oversize + self.closed
+        self.queue_full + self.oversize + self.closed + self.spool_full
     }
 }
 
@@ -107,7 +152,9 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} published={} confirmed={} returned={} nacked={} retried={} reconnects={} \
-             dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} queue_depth={}",
+             recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
+             dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} \
+             dropped_spool_full={} spool_torn={} queue_depth={}",
             self.accepted,
             self.published,
             self.confirmed,
@@ -115,10 +162,17 @@ impl fmt::Display for Stats {
             self.nacked,
             self.retried,
             self.reconnects,
+            self.recovered,
+            self.spooled,
+            self.replayed,
+            self.spool_bytes,
+            self.blocked_time.as_millis(),
             self.dropped.total(),
             self.dropped.queue_full,
             self.dropped.oversize,
             self.dropped.closed,
+            self.dropped.spool_full,
+            self.spool_torn,
             self.queue_depth,
         )?;
         if let Some(error) = &self.last_error {
