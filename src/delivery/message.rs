@@ -28,6 +28,8 @@ pub(crate) struct Message {
     pub properties: BasicProperties,
     /// How many events the body holds.
     pub events: u64,
+    /// The spool segment it was read from, if it was replayed from disk.
+    pub origin: Option<u64>,
 }
 
 impl Encoder {
@@ -77,20 +79,35 @@ impl Encoder {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(short(message_id.to_string()))
-            .with_app_id(short(self.identity.service_name.clone()))
-            .with_timestamp(timestamp)
-            .with_type(ShortString::from(self.format.as_str()));
         Ok(Message {
             routing_key: short(routing_key),
             body,
-            properties,
+            properties: properties(
+                short(message_id.to_string()),
+                short(self.identity.service_name.clone()),
+                timestamp,
+                ShortString::from(self.format.as_str()),
+            ),
             events: n,
+            origin: None,
         })
     }
+}
+
+/// The properties of every message: persistent JSON, identified, stamped, typed by format.
+pub(crate) fn properties(
+    message_id: ShortString,
+    app_id: ShortString,
+    timestamp: u64,
+    format: ShortString,
+) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(message_id)
+        .with_app_id(app_id)
+        .with_timestamp(timestamp)
+        .with_type(format)
 }
 
 /// An AMQP short string, cut to 255 bytes at a character boundary (never a panic).

@@ -9,6 +9,7 @@ mod message;
 mod publisher;
 mod queue;
 mod shipper;
+mod spool;
 mod stats;
 
 use std::sync::atomic::Ordering::Relaxed;

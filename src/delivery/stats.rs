@@ -40,6 +40,10 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
+    pub fn store(counter: &AtomicU64, n: u64) {
+        counter.store(n, Relaxed);
+    }
+
     pub fn set_error(&self, error: impl fmt::Display) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error.to_string());
