@@ -9,7 +9,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::broker::Target;
 use crate::capture::LogcollectLayer;
 use crate::config::{Config, ExchangeType};
-use crate::delivery::{Encoder, Guard, Handoff, Limits, Shared, ShipperConfig};
+use crate::delivery::{Encoder, Guard, Handoff, Limits, Shared, ShipperConfig, Spool};
 use crate::encoding::Format;
 use crate::identity::Identity;
 use crate::Error;
@@ -156,25 +156,36 @@ impl Builder {
             connection_name: format!("logcollect {}@{}", identity.service_name, identity.hostname),
             connect_timeout: config.connect_timeout,
         };
+        let encoder = Encoder {
+            format: config.format,
+            identity,
+            routing_key: config.routing_key.clone(),
+            max_field_bytes: config.max_field_bytes,
+            max_message_bytes: config.max_message_bytes,
+        };
+        let spool = match &config.spool.dir {
+            Some(_) => Some(Spool::open(&config.spool).map_err(Error::Spool)?),
+            None => None,
+        };
         let shipper = ShipperConfig {
             target,
-            encoder: Encoder {
-                format: config.format,
-                identity,
-                routing_key: config.routing_key.clone(),
-                max_field_bytes: config.max_field_bytes,
-                max_message_bytes: config.max_message_bytes,
-            },
             limits: Limits {
                 window: config.confirm_window,
                 confirm_timeout: config.confirm_timeout,
                 retry_delay: config.retry_delay,
+                retry_delay_max: config.backoff_max.max(config.retry_delay),
             },
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max,
             diagnostics_interval: config.diagnostics_interval,
         };
-        let shared = Shared::new(config.queue_capacity);
+        let shared = Shared::new(
+            config.queue_capacity,
+            encoder,
+            spool,
+            config.overflow_policy(),
+            config.block_timeout,
+        );
         let guard =
             Guard::start(shared.clone(), shipper, config.shutdown_timeout).map_err(Error::Spawn)?;
         Ok((LogcollectLayer::new(Handoff::new(shared)), guard))

@@ -15,6 +15,9 @@ pub enum Error {
     LogBridge(String),
     /// The shipper thread could not be started.
     Spawn(std::io::Error),
+    /// The spool directory cannot be used: not creatable, not readable, or locked by another
+    /// process.
+    Spool(String),
 }
 
 impl fmt::Display for Error {
@@ -30,6 +33,7 @@ impl fmt::Display for Error {
                 "logcollect: cannot capture `log` records, a logger is already set: {m}"
             ),
             Error::Spawn(e) => write!(f, "logcollect: cannot start the shipper thread: {e}"),
+            Error::Spool(m) => write!(f, "logcollect spool: {m}"),
         }
     }
 }

@@ -133,7 +133,7 @@ where
         if is_own_stack(target) {
             return;
         }
-        if !self.handoff.has_room() {
+        if self.handoff.would_refuse() {
             // Do not pay for a snapshot that cannot be queued.
             self.handoff.reject_full();
             return;

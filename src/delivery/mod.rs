@@ -21,6 +21,7 @@ pub(crate) use message::Encoder;
 pub(crate) use publisher::Limits;
 pub(crate) use queue::{Handoff, Shared};
 pub(crate) use shipper::ShipperConfig;
+pub(crate) use spool::Spool;
 pub use stats::{Dropped, Stats};
 
 /// A handle on the shipper: read its [`Stats`], or [`flush`](Shipper::flush) it. Cheap to clone.

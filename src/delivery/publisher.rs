@@ -17,8 +17,9 @@ use lapin::options::BasicPublishOptions;
 use lapin::{Confirmation, Event};
 
 use super::diag::Diagnostics;
-use super::message::{Encoder, Message};
+use super::message::Message;
 use super::queue::Shared;
+use super::shipper::spill;
 use super::stats::Counters;
 use crate::broker::Session;
 
@@ -29,8 +30,10 @@ pub(crate) struct Limits {
     pub window: usize,
     /// A broker that confirms nothing for this long (while not blocking us) is presumed gone.
     pub confirm_timeout: Duration,
-    /// Pause before publishing again after a return or a nack.
+    /// Pause before publishing again after a return or a nack; it doubles while they go on,
+    /// up to `retry_delay_max`.
     pub retry_delay: Duration,
+    pub retry_delay_max: Duration,
 }
 
 /// How a session ended.
@@ -46,7 +49,6 @@ type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmatio
 /// Messages between the queue and the broker's confirm.
 pub(crate) struct Publisher<'a> {
     pub shared: &'a Arc<Shared>,
-    pub encoder: &'a Encoder,
     pub limits: &'a Limits,
     pub diag: &'a mut Diagnostics,
     /// Encoded, not yet published (or to be published again), oldest first.
@@ -62,6 +64,11 @@ impl Publisher<'_> {
         let mut blocked = false;
         let mut blocked_since = Instant::now();
         let mut hold_until: Option<Instant> = None;
+        let mut hold = self.limits.retry_delay;
+        // With a spool, events go to disk once the queue is half full, long before it
+        // overflows, and all the time while the broker blocks us.
+        let spill_at = (self.shared.queue.capacity() / 2).max(1);
+        let spooling = self.shared.spool.is_some();
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let counters = &self.shared.counters;
@@ -69,6 +76,9 @@ impl Publisher<'_> {
         let end = loop {
             if self.shared.abort.load(Relaxed) {
                 break End::Stopped;
+            }
+            if spooling && (blocked || self.shared.queue.len() >= spill_at) {
+                spill(self.shared, self.pending, blocked);
             }
             let holding = hold_until.is_some_and(|t| Instant::now() < t);
             let mut publish_failed = None;
@@ -121,8 +131,7 @@ impl Publisher<'_> {
             }
             if self.shared.closed.load(Relaxed)
                 && in_flight.is_empty()
-                && self.pending.is_empty()
-                && self.shared.queue.is_empty()
+                && nothing_left(self.shared, self.pending)
             {
                 break End::Stopped;
             }
@@ -133,8 +142,8 @@ impl Publisher<'_> {
                     let Some(message) = in_flight.remove(&seq) else { continue };
                     match result {
                         Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-                            Counters::add(&counters.confirmed, message.events);
-                            self.shared.signal_progress();
+                            self.delivered(&message);
+                            hold = self.limits.retry_delay;
                         }
                         Ok(Confirmation::Ack(Some(_returned))) => {
                             Counters::add(&counters.returned, message.events);
@@ -148,13 +157,15 @@ impl Publisher<'_> {
                                 message.routing_key
                             ));
                             self.retry(message);
-                            hold_until = Some(Instant::now() + self.limits.retry_delay);
+                            hold_until = Some(Instant::now() + hold);
+                            hold = (hold * 2).min(self.limits.retry_delay_max);
                         }
                         Ok(Confirmation::Nack(_)) => {
                             Counters::add(&counters.nacked, message.events);
                             counters.set_error("the broker nacked a message; will retry");
                             self.retry(message);
-                            hold_until = Some(Instant::now() + self.limits.retry_delay);
+                            hold_until = Some(Instant::now() + hold);
+                            hold = (hold * 2).min(self.limits.retry_delay_max);
                         }
                         Err(e) => {
                             in_flight.insert(seq, message);
@@ -182,8 +193,12 @@ impl Publisher<'_> {
                     Some(_) => {}
                     None => break End::Failed("the connection's event stream ended".to_string()),
                 },
-                _ = self.shared.wake.notified(), if !blocked && in_flight.len() < self.limits.window => {}
+                _ = self.shared.wake.notified(),
+                    if spooling || (!blocked && in_flight.len() < self.limits.window) => {}
                 _ = tick.tick() => {
+                    if let Some(mut spool) = self.shared.spool() {
+                        spool.sync(false);
+                    }
                     self.diag.drops(&self.shared.stats());
                     if !blocked && !in_flight.is_empty()
                         && last_progress.elapsed() > self.limits.confirm_timeout
@@ -206,14 +221,23 @@ impl Publisher<'_> {
         end
     }
 
-    /// The next message to publish: a pending one first, else the next event from the queue.
+    /// The next message to publish, oldest first: a pending one (to publish again), else one
+    /// from the spool, else the next event from the queue (everything spooled is older than
+    /// what is still queued).
     fn next_message(&mut self) -> Option<Message> {
         if let Some(message) = self.pending.pop_front() {
             return Some(message);
         }
+        if let Some(message) = self
+            .shared
+            .spool()
+            .and_then(|mut spool| spool.next(&self.shared.counters))
+        {
+            return Some(message);
+        }
         loop {
             let event = self.shared.queue.pop()?;
-            match self.encoder.message(std::slice::from_ref(&event)) {
+            match self.shared.encoder.message(std::slice::from_ref(&event)) {
                 Ok(message) => return Some(message),
                 Err(n) => {
                     Counters::add(&self.shared.counters.dropped_oversize, n);
@@ -221,6 +245,23 @@ impl Publisher<'_> {
                 }
             }
         }
+    }
+
+    /// The broker confirmed `message`: it leaves our custody (and the spool, if it was there).
+    fn delivered(&mut self, message: &Message) {
+        let counters = &self.shared.counters;
+        let recovered = message.origin.is_some_and(|segment| {
+            self.shared
+                .spool()
+                .is_some_and(|mut spool| spool.confirmed(segment, counters))
+        });
+        let counter = if recovered {
+            &counters.recovered
+        } else {
+            &counters.confirmed
+        };
+        Counters::add(counter, message.events);
+        self.shared.signal_progress();
     }
 
     fn retry(&mut self, message: Message) {
@@ -232,6 +273,13 @@ impl Publisher<'_> {
         Counters::add(&self.shared.counters.retried, message.events);
         self.pending.push_front(message);
     }
+}
+
+/// Nothing waits to be published: no pending message, no queued event, no unread spool.
+pub(super) fn nothing_left(shared: &Shared, pending: &VecDeque<Message>) -> bool {
+    pending.is_empty()
+        && shared.queue.is_empty()
+        && shared.spool().is_none_or(|spool| !spool.has_unread())
 }
 
 fn add_blocked_time(counters: &Counters, since: Instant) {

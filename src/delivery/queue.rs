@@ -1,17 +1,21 @@
 //! The bounded hand-off between the application's threads and the shipper thread.
 //!
-//! Pushing is lock-free and never blocks: when the queue is full the event is dropped and
-//! counted, so logging can never stall the application.
+//! Pushing is lock-free. When the queue is full, the overflow policy decides: refuse the new
+//! event, push the oldest out, wait a bounded time for room, or write the event to the spool.
+//! Each drop is counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
+use super::message::Encoder;
+use super::spool::Spool;
 use super::stats::{Counters, Stats};
 use crate::capture::CapturedEvent;
+use crate::config::Overflow;
 
 /// State shared by the layer, the guard and the shipper thread.
 pub(crate) struct Shared {
@@ -27,22 +31,49 @@ pub(crate) struct Shared {
     pub abort: AtomicBool,
     /// Signalled by the shipper whenever events settle, for `flush` to wait on.
     progress: (Mutex<()>, Condvar),
+    /// Turns events into messages (the shipper's job; a logging thread's only when it spills).
+    pub encoder: Encoder,
+    /// The disk spool, when one is configured.
+    pub spool: Option<Mutex<Spool>>,
+    pub overflow: Overflow,
+    pub block_timeout: Duration,
 }
 
 impl Shared {
-    pub fn new(capacity: usize) -> Arc<Shared> {
+    pub fn new(
+        capacity: usize,
+        encoder: Encoder,
+        spool: Option<Spool>,
+        overflow: Overflow,
+        block_timeout: Duration,
+    ) -> Arc<Shared> {
+        let counters = Counters::default();
+        if let Some(spool) = &spool {
+            Counters::store(&counters.spool_bytes, spool.bytes());
+        }
         Arc::new(Shared {
             queue: ArrayQueue::new(capacity.max(1)),
-            counters: Counters::default(),
+            counters,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             progress: (Mutex::new(()), Condvar::new()),
+            encoder,
+            spool: spool.map(Mutex::new),
+            overflow,
+            block_timeout,
         })
     }
 
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(self.queue.len())
+    }
+
+    /// The spool, locked; a panic elsewhere while it was held does not make it unusable.
+    pub fn spool(&self) -> Option<MutexGuard<'_, Spool>> {
+        self.spool
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     pub fn signal_progress(&self) {
@@ -85,9 +116,10 @@ impl Handoff {
         Handoff { shared }
     }
 
-    /// Whether an event offered now would be accepted (a hint, checked again by `offer`).
-    pub fn has_room(&self) -> bool {
-        !self.shared.queue.is_full()
+    /// Whether an event offered now would surely be refused (so the layer need not capture
+    /// it): only under `drop_newest` with a full queue.
+    pub fn would_refuse(&self) -> bool {
+        self.shared.overflow == Overflow::DropNewest && self.shared.queue.is_full()
     }
 
     /// Counts an event refused because the queue is full.
@@ -95,19 +127,78 @@ impl Handoff {
         Counters::add(&self.shared.counters.dropped_queue_full, 1);
     }
 
-    /// Queues an event for shipping; drops and counts it if the queue is full or closed.
+    /// Queues an event for shipping; when the queue is full the overflow policy applies.
     pub fn offer(&self, event: CapturedEvent) {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Relaxed) {
             Counters::add(&shared.counters.dropped_closed, 1);
             return;
         }
-        match shared.queue.push(Box::new(event)) {
-            Ok(()) => {
-                Counters::add(&shared.counters.accepted, 1);
-                shared.wake.notify_one();
+        let event = Box::new(event);
+        if shared.overflow == Overflow::DropOldest {
+            if shared.queue.force_push(event).is_some() {
+                Counters::add(&shared.counters.evicted, 1);
             }
-            Err(_) => self.reject_full(),
+            return self.accepted();
         }
+        let Err(event) = shared.queue.push(event) else {
+            return self.accepted();
+        };
+        match shared.overflow {
+            Overflow::Block => self.wait_for_room(event),
+            Overflow::Spill => self.spill(*event),
+            Overflow::DropNewest | Overflow::DropOldest => self.reject_full(),
+        }
+    }
+
+    fn accepted(&self) {
+        Counters::add(&self.shared.counters.accepted, 1);
+        self.shared.wake.notify_one();
+    }
+
+    /// `block`: retries with short, growing sleeps until there is room or the timeout passes.
+    fn wait_for_room(&self, mut event: Box<CapturedEvent>) {
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.block_timeout;
+        let mut pause = Duration::from_micros(50);
+        shared.wake.notify_one();
+        loop {
+            let now = Instant::now();
+            if now >= deadline || shared.closed.load(Ordering::Relaxed) {
+                return self.reject_full();
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(2));
+            match shared.queue.push(event) {
+                Ok(()) => return self.accepted(),
+                Err(back) => event = back,
+            }
+        }
+    }
+
+    /// `spill`: the queue is full even though the shipper moves events to disk as it fills,
+    /// so this thread writes the event to the spool itself.
+    fn spill(&self, event: CapturedEvent) {
+        let shared = &self.shared;
+        let counters = &shared.counters;
+        let message = match shared.encoder.message(std::slice::from_ref(&event)) {
+            Ok(message) => message,
+            Err(n) => {
+                Counters::add(&counters.accepted, n);
+                Counters::add(&counters.dropped_oversize, n);
+                return;
+            }
+        };
+        let Some(mut spool) = shared.spool() else {
+            return self.reject_full();
+        };
+        // Counted as accepted first, so a flush never sees it settled before it was accepted.
+        Counters::add(&counters.accepted, 1);
+        if !spool.append(vec![message], counters).is_empty() {
+            // An I/O error: the event is neither queued nor spooled.
+            Counters::add(&counters.evicted, 1);
+        }
+        drop(spool);
+        shared.wake.notify_one();
     }
 }

@@ -7,14 +7,15 @@
 //! automatic recovery.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::diag::{self, Diagnostics};
-use super::message::Encoder;
-use super::publisher::{End, Limits, Publisher};
+use super::message::Message;
+use super::publisher::{nothing_left, End, Limits, Publisher};
 use super::queue::Shared;
 use super::stats::Counters;
 use crate::broker::{self, Target};
@@ -24,7 +25,6 @@ use crate::capture::mark_shipper_thread;
 #[derive(Debug, Clone)]
 pub(crate) struct ShipperConfig {
     pub target: Target,
-    pub encoder: Encoder,
     pub limits: Limits,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -54,14 +54,15 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut connected_before = false;
     loop {
-        if shared.abort.load(Relaxed)
-            || (shared.closed.load(Relaxed) && nothing_left(&shared, &pending))
-        {
+        if shared.abort.load(Relaxed) {
+            return exit(&shared, &mut pending);
+        }
+        if shared.closed.load(Relaxed) && nothing_left(&shared, &pending) {
             return;
         }
-        let opened = tokio::select! {
-            opened = broker::open(&config.target) => opened,
-            _ = wait_for_abort(&shared) => return,
+        let Some(opened) = while_away(&shared, &mut pending, broker::open(&config.target)).await
+        else {
+            return exit(&shared, &mut pending);
         };
         match opened {
             Ok(session) => {
@@ -72,20 +73,22 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                 backoff.reset();
                 let end = Publisher {
                     shared: &shared,
-                    encoder: &config.encoder,
                     limits: &config.limits,
                     diag: &mut diag,
                     pending: &mut pending,
                 }
                 .serve(&session, &config.target.exchange)
                 .await;
+                if let End::Stopped = end {
+                    // Spool what is left before the (bounded, but slow) close.
+                    exit(&shared, &mut pending);
+                    broker::close(session).await;
+                    return;
+                }
                 broker::close(session).await;
-                match end {
-                    End::Stopped => return,
-                    End::Failed(reason) => {
-                        shared.counters.set_error(&reason);
-                        diag.error("delivery interrupted, reconnecting", &reason);
-                    }
+                if let End::Failed(reason) = end {
+                    shared.counters.set_error(&reason);
+                    diag.error("delivery interrupted, reconnecting", &reason);
                 }
             }
             Err(reason) => {
@@ -94,22 +97,87 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
             }
         }
         diag.drops(&shared.stats());
-        // Sleep, but wake for shutdown.
         let delay = backoff.next();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = wait_for_abort(&shared) => return,
+        if while_away(&shared, &mut pending, tokio::time::sleep(delay))
+            .await
+            .is_none()
+        {
+            return exit(&shared, &mut pending);
         }
     }
 }
 
-fn nothing_left(shared: &Shared, pending: &VecDeque<super::message::Message>) -> bool {
-    pending.is_empty() && shared.queue.is_empty()
+/// Runs `work` (connecting, or waiting to reconnect) while no broker takes events: with a
+/// spool, what waits in memory goes to disk meanwhile. `None` if told to stop first.
+async fn while_away<T>(
+    shared: &Shared,
+    pending: &mut VecDeque<Message>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        if shared.abort.load(Relaxed) {
+            return None;
+        }
+        spill(shared, pending, true);
+        tokio::select! {
+            out = &mut work => return Some(out),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
-async fn wait_for_abort(shared: &Shared) {
-    while !shared.abort.load(Relaxed) {
-        shared.wake.notified().await;
+/// The shipper stops: with a spool, what was not delivered is kept there for the next start.
+fn exit(shared: &Shared, pending: &mut VecDeque<Message>) {
+    let kept = spill(shared, pending, true);
+    if let Some(mut spool) = shared.spool() {
+        spool.sync(true);
+        if kept > 0 {
+            diag::emit(&format!(
+                "{kept} undelivered events written to the spool at shutdown; they will be sent \
+                 on the next start"
+            ));
+        }
+    }
+}
+
+/// With a spool, moves what waits in memory to disk, oldest first: the pending messages not
+/// already there (if `with_pending`), then the queued events. Returns the events written.
+pub(super) fn spill(shared: &Shared, pending: &mut VecDeque<Message>, with_pending: bool) -> u64 {
+    if shared.spool().is_none_or(|spool| !spool.writable()) {
+        return 0;
+    }
+    let counters = &shared.counters;
+    let before = counters.spooled.load(Relaxed);
+    if with_pending && pending.iter().any(|m| m.origin.is_none()) {
+        let (on_disk, in_memory): (VecDeque<_>, VecDeque<_>) =
+            pending.drain(..).partition(|m| m.origin.is_some());
+        *pending = on_disk;
+        append(shared, pending, in_memory.into());
+    }
+    // In chunks, so a logging thread that spills itself never waits long for the lock.
+    let mut batch = Vec::with_capacity(256);
+    while let Some(event) = shared.queue.pop() {
+        match shared.encoder.message(std::slice::from_ref(&event)) {
+            Ok(message) => batch.push(message),
+            Err(n) => Counters::add(&counters.dropped_oversize, n),
+        }
+        if batch.len() == 256 {
+            append(shared, pending, std::mem::take(&mut batch));
+        }
+    }
+    append(shared, pending, batch);
+    shared.signal_progress();
+    counters.spooled.load(Relaxed) - before
+}
+
+/// Appends to the spool; what an I/O error kept off the disk stays in memory.
+fn append(shared: &Shared, pending: &mut VecDeque<Message>, messages: Vec<Message>) {
+    if messages.is_empty() {
+        return;
+    }
+    if let Some(mut spool) = shared.spool() {
+        pending.extend(spool.append(messages, &shared.counters));
     }
 }
 
