@@ -416,7 +416,11 @@ impl Config {
             let mut dir = None;
             r.set_opt(&mut dir, "spool.dir")?;
             c.spool.dir = dir.map(PathBuf::from);
-            r.set(&mut c.spool.max_bytes, "spool.max_bytes", "a number of bytes")?;
+            r.set(
+                &mut c.spool.max_bytes,
+                "spool.max_bytes",
+                "a number of bytes",
+            )?;
             r.set(
                 &mut c.spool.when_full,
                 "spool.when_full",

@@ -123,9 +123,15 @@ impl Guard {
         if thread.is_finished() {
             let _ = thread.join();
         }
+        shared.release_spool();
         if !flushed.is_complete() {
+            let kept = if shared.spooling() {
+                "; those in the spool are sent on the next start"
+            } else {
+                " and lost (no spool is set)"
+            };
             diag::emit(&format!(
-                "{} events undelivered at shutdown (timeout {:?}); stats: {}",
+                "{} events undelivered at shutdown (timeout {:?}){kept}; stats: {}",
                 flushed.undelivered,
                 timeout,
                 shared.stats()

@@ -68,7 +68,7 @@ impl Publisher<'_> {
         // With a spool, events go to disk once the queue is half full, long before it
         // overflows, and all the time while the broker blocks us.
         let spill_at = (self.shared.queue.capacity() / 2).max(1);
-        let spooling = self.shared.spool.is_some();
+        let spooling = self.shared.spooling();
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let counters = &self.shared.counters;

@@ -4,6 +4,7 @@
 //! event, push the oldest out, wait a bounded time for room, or write the event to the spool.
 //! Each drop is counted.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,8 +34,9 @@ pub(crate) struct Shared {
     progress: (Mutex<()>, Condvar),
     /// Turns events into messages (the shipper's job; a logging thread's only when it spills).
     pub encoder: Encoder,
-    /// The disk spool, when one is configured.
-    pub spool: Option<Mutex<Spool>>,
+    /// The disk spool, when one is configured, until the guard releases it at shutdown.
+    spool: Mutex<Option<Spool>>,
+    spooling: bool,
     pub overflow: Overflow,
     pub block_timeout: Duration,
 }
@@ -59,7 +61,8 @@ impl Shared {
             abort: AtomicBool::new(false),
             progress: (Mutex::new(()), Condvar::new()),
             encoder,
-            spool: spool.map(Mutex::new),
+            spooling: spool.is_some(),
+            spool: Mutex::new(spool),
             overflow,
             block_timeout,
         })
@@ -69,11 +72,25 @@ impl Shared {
         self.counters.snapshot(self.queue.len())
     }
 
-    /// The spool, locked; a panic elsewhere while it was held does not make it unusable.
-    pub fn spool(&self) -> Option<MutexGuard<'_, Spool>> {
-        self.spool
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    /// Whether a spool is configured.
+    pub fn spooling(&self) -> bool {
+        self.spooling
+    }
+
+    /// The spool, locked, if there is one; a panic elsewhere while it was held does not make
+    /// it unusable.
+    pub fn spool(&self) -> Option<SpoolGuard<'_>> {
+        if !self.spooling {
+            return None;
+        }
+        let guard = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        guard.is_some().then_some(SpoolGuard(guard))
+    }
+
+    /// Closes the spool (and unlocks its directory) for good.
+    pub fn release_spool(&self) {
+        let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(spool);
     }
 
     pub fn signal_progress(&self) {
@@ -102,6 +119,22 @@ impl Shared {
                 Err(_) => return target.saturating_sub(self.counters.settled()),
             };
         }
+    }
+}
+
+/// The spool, locked; it exists (checked when the guard is made).
+pub(crate) struct SpoolGuard<'a>(MutexGuard<'a, Option<Spool>>);
+
+impl Deref for SpoolGuard<'_> {
+    type Target = Spool;
+    fn deref(&self) -> &Spool {
+        self.0.as_ref().expect("SpoolGuard holds a spool")
+    }
+}
+
+impl DerefMut for SpoolGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Spool {
+        self.0.as_mut().expect("SpoolGuard holds a spool")
     }
 }
 

@@ -152,13 +152,17 @@ impl Spool {
         };
         self.writer.as_ref().is_some_and(|(w, _)| *w == id)
             && (s.bytes <= MAGIC.len() as u64
-                || self.reader.as_ref().is_some_and(|r| r.id == id && r.offset >= s.bytes))
+                || self
+                    .reader
+                    .as_ref()
+                    .is_some_and(|r| r.id == id && r.offset >= s.bytes))
     }
 
     /// When everything written has been read and confirmed, the segment being written is
     /// retired too, so a clean exit leaves nothing to replay.
     fn retire_if_drained(&mut self, id: u64) {
-        let drained = self.caught_up(id) && self.segments.get(&id).is_some_and(|s| s.outstanding == 0);
+        let drained =
+            self.caught_up(id) && self.segments.get(&id).is_some_and(|s| s.outstanding == 0);
         if drained && self.reader.as_ref().is_some_and(|r| r.id == id) {
             self.writer = None;
             self.reader = None;
@@ -182,7 +186,8 @@ impl Spool {
                 Ok(true) => Counters::add(&counters.spooled, message.events),
                 Ok(false) => Counters::add(&counters.dropped_spool_full, message.events),
                 Err(e) => {
-                    counters.set_error(format!("spool write failed: {e}; keeping events in memory"));
+                    counters
+                        .set_error(format!("spool write failed: {e}; keeping events in memory"));
                     self.paused_until = Some(Instant::now() + ERROR_PAUSE);
                     unwritten.push(message);
                 }
@@ -242,7 +247,10 @@ impl Spool {
         self.sync(true);
         let id = self.next_id;
         let path = self.path(id);
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
         if let Err(e) = file.write_all(MAGIC) {
             let _ = fs::remove_file(&path);
             return Err(e);

@@ -62,7 +62,8 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 fn replays_in_order_and_deletes_what_was_confirmed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let counters = Counters::default();
-    let mut spool = Spool::open(&config(dir.path(), 256 << 10, WhenFull::DropNewest)).expect("open");
+    let mut spool =
+        Spool::open(&config(dir.path(), 256 << 10, WhenFull::DropNewest)).expect("open");
     let unwritten = spool.append((0..500).map(message).collect(), &counters);
     assert!(unwritten.is_empty());
     assert_eq!(counters.spooled.load(Relaxed), 500);
@@ -73,7 +74,10 @@ fn replays_in_order_and_deletes_what_was_confirmed() {
     assert_eq!(counters.replayed.load(Relaxed), 500);
     assert!(!spool.has_unread());
     assert_eq!(spool.bytes(), 0);
-    assert!(segment_files(dir.path()).is_empty(), "all confirmed, all deleted");
+    assert!(
+        segment_files(dir.path()).is_empty(),
+        "all confirmed, all deleted"
+    );
 }
 
 #[test]
@@ -84,7 +88,11 @@ fn an_unconfirmed_record_keeps_its_segment() {
     spool.append((0..3).map(message).collect(), &counters);
     let first = spool.next(&counters).expect("a record");
     drain(&mut spool, &counters);
-    assert_eq!(segment_files(dir.path()).len(), 1, "record 0 is not confirmed yet");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        1,
+        "record 0 is not confirmed yet"
+    );
     spool.confirmed(first.origin.expect("origin"), &counters);
     assert!(segment_files(dir.path()).is_empty());
 }
@@ -103,7 +111,8 @@ fn the_next_run_replays_what_an_earlier_one_left_as_recovered() {
             spool.confirmed(m.origin.expect("origin"), &counters);
         }
     }
-    let mut spool = Spool::open(&config(dir.path(), 256 << 10, WhenFull::DropNewest)).expect("open");
+    let mut spool =
+        Spool::open(&config(dir.path(), 256 << 10, WhenFull::DropNewest)).expect("open");
     spool.append((300..310).map(message).collect(), &counters);
     let mut recovered = 0;
     let mut seen = Vec::new();
@@ -182,7 +191,10 @@ fn a_full_spool_dropping_newest_keeps_the_first_and_counts_the_rest() {
     assert_eq!(spooled + dropped, 1000);
     assert!(dropped > 0 && spooled > 0);
     assert!(spool.bytes() <= 32 << 10);
-    assert_eq!(drain(&mut spool, &counters), (0..spooled).collect::<Vec<_>>());
+    assert_eq!(
+        drain(&mut spool, &counters),
+        (0..spooled).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -195,5 +207,8 @@ fn a_full_spool_dropping_oldest_keeps_the_last_and_counts_the_rest() {
     let dropped = counters.dropped_spool_full.load(Relaxed);
     assert!(dropped > 0);
     assert!(spool.bytes() <= 32 << 10);
-    assert_eq!(drain(&mut spool, &counters), (dropped..1000).collect::<Vec<_>>());
+    assert_eq!(
+        drain(&mut spool, &counters),
+        (dropped..1000).collect::<Vec<_>>()
+    );
 }
