@@ -133,7 +133,44 @@ fn a_file_named_by_logcollect_config_is_read_and_variables_override_it() {
 }
 
 #[test]
+fn the_spool_and_overflow_keys_are_read_from_variables() {
+    let c = Config::from_vars(vars(&[
+        ("LOGCOLLECT_SPOOL__DIR", "/var/spool/app"),
+        ("LOGCOLLECT_SPOOL__MAX_BYTES", "1048576"),
+        ("LOGCOLLECT_SPOOL__WHEN_FULL", "drop_oldest"),
+        ("LOGCOLLECT_SPOOL__FSYNC_INTERVAL_MS", "0"),
+        ("LOGCOLLECT_BLOCK_TIMEOUT_MS", "250"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.spool.dir.as_deref(),
+        Some(std::path::Path::new("/var/spool/app"))
+    );
+    assert_eq!(c.spool.max_bytes, 1 << 20);
+    assert_eq!(c.spool.when_full, logcollect::WhenFull::DropOldest);
+    assert_eq!(c.spool.fsync_interval, std::time::Duration::ZERO);
+    assert_eq!(c.block_timeout, std::time::Duration::from_millis(250));
+    // With a spool and no overflow set, the queue spills to it.
+    assert_eq!(
+        (c.overflow, c.overflow_policy()),
+        (None, logcollect::Overflow::Spill)
+    );
+    let c = Config::from_vars(vars(&[("LOGCOLLECT_OVERFLOW", "drop_oldest")])).unwrap();
+    assert_eq!(c.overflow_policy(), logcollect::Overflow::DropOldest);
+    assert_eq!(
+        Config::default().overflow_policy(),
+        logcollect::Overflow::DropNewest
+    );
+}
+
+#[test]
 fn unknown_keys_are_errors_that_list_the_allowed_ones() {
+    let e = error(&[("LOGCOLLECT_SPOOL__SIZE", "1")]);
+    assert!(e.contains("unknown key `spool.size`"), "{e}");
+    assert!(
+        e.contains("LOGCOLLECT_SPOOL__SIZE") && e.contains("max_bytes"),
+        "{e}"
+    );
     let e = error(&[("LOGCOLLECT_EXCHANGE_NAME", "x")]);
     assert!(e.contains("unknown key `exchange_name`"), "{e}");
     assert!(e.contains("LOGCOLLECT_EXCHANGE_NAME"), "{e}");
@@ -192,6 +229,30 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
             "1.5s",
             &["`shutdown_timeout_ms`", "milliseconds"],
         ),
+        (
+            "LOGCOLLECT_OVERFLOW",
+            "wait",
+            &["`overflow`", "spill, drop_newest, drop_oldest, block"],
+        ),
+        (
+            "LOGCOLLECT_OVERFLOW",
+            "spill",
+            &["`overflow`", "spool.dir", "LOGCOLLECT_SPOOL__DIR"],
+        ),
+        (
+            "LOGCOLLECT_SPOOL__WHEN_FULL",
+            "block",
+            &[
+                "`spool.when_full`",
+                "LOGCOLLECT_SPOOL__WHEN_FULL",
+                "drop_newest, drop_oldest",
+            ],
+        ),
+        (
+            "LOGCOLLECT_SPOOL__MAX_BYTES",
+            "1GB",
+            &["`spool.max_bytes`", "LOGCOLLECT_SPOOL__MAX_BYTES"],
+        ),
     ];
     for (key, value, needles) in cases {
         let e = error(&[(key, value)]);
@@ -199,6 +260,14 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
             assert!(e.contains(needle), "{key}={value}: `{e}` lacks `{needle}`");
         }
     }
+    let e = error(&[
+        ("LOGCOLLECT_SPOOL__DIR", "/tmp/s"),
+        ("LOGCOLLECT_SPOOL__MAX_BYTES", "100"),
+    ]);
+    assert!(
+        e.contains("`spool.max_bytes`") && e.contains("at least"),
+        "{e}"
+    );
     let long = "x".repeat(256);
     let e = error(&[("LOGCOLLECT_EXCHANGE", long.as_str())]);
     assert!(e.contains("`exchange`") && e.contains("255"), "{e}");
