@@ -120,6 +120,9 @@ async fn while_away<T>(
             return None;
         }
         spill(shared, pending, true);
+        if let Some(mut spool) = shared.spool() {
+            spool.sync(false);
+        }
         tokio::select! {
             out = &mut work => return Some(out),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
