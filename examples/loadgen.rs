@@ -2,12 +2,14 @@
 //! threads through the standard configuration, then flushes and reports.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --events 20000 [--threads 4] [--rate 0] [--flush-timeout-secs 30]
+//! cargo run --release --example loadgen -- --events 20000 [--threads 4] [--rate 0] [--flush-timeout-secs 30] [--drain-spool]
 //! ```
 //!
 //! Each event is inside a span and carries `seq_no` (0..N-1, unique across threads), `worker`
 //! and `payload`. The last line printed is the stats; the exit code is 0 only if the broker
-//! confirmed every event.
+//! confirmed every event. With `--drain-spool` (and `LOGCOLLECT_SPOOL__DIR`), it also waits,
+//! within the flush timeout, until the spool is empty: what an earlier run left there is
+//! delivered too (`recovered`), e.g. `--events 0 --drain-spool` only replays a spool.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,7 @@ struct Args {
     threads: u64,
     rate: u64,
     flush_timeout: Duration,
+    drain_spool: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +30,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         rate: 0,
         flush_timeout: Duration::from_secs(30),
+        drain_spool: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,11 +46,11 @@ fn parse_args() -> Result<Args, String> {
             "--flush-timeout-secs" => {
                 args.flush_timeout = Duration::from_secs(value("--flush-timeout-secs")?)
             }
+            "--drain-spool" => args.drain_spool = true,
             "-h" | "--help" => {
-                return Err(
-                    "usage: loadgen [--events N] [--threads T] [--rate R] [--flush-timeout-secs S]"
-                        .into(),
-                )
+                return Err("usage: loadgen [--events N] [--threads T] [--rate R] \
+                            [--flush-timeout-secs S] [--drain-spool]"
+                    .into())
             }
             other => return Err(format!("unknown argument `{other}`; see --help")),
         }
@@ -103,9 +107,20 @@ fn main() -> ExitCode {
     }
     let emitted = started.elapsed();
     let flushed = guard.flush(args.flush_timeout);
+    let mut spool_drained = true;
+    if args.drain_spool {
+        let deadline = started + emitted + args.flush_timeout;
+        while guard.stats().spool_bytes > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        spool_drained = guard.stats().spool_bytes == 0;
+    }
     let elapsed = started.elapsed();
     let stats = guard.stats();
-    let ok = flushed.is_complete() && stats.confirmed >= args.events && stats.dropped.total() == 0;
+    let ok = flushed.is_complete()
+        && spool_drained
+        && stats.confirmed >= args.events
+        && stats.dropped.total() == 0;
     println!(
         "loadgen events={} threads={} rate={} emit_s={:.3} total_s={:.3} confirmed_per_s={:.0} undelivered={} ok={} {}",
         args.events,
@@ -113,7 +128,7 @@ fn main() -> ExitCode {
         args.rate,
         emitted.as_secs_f64(),
         elapsed.as_secs_f64(),
-        stats.confirmed as f64 / elapsed.as_secs_f64(),
+        (stats.confirmed + stats.recovered) as f64 / elapsed.as_secs_f64(),
         flushed.undelivered,
         ok,
         stats

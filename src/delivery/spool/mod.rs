@@ -67,8 +67,9 @@ struct Cursor {
     offset: u64,
 }
 
-enum Read1 {
-    Record(Message),
+/// What reading one record found.
+enum Found {
+    Record(Box<Message>),
     End,
     Torn,
 }
@@ -308,22 +309,22 @@ impl Spool {
             let id = cursor.id;
             let size = self.segments.get(&id).map_or(0, |s| s.bytes);
             match read_record(cursor, size) {
-                Read1::Record(message) => {
+                Found::Record(message) => {
                     if let Some(s) = self.segments.get_mut(&id) {
                         s.outstanding += 1;
                     }
                     Counters::add(&counters.replayed, message.events);
-                    return Some(message);
+                    return Some(*message);
                 }
-                Read1::End if self.writer.as_ref().is_some_and(|(w, _)| *w == id) => {
+                Found::End if self.writer.as_ref().is_some_and(|(w, _)| *w == id) => {
                     self.retire_if_drained(id);
                     return None;
                 }
-                Read1::End => {
+                Found::End => {
                     self.reader = None;
                     self.finish(id);
                 }
-                Read1::Torn => {
+                Found::Torn => {
                     Counters::add(&counters.spool_torn, 1);
                     counters.set_error(format!(
                         "skipped a torn or corrupt record in spool segment {id} (a write cut \
@@ -458,28 +459,28 @@ fn lock(dir: &Path) -> Result<File, String> {
 
 /// Reads one record at the cursor. `size` is what the segment holds: a record claiming more
 /// is torn, as is one whose checksum fails.
-fn read_record(cursor: &mut Cursor, size: u64) -> Read1 {
+fn read_record(cursor: &mut Cursor, size: u64) -> Found {
     let mut header = [0u8; record::HEADER];
     match read_full(&mut cursor.file, &mut header) {
-        Ok(0) => return Read1::End,
+        Ok(0) => return Found::End,
         Ok(n) if n == record::HEADER => {}
-        _ => return Read1::Torn,
+        _ => return Found::Torn,
     }
     let (len, crc) = record::header(header);
     let end = cursor.offset + record::HEADER as u64 + u64::from(len);
     if len > record::MAX_PAYLOAD || end > size.max(cursor.offset) {
-        return Read1::Torn;
+        return Found::Torn;
     }
     let mut payload = vec![0u8; len as usize];
     if !matches!(read_full(&mut cursor.file, &mut payload), Ok(n) if n == payload.len()) {
-        return Read1::Torn;
+        return Found::Torn;
     }
     match record::decode(&payload, crc, cursor.id) {
         Some(message) => {
             cursor.offset = end;
-            Read1::Record(message)
+            Found::Record(Box::new(message))
         }
-        None => Read1::Torn,
+        None => Found::Torn,
     }
 }
 
@@ -511,7 +512,7 @@ fn count_events(path: &Path, from: u64, size: u64) -> u64 {
         offset: from,
     };
     let mut events = 0;
-    while let Read1::Record(message) = read_record(&mut cursor, size) {
+    while let Found::Record(message) = read_record(&mut cursor, size) {
         events += message.events;
     }
     events
