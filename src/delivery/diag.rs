@@ -48,13 +48,19 @@ impl Diagnostics {
 
     /// Called periodically: reports drops at most once per interval, and once when they stop.
     pub fn drops(&mut self, stats: &Stats) {
-        let total = stats.dropped.total();
-        let now = Instant::now();
-        if now.duration_since(self.last_drop_report) < self.interval {
-            return;
+        if let Some(report) = self.drop_report(stats, Instant::now()) {
+            emit(&report);
         }
-        if total > self.dropped_reported {
-            emit(&format!(
+    }
+
+    fn drop_report(&mut self, stats: &Stats, now: Instant) -> Option<String> {
+        let total = stats.dropped.total();
+        if now.duration_since(self.last_drop_report) < self.interval {
+            return None;
+        }
+        let report = if total > self.dropped_reported {
+            self.dropping = true;
+            Some(format!(
                 "{} events dropped in the last {}s (total {}: queue_full={} oversize={} closed={} \
                  spool_full={}); queue depth {}",
                 total - self.dropped_reported,
@@ -65,17 +71,53 @@ impl Diagnostics {
                 stats.dropped.closed,
                 stats.dropped.spool_full,
                 stats.queue_depth,
-            ));
-            self.dropping = true;
+            ))
         } else if self.dropping {
-            emit(&format!("drops stopped; {total} events dropped in total"));
             self.dropping = false;
-        }
+            Some(format!("drops stopped; {total} events dropped in total"))
+        } else {
+            None
+        };
         self.dropped_reported = total;
         self.last_drop_report = now;
+        report
     }
 }
 
 pub(crate) fn emit(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "logcollect: {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dropped(queue_full: u64) -> Stats {
+        let mut stats = Stats::default();
+        stats.dropped.queue_full = queue_full;
+        stats
+    }
+
+    #[test]
+    fn drops_are_reported_once_per_interval_then_summarised_when_they_stop() {
+        let start = Instant::now();
+        let mut diag = Diagnostics::new(Duration::from_secs(10));
+        diag.last_drop_report = start;
+        let at = |s| start + Duration::from_secs(s);
+        // Within the interval: held back.
+        assert_eq!(diag.drop_report(&dropped(5), at(3)), None);
+        let report = diag.drop_report(&dropped(7), at(10)).expect("a report");
+        assert!(
+            report.starts_with("7 events dropped in the last 10s (total 7: queue_full=7"),
+            "{report}"
+        );
+        assert_eq!(diag.drop_report(&dropped(9), at(15)), None);
+        let report = diag.drop_report(&dropped(9), at(20)).expect("a report");
+        assert!(report.starts_with("2 events dropped"), "{report}");
+        assert_eq!(
+            diag.drop_report(&dropped(9), at(30)).as_deref(),
+            Some("drops stopped; 9 events dropped in total")
+        );
+        assert_eq!(diag.drop_report(&dropped(9), at(40)), None);
+    }
 }

@@ -60,7 +60,13 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
         if shared.closed.load(Relaxed) && nothing_left(&shared, &pending) {
             return;
         }
-        let Some(opened) = while_away(&shared, &mut pending, broker::open(&config.target)).await
+        let Some(opened) = while_away(
+            &shared,
+            &mut pending,
+            &mut diag,
+            broker::open(&config.target),
+        )
+        .await
         else {
             return exit(&shared, &mut pending);
         };
@@ -98,7 +104,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
         }
         diag.drops(&shared.stats());
         let delay = backoff.next();
-        if while_away(&shared, &mut pending, tokio::time::sleep(delay))
+        if while_away(&shared, &mut pending, &mut diag, tokio::time::sleep(delay))
             .await
             .is_none()
         {
@@ -112,6 +118,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
 async fn while_away<T>(
     shared: &Shared,
     pending: &mut VecDeque<Message>,
+    diag: &mut Diagnostics,
     work: impl Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(work);
@@ -123,6 +130,7 @@ async fn while_away<T>(
         if let Some(mut spool) = shared.spool() {
             spool.sync(false);
         }
+        diag.drops(&shared.stats());
         tokio::select! {
             out = &mut work => return Some(out),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
