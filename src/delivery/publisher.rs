@@ -81,39 +81,21 @@ impl Publisher<'_> {
                 spill(self.shared, self.pending, blocked);
             }
             let holding = hold_until.is_some_and(|t| Instant::now() < t);
-            let mut publish_failed = None;
-            // Fill the window.
+            if !blocked && session.connection.status().blocked() {
+                // lapin knows before its event reaches us; it writes nothing while blocked.
+                blocked = true;
+                blocked_since = Instant::now();
+            }
+            // Fill the window. The publish itself is awaited with its confirm, never here: a
+            // blocked connection holds publishes back, and this loop must keep watching for
+            // the unblock, for shutdown, and keep spilling.
             while !blocked && !holding && in_flight.len() < self.limits.window {
                 let Some(message) = self.next_message() else {
                     break;
                 };
-                let publish = session.channel.basic_publish(
-                    exchange.clone(),
-                    message.routing_key.clone(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &message.body,
-                    message.properties.clone(),
-                );
-                let confirm = match tokio::time::timeout(self.limits.confirm_timeout, publish).await
-                {
-                    Ok(Ok(confirm)) => confirm,
-                    Ok(Err(e)) => {
-                        self.pending.push_front(message);
-                        publish_failed = Some(format!("publish failed: {e}"));
-                        break;
-                    }
-                    Err(_) => {
-                        self.pending.push_front(message);
-                        publish_failed = Some(format!(
-                            "publish did not complete within {:?}",
-                            self.limits.confirm_timeout
-                        ));
-                        break;
-                    }
-                };
+                let channel = session.channel.clone();
+                let (exchange, routing_key) = (exchange.clone(), message.routing_key.clone());
+                let (body, properties) = (message.body.clone(), message.properties.clone());
                 Counters::add(&counters.published, message.events);
                 let seq = next_seq;
                 next_seq += 1;
@@ -121,10 +103,19 @@ impl Publisher<'_> {
                     last_progress = Instant::now();
                 }
                 in_flight.insert(seq, message);
-                confirms.push(Box::pin(async move { (seq, confirm.await) }));
-            }
-            if let Some(reason) = publish_failed {
-                break End::Failed(reason);
+                confirms.push(Box::pin(async move {
+                    let options = BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    };
+                    let confirm = channel
+                        .basic_publish(exchange, routing_key, options, &body, properties)
+                        .await;
+                    match confirm {
+                        Ok(confirm) => (seq, confirm.await),
+                        Err(e) => (seq, Err(e)),
+                    }
+                }));
             }
             if !session.channel.status().connected() {
                 break End::Failed("the channel was closed".to_string());
@@ -169,7 +160,7 @@ impl Publisher<'_> {
                         }
                         Err(e) => {
                             in_flight.insert(seq, message);
-                            break End::Failed(format!("confirm failed: {e}"));
+                            break End::Failed(format!("publish or confirm failed: {e}"));
                         }
                     }
                 }
@@ -196,6 +187,10 @@ impl Publisher<'_> {
                 _ = self.shared.wake.notified(),
                     if spooling || (!blocked && in_flight.len() < self.limits.window) => {}
                 _ = tick.tick() => {
+                    if !blocked && session.connection.status().blocked() {
+                        blocked = true;
+                        blocked_since = Instant::now();
+                    }
                     if let Some(mut spool) = self.shared.spool() {
                         spool.sync(false);
                     }
