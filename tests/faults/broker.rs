@@ -102,10 +102,7 @@ pub struct MemoryAlarm {
 impl MemoryAlarm {
     pub fn raise() -> MemoryAlarm {
         require_rabbitmqctl();
-        let current = ctl(&[
-            "eval",
-            "vm_memory_monitor:get_vm_memory_high_watermark().",
-        ]);
+        let current = ctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
         let restore = restore_args(current.trim()).unwrap_or_else(|| {
             panic!("cannot parse the current memory high watermark `{current}`")
         });
@@ -125,7 +122,10 @@ impl Drop for MemoryAlarm {
         let mut args = vec!["set_vm_memory_high_watermark"];
         args.extend(self.restore.iter().map(String::as_str));
         match try_ctl(&args) {
-            Ok(_) => eprintln!("broker: memory high watermark restored to {:?}", self.restore),
+            Ok(_) => eprintln!(
+                "broker: memory high watermark restored to {:?}",
+                self.restore
+            ),
             Err(e) => restore_failed("restore the memory high watermark", e),
         }
     }
@@ -145,6 +145,12 @@ fn restore_args(watermark: &str) -> Option<Vec<String>> {
         .ok()
         .filter(|w| *w > 0.0)
         .map(|_| vec![watermark.to_string()])
+}
+
+/// Whether the broker has a client connection whose properties mention `needle` (e.g. the
+/// service name in logcollect's connection name).
+pub fn has_connection(needle: &str) -> bool {
+    try_ctl(&["list_connections", "-q", "client_properties"]).is_ok_and(|out| out.contains(needle))
 }
 
 /// Waits until `condition` holds or `timeout` passes; whether it held.
