@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -288,4 +288,217 @@ pub fn blackhole() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     (listener, port)
+}
+
+/// A durable, non-exclusive, non-auto-delete queue bound to an exchange, for tests that restart
+/// the broker: it survives the restart with every persistent message it holds. No connection is
+/// kept open: each read opens a fresh one (retrying while the broker comes back), so a restart
+/// between reads does no harm. The queue (and a test-unique exchange) is deleted on drop.
+pub struct DurableCapture {
+    runtime: tokio::runtime::Runtime,
+    pub exchange: String,
+    pub queue: String,
+    delete_exchange: bool,
+}
+
+impl Capture {
+    /// A [`DurableCapture`] on `exchange` (declared durable topic, as the shipper does), bound
+    /// with `binding_key`.
+    pub fn durable(exchange: &str, binding_key: &str) -> DurableCapture {
+        DurableCapture::bind(exchange, binding_key)
+    }
+}
+
+impl DurableCapture {
+    pub fn bind(exchange: &str, binding_key: &str) -> DurableCapture {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let queue = unique("logcollect-test-dq");
+        runtime.block_on(async {
+            let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}",
+                        broker_url()
+                    )
+                });
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .exchange_declare(
+                    ShortString::from(exchange),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare exchange");
+            channel
+                .queue_declare(
+                    ShortString::from(queue.as_str()),
+                    QueueDeclareOptions {
+                        durable: true,
+                        exclusive: false,
+                        auto_delete: false,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare durable queue");
+            channel
+                .queue_bind(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(exchange),
+                    ShortString::from(binding_key),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind queue");
+            let _ = connection.close(200, ShortString::from("declared")).await;
+        });
+        DurableCapture {
+            runtime,
+            exchange: exchange.to_string(),
+            queue,
+            delete_exchange: exchange.starts_with("logcollect-test"),
+        }
+    }
+
+    /// A fresh connection, retried until `deadline` (the broker may still be starting).
+    async fn connect(deadline: Instant) -> Option<Connection> {
+        loop {
+            match Connection::connect(&broker_url(), ConnectionProperties::default()).await {
+                Ok(connection) => return Some(connection),
+                Err(e) if Instant::now() >= deadline => {
+                    eprintln!("durable capture: cannot connect: {e}");
+                    return None;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Reads messages, handing each to `done`, until it returns true (everything expected has
+    /// arrived) or `timeout` passes, reconnecting if the connection is lost meanwhile; then reads
+    /// on until the queue stays quiet for `quiet` (late duplicates). Messages are consumed
+    /// without acks: what is read is gone.
+    pub fn drain(
+        &mut self,
+        mut done: impl FnMut(&Received) -> bool,
+        timeout: Duration,
+        quiet: Duration,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        let queue = self.queue.clone();
+        self.runtime.block_on(async {
+            let mut out: Vec<Received> = Vec::new();
+            let mut finished = false;
+            while Instant::now() < deadline {
+                let Some(connection) = Self::connect(deadline).await else {
+                    break;
+                };
+                let consumer = async {
+                    let channel = connection.create_channel().await?;
+                    channel
+                        .basic_consume(
+                            ShortString::from(queue.as_str()),
+                            ShortString::from(""),
+                            BasicConsumeOptions {
+                                no_ack: true,
+                                ..Default::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                };
+                let mut consumer = match consumer.await {
+                    Ok(consumer) => consumer,
+                    Err(e) => {
+                        eprintln!("durable capture: cannot consume: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let wait = if finished {
+                        quiet
+                    } else {
+                        deadline.saturating_duration_since(Instant::now())
+                    };
+                    match tokio::time::timeout(wait, consumer.next()).await {
+                        Ok(Some(Ok(delivery))) => {
+                            let received = Received {
+                                routing_key: delivery.routing_key.to_string(),
+                                properties: delivery.properties.clone(),
+                                body: delivery.data.clone(),
+                            };
+                            if !finished && done(&received) {
+                                finished = true;
+                            }
+                            out.push(received);
+                        }
+                        Ok(Some(Err(e))) => {
+                            eprintln!("durable capture: consumer failed: {e}; reconnecting");
+                            break;
+                        }
+                        Ok(None) => {
+                            eprintln!("durable capture: consumer ended; reconnecting");
+                            break;
+                        }
+                        // Quiet after completion, or the deadline.
+                        Err(_) => {
+                            let _ = connection.close(200, ShortString::from("done")).await;
+                            return out;
+                        }
+                    }
+                }
+            }
+            out
+        })
+    }
+}
+
+impl Drop for DurableCapture {
+    fn drop(&mut self) {
+        let (queue, exchange, delete_exchange) = (
+            self.queue.clone(),
+            self.exchange.clone(),
+            self.delete_exchange,
+        );
+        self.runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let Some(connection) = Self::connect(deadline).await else {
+                eprintln!("durable capture: queue {queue} left behind: broker unreachable");
+                return;
+            };
+            if let Ok(channel) = connection.create_channel().await {
+                if let Err(e) = channel
+                    .queue_delete(
+                        ShortString::from(queue.as_str()),
+                        QueueDeleteOptions::default(),
+                    )
+                    .await
+                {
+                    eprintln!("durable capture: cannot delete queue {queue}: {e}");
+                }
+                if delete_exchange {
+                    let _ = channel
+                        .exchange_delete(
+                            ShortString::from(exchange.as_str()),
+                            ExchangeDeleteOptions::default(),
+                        )
+                        .await;
+                }
+            }
+            let _ = connection.close(200, ShortString::from("done")).await;
+        });
+    }
 }

@@ -1,0 +1,622 @@
+//! Fault injection against the real broker: the connection is cut, blackholed or slow, the
+//! broker restarts, is down at start, or blocks publishing with a resource alarm. In every case
+//! every event must arrive (duplicates are allowed, counted and printed) and the stats must add
+//! up.
+//!
+//! The tests share the local broker and some change its state (through `rabbitmqctl`), so they
+//! run one at a time, and every change is undone by a guard's `Drop`, even when a test fails.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod broker;
+mod proxy;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Capture, Received};
+use logcollect::{Guard, LogcollectLayer, Stats};
+use proxy::{Mode, Proxy};
+use serde_json::Value;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Where the `ecs` format puts the fields the tests check.
+const SEQ_NO: &str = "/fields/seq_no";
+const EVENT_ID: &str = "/event/id";
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// One test at a time; a test that panicked holding the lock does not stop the others.
+fn serial() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Settings that make a failure show quickly: a 2 s heartbeat (in the URI), 3 s confirm and
+/// connect timeouts, reconnect backoff between 50 ms and 1 s.
+fn shipper(uri: String, exchange: &str) -> (LogcollectLayer, Guard) {
+    logcollect::builder()
+        .broker_uri(uri)
+        .exchange(exchange)
+        .identity("application", "faults-test")
+        .configure(|c| {
+            c.confirm_timeout = Duration::from_secs(3);
+            c.connect_timeout = Duration::from_secs(3);
+            c.backoff_min = Duration::from_millis(50);
+            c.backoff_max = Duration::from_secs(1);
+            c.retry_delay = Duration::from_millis(200);
+            c.diagnostics_interval = Duration::from_secs(2);
+        })
+        .build()
+        .expect("build the shipper")
+}
+
+/// The test broker's URI with a 2 s heartbeat.
+fn direct_uri() -> String {
+    let url = common::broker_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat=2")
+}
+
+/// The test broker's AMQP address, for the proxy.
+fn broker_addr() -> SocketAddr {
+    let url = common::broker_url();
+    let uri: lapin::uri::AMQPUri = url.parse().expect("broker URI");
+    (uri.authority.host.as_str(), uri.authority.port)
+        .to_socket_addrs()
+        .expect("resolve broker")
+        .next()
+        .expect("broker address")
+}
+
+/// Logs `seq_no` 0..n at about `rate` events/s from a thread of its own (with the layer as its
+/// default subscriber); the thread returns how long the logging calls took.
+fn log_events(layer: LogcollectLayer, n: u64, rate: u64) -> JoinHandle<Duration> {
+    std::thread::Builder::new()
+        .name("faults-logger".into())
+        .spawn(move || {
+            let _default =
+                tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+            let payload = "p".repeat(64);
+            let started = Instant::now();
+            for seq_no in 0..n {
+                let due = started + Duration::from_secs_f64(seq_no as f64 / rate as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                tracing::info!(seq_no, payload = payload.as_str(), "fault event");
+            }
+            started.elapsed()
+        })
+        .expect("spawn the logging thread")
+}
+
+/// Joins the logging thread, failing the test if it has not finished within `timeout` (a
+/// logging call that waits on the broker).
+fn join_logger(logger: JoinHandle<Duration>, timeout: Duration) -> Duration {
+    assert!(
+        broker::wait_until(timeout, || logger.is_finished()),
+        "the logging calls did not return within {timeout:?}"
+    );
+    logger.join().expect("logging thread")
+}
+
+/// What arrived, by `seq_no`.
+struct Tally {
+    n: u64,
+    /// Only documents whose `pointer` has this value count (others are someone else's).
+    only: Option<(&'static str, String)>,
+    /// `seq_no` → the `event.id` of its first copy.
+    seen: HashMap<i64, String>,
+    in_range: u64,
+    duplicates: u64,
+    /// Duplicates whose `event.id` differs from the first copy's.
+    id_mismatches: Vec<String>,
+    out_of_range: Vec<i64>,
+    foreign: u64,
+}
+
+impl Tally {
+    fn new(n: u64) -> Tally {
+        Tally {
+            n,
+            only: None,
+            seen: HashMap::new(),
+            in_range: 0,
+            duplicates: 0,
+            id_mismatches: Vec::new(),
+            out_of_range: Vec::new(),
+            foreign: 0,
+        }
+    }
+
+    fn only(mut self, pointer: &'static str, value: &str) -> Tally {
+        self.only = Some((pointer, value.to_string()));
+        self
+    }
+
+    /// Adds a message's documents; whether every `seq_no` has arrived.
+    fn add(&mut self, message: &Received) -> bool {
+        for doc in message.documents() {
+            if let Some((pointer, value)) = &self.only {
+                if doc.pointer(pointer).and_then(Value::as_str) != Some(value.as_str()) {
+                    self.foreign += 1;
+                    continue;
+                }
+            }
+            let seq = doc
+                .pointer(SEQ_NO)
+                .and_then(Value::as_i64)
+                .unwrap_or_else(|| panic!("{SEQ_NO} missing in {doc}"));
+            let id = doc
+                .pointer(EVENT_ID)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{EVENT_ID} missing in {doc}"))
+                .to_string();
+            if seq < 0 || seq as u64 >= self.n {
+                self.out_of_range.push(seq);
+                continue;
+            }
+            match self.seen.get(&seq) {
+                Some(first) => {
+                    self.duplicates += 1;
+                    if *first != id {
+                        self.id_mismatches
+                            .push(format!("seq_no {seq}: event.id {first} then {id}"));
+                    }
+                }
+                None => {
+                    self.seen.insert(seq, id);
+                    self.in_range += 1;
+                }
+            }
+        }
+        self.complete()
+    }
+
+    fn complete(&self) -> bool {
+        self.in_range == self.n
+    }
+
+    fn missing(&self) -> u64 {
+        self.n - self.in_range
+    }
+
+    /// Zero loss: every `seq_no` 0..n at least once; duplicates printed, and each one a copy of
+    /// the same event (same `event.id`).
+    fn assert_zero_loss(&self, test: &str) {
+        eprintln!(
+            "{test}: {} of {} seq_no arrived, {} duplicates, {} foreign documents",
+            self.in_range, self.n, self.duplicates, self.foreign
+        );
+        if !self.complete() {
+            let mut missing: Vec<u64> = (0..self.n)
+                .filter(|s| !self.seen.contains_key(&(*s as i64)))
+                .collect();
+            let count = missing.len();
+            missing.truncate(20);
+            panic!("{test}: {count} events lost, e.g. seq_no {missing:?}");
+        }
+        assert!(
+            self.out_of_range.is_empty(),
+            "{test}: seq_no out of range: {:?}",
+            &self.out_of_range[..self.out_of_range.len().min(20)]
+        );
+        assert!(
+            self.id_mismatches.is_empty(),
+            "{test}: duplicates that are not copies of one event: {:?}",
+            &self.id_mismatches[..self.id_mismatches.len().min(20)]
+        );
+    }
+}
+
+/// Reads the capture until every `seq_no` arrived (or `timeout`), then until quiet for 1 s.
+fn collect(capture: &mut Capture, tally: &mut Tally, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !tally.complete() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let messages = capture.receive(tally.missing() as usize, left);
+        if messages.is_empty() {
+            break;
+        }
+        for message in &messages {
+            tally.add(message);
+        }
+    }
+    for message in &capture.receive_until_quiet(Duration::from_secs(1)) {
+        tally.add(message);
+    }
+}
+
+/// Every event accepted, confirmed, none dropped.
+fn assert_stats(test: &str, stats: &Stats, n: u64) {
+    eprintln!("{test}: stats {stats}");
+    assert_eq!(stats.accepted, n, "{test}: accepted; {stats}");
+    assert_eq!(stats.confirmed, n, "{test}: confirmed; {stats}");
+    assert_eq!(stats.dropped.total(), 0, "{test}: dropped; {stats}");
+}
+
+fn flush(test: &str, guard: &Guard) {
+    let started = Instant::now();
+    let flushed = guard.flush(Duration::from_secs(30));
+    eprintln!(
+        "{test}: flush took {:?}, {} undelivered",
+        started.elapsed(),
+        flushed.undelivered
+    );
+    assert!(flushed.is_complete(), "{test}: {}", guard.stats());
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) The connection fails: a proxy between the shipper and the broker.
+
+#[test]
+fn connection_cut_twice_mid_stream_loses_nothing() {
+    const TEST: &str = "cut";
+    const N: u64 = 15_000;
+    let _serial = serial();
+    let started = Instant::now();
+    let proxy = Proxy::start(broker_addr());
+    let mut capture = Capture::fresh();
+    let (layer, guard) = shipper(proxy.uri("heartbeat=2"), &capture.exchange);
+    let logger = log_events(layer, N, 5_000);
+
+    for cut in 1..=2u64 {
+        std::thread::sleep(Duration::from_secs(1));
+        let before = guard.stats();
+        assert!(
+            before.confirmed > 0 || cut > 1,
+            "nothing confirmed yet: {before}"
+        );
+        proxy.cut();
+        assert!(
+            broker::wait_until(Duration::from_secs(15), || guard.stats().reconnects >= cut),
+            "{TEST}: no reconnect after cut {cut}: {}",
+            guard.stats()
+        );
+        eprintln!(
+            "{TEST}: cut {cut} at accepted={} confirmed={}; reconnected",
+            before.accepted, before.confirmed
+        );
+    }
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{TEST}: logging took {logged:?}");
+    flush(TEST, &guard);
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    assert!(stats.reconnects >= 2, "{TEST}: reconnects; {stats}");
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    collect(&mut capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(TEST);
+    eprintln!(
+        "{TEST}: {} proxied connections; took {:?}",
+        proxy.accepted(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn blackholed_connection_is_replaced_and_loses_nothing() {
+    const TEST: &str = "blackhole";
+    const N: u64 = 10_000;
+    let _serial = serial();
+    let started = Instant::now();
+    let proxy = Proxy::start(broker_addr());
+    let mut capture = Capture::fresh();
+    let (layer, guard) = shipper(proxy.uri("heartbeat=2"), &capture.exchange);
+    let logger = log_events(layer, N, 2_500);
+
+    std::thread::sleep(Duration::from_secs(1));
+    let before = guard.stats();
+    proxy.set_mode(Mode::Blackhole);
+    std::thread::sleep(Duration::from_secs(6));
+    let during = guard.stats();
+    eprintln!("{TEST}: blackholed from {before}\n  to {during}");
+    proxy.set_mode(Mode::Pass);
+
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{TEST}: logging took {logged:?}");
+    flush(TEST, &guard);
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    assert!(stats.reconnects >= 1, "{TEST}: reconnects; {stats}");
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    collect(&mut capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(TEST);
+    eprintln!(
+        "{TEST}: {} proxied connections; took {:?}",
+        proxy.accepted(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn slow_link_loses_nothing() {
+    const TEST: &str = "slow";
+    const N: u64 = 5_000;
+    let _serial = serial();
+    let started = Instant::now();
+    let proxy = Proxy::start(broker_addr());
+    proxy.set_mode(Mode::Slow(Duration::from_millis(30)));
+    let mut capture = Capture::fresh();
+    let (layer, guard) = shipper(proxy.uri("heartbeat=2"), &capture.exchange);
+    let logger = log_events(layer, N, 1_000);
+
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{TEST}: logging took {logged:?}");
+    flush(TEST, &guard);
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    collect(&mut capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(TEST);
+    eprintln!(
+        "{TEST}: reconnects={}, {} proxied connections; took {:?}",
+        stats.reconnects,
+        proxy.accepted(),
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) The broker restarts twice under the load generator.
+
+/// The load generator example, built now if needed: `cargo test --test faults` alone does not
+/// build examples.
+fn loadgen_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "loadgen",
+            "--manifest-path",
+        ])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    // Without the variables `cargo test` sets for this process: with them the inner build
+    // fingerprints differently and rebuilds the dependency tree, on every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let set_by_cargo_test = (key.starts_with("CARGO")
+            && !["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL"].contains(&key.as_str())
+            && !key.starts_with("CARGO_BUILD_")
+            && !key.starts_with("CARGO_PROFILE_")
+            && !key.starts_with("CARGO_NET_")
+            && !key.starts_with("CARGO_TERM_")
+            && !key.starts_with("CARGO_REGISTRIES_"))
+            || ["OUT_DIR", "LD_LIBRARY_PATH", "RUST_TEST_THREADS"].contains(&key.as_str());
+        if set_by_cargo_test {
+            build.env_remove(&key);
+        }
+    }
+    if dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build --example loadgen");
+    assert!(status.success(), "cargo build --example loadgen failed");
+    let path = dir
+        .join("examples")
+        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
+/// Kills the child on drop, so a failing test does not leave it running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn broker_restarts_twice_under_loadgen_and_nothing_is_lost() {
+    const TEST: &str = "restart";
+    const N: u64 = 20_000;
+    let _serial = serial();
+    broker::require_rabbitmqctl();
+    let started = Instant::now();
+    let binary = loadgen_binary();
+    let application = common::unique("faults-loadgen");
+    // Bound before loadgen starts: every event it publishes is routed to this queue.
+    let mut capture = Capture::durable(
+        logcollect::defaults::EXCHANGE,
+        logcollect::defaults::BINDING_KEY,
+    );
+    let child = Command::new(binary)
+        // 20 s of events: room for two restarts of ~6 s each (stop, 2 s down, start, boot).
+        .args(["--events", &N.to_string(), "--rate", "1000"])
+        .args(["--flush-timeout-secs", "60"])
+        .env("LOGCOLLECT_BROKER_URI", direct_uri())
+        .env("LOGCOLLECT_FORMAT", "ecs")
+        .env("LOGCOLLECT_IDENTITY__PROJECT", "faults")
+        .env("LOGCOLLECT_IDENTITY__APPLICATION", &application)
+        .env("LOGCOLLECT_BACKOFF_MIN_MS", "50")
+        .env("LOGCOLLECT_BACKOFF_MAX_MS", "1000")
+        .env("LOGCOLLECT_CONFIRM_TIMEOUT_MS", "3000")
+        .env("LOGCOLLECT_CONNECT_TIMEOUT_MS", "3000")
+        .env("LOGCOLLECT_DIAGNOSTICS_INTERVAL_MS", "2000")
+        .env_remove("LOGCOLLECT_EXCHANGE")
+        .env_remove("LOGCOLLECT_ROUTING_KEY")
+        .env_remove("LOGCOLLECT_CONFIG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    let mut child = KillOnDrop(child);
+
+    let spawned = Instant::now();
+    for restart in 1..=2u32 {
+        // Each restart cuts a live connection of loadgen's, mid-stream.
+        assert!(
+            broker::wait_until(Duration::from_secs(10), || broker::has_connection(
+                &application
+            )),
+            "{TEST}: loadgen not connected before restart {restart}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            matches!(child.0.try_wait(), Ok(None)),
+            "{TEST}: loadgen ended before restart {restart}"
+        );
+        eprintln!(
+            "{TEST}: restart {restart}, {:?} after loadgen started",
+            spawned.elapsed()
+        );
+        broker::restart(Duration::from_secs(2));
+    }
+
+    assert!(
+        broker::wait_until(Duration::from_secs(90), || !matches!(
+            child.0.try_wait(),
+            Ok(None)
+        )),
+        "{TEST}: loadgen still running after 90 s"
+    );
+    let status = child.0.wait().expect("loadgen status");
+    let mut stdout = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .expect("loadgen stdout")
+        .read_to_string(&mut stdout)
+        .expect("read loadgen stdout");
+    let last = stdout.lines().last().unwrap_or("").to_string();
+    eprintln!("{TEST}: loadgen: {last}");
+    assert!(
+        status.success(),
+        "{TEST}: loadgen failed ({status}): {last}"
+    );
+    assert!(
+        last.contains(" ok=true ") && last.contains(&format!("confirmed={N} ")),
+        "{TEST}: {last}"
+    );
+    let reconnects = last
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("reconnects="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{TEST}: no reconnects= in {last}"));
+    assert!(reconnects >= 2, "{TEST}: reconnects; {last}");
+    eprintln!("{TEST}: loadgen reconnected {reconnects} times");
+    assert!(last.contains(" dropped=0 "), "{TEST}: {last}");
+
+    let mut tally = Tally::new(N).only("/labels/application", &application);
+    capture.drain(
+        |message| tally.add(message),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    tally.assert_zero_loss(TEST);
+    eprintln!("{TEST}: took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) The broker is down when the application starts.
+
+#[test]
+fn broker_down_at_start_then_up_loses_nothing() {
+    const TEST: &str = "down-at-start";
+    const N: u64 = 5_000;
+    let _serial = serial();
+    broker::require_rabbitmqctl();
+    let started = Instant::now();
+    // Declared before the broker goes down: the queue and its binding survive the stop.
+    let mut capture = Capture::durable(&common::unique("logcollect-test-x"), "#");
+    let stopped = broker::AppStopped::new();
+    let (layer, guard) = shipper(direct_uri(), &capture.exchange);
+    let logger = log_events(layer, N, 2_500);
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{TEST}: logging took {logged:?} with the broker down");
+    std::thread::sleep(Duration::from_secs(1));
+    let down = guard.stats();
+    eprintln!("{TEST}: while down: {down}");
+    assert_eq!((down.accepted, down.confirmed), (N, 0), "{TEST}: {down}");
+    drop(stopped);
+
+    flush(TEST, &guard);
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    capture.drain(
+        |message| tally.add(message),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    tally.assert_zero_loss(TEST);
+    eprintln!("{TEST}: took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) A resource alarm blocks publishing.
+
+#[test]
+fn memory_alarm_blocks_publishing_without_blocking_logging_and_loses_nothing() {
+    const TEST: &str = "alarm";
+    const N: u64 = 3_000;
+    let _serial = serial();
+    broker::require_rabbitmqctl();
+    let started = Instant::now();
+    let mut capture = Capture::fresh();
+    let alarm = broker::MemoryAlarm::raise();
+    let (layer, guard) = shipper(direct_uri(), &capture.exchange);
+    let logger = log_events(layer, N, 1_500);
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{TEST}: logging took {logged:?} while blocked");
+    // Blocked: nothing is confirmed, for longer than the confirm timeout (no reconnect storm
+    // makes it through either).
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(500));
+        let blocked = guard.stats();
+        assert_eq!(blocked.accepted, N, "{TEST}: {blocked}");
+        assert_eq!(
+            blocked.confirmed, 0,
+            "{TEST}: confirmed while blocked; {blocked}"
+        );
+    }
+    eprintln!("{TEST}: while blocked: {}", guard.stats());
+    alarm.clear();
+
+    flush(TEST, &guard);
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    collect(&mut capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(TEST);
+    eprintln!("{TEST}: took {:?}", started.elapsed());
+    // The block must be seen as a block (and timed), not as a dead connection to replace: a
+    // shipper that reconnects instead reports `publish did not complete` and blocked_ms=0.
+    assert!(
+        stats.blocked_time > Duration::ZERO,
+        "{TEST}: blocked_time is zero: the shipper did not notice the block; {stats}"
+    );
+}
