@@ -41,10 +41,20 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Settings that make a failure show quickly: a 2 s heartbeat (in the URI), 3 s confirm and
 /// connect timeouts, reconnect backoff between 50 ms and 1 s.
 fn shipper(uri: String, exchange: &str) -> (LogcollectLayer, Guard) {
+    shipper_with(uri, exchange, |_| {})
+}
+
+/// [`shipper`] with more settings.
+fn shipper_with(
+    uri: String,
+    exchange: &str,
+    more: impl FnOnce(&mut logcollect::Config),
+) -> (LogcollectLayer, Guard) {
     logcollect::builder()
         .broker_uri(uri)
         .exchange(exchange)
         .identity("application", "faults-test")
+        .configure(more)
         .configure(|c| {
             c.confirm_timeout = Duration::from_secs(3);
             c.connect_timeout = Duration::from_secs(3);
@@ -613,10 +623,64 @@ fn memory_alarm_blocks_publishing_without_blocking_logging_and_loses_nothing() {
     collect(&mut capture, &mut tally, Duration::from_secs(30));
     tally.assert_zero_loss(TEST);
     eprintln!("{TEST}: took {:?}", started.elapsed());
+    assert_eq!(
+        stats.reconnects, 0,
+        "{TEST}: a block is not a dead connection; {stats}"
+    );
     // The block must be seen as a block (and timed), not as a dead connection to replace: a
     // shipper that reconnects instead reports `publish did not complete` and blocked_ms=0.
     assert!(
         stats.blocked_time > Duration::ZERO,
         "{TEST}: blocked_time is zero: the shipper did not notice the block; {stats}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) with a spool: an outage longer than memory holds.
+
+#[test]
+fn broker_down_longer_than_memory_holds_spools_and_loses_nothing() {
+    const TEST: &str = "down-spooled";
+    const N: u64 = 5_000;
+    let _serial = serial();
+    broker::require_rabbitmqctl();
+    let dir = tempfile::tempdir().expect("spool dir");
+    let mut capture = Capture::durable(&common::unique("logcollect-test-x"), "#");
+    let stopped = broker::AppStopped::new();
+    // Memory for 500 events: without the spool, 4500 would be dropped.
+    let (layer, guard) = shipper_with(direct_uri(), &capture.exchange, |c| {
+        c.queue_capacity = 500;
+        c.spool.dir = Some(dir.path().to_path_buf());
+    });
+    let logger = log_events(layer, N, 5_000);
+    join_logger(logger, Duration::from_secs(30));
+    assert!(
+        broker::wait_until(Duration::from_secs(10), || guard.stats().spooled == N),
+        "{TEST}: not everything reached the spool while the broker was down; {}",
+        guard.stats()
+    );
+    let down = guard.stats();
+    eprintln!("{TEST}: while down: {down}");
+    assert_eq!((down.accepted, down.confirmed), (N, 0), "{TEST}: {down}");
+    assert!(down.spool_bytes > 0, "{TEST}: {down}");
+    drop(stopped);
+
+    flush(TEST, &guard);
+    assert!(
+        broker::wait_until(Duration::from_secs(10), || guard.stats().spool_bytes == 0),
+        "{TEST}: the spool did not empty; {}",
+        guard.stats()
+    );
+    let stats = guard.stats();
+    assert_stats(TEST, &stats, N);
+    assert_eq!(stats.replayed, N, "{TEST}: replayed; {stats}");
+    drop(guard);
+
+    let mut tally = Tally::new(N);
+    capture.drain(
+        |message| tally.add(message),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    );
+    tally.assert_zero_loss(TEST);
 }
