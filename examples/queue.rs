@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --example queue -- bind  [QUEUE]   # durable queue bound to `logstash` with `logstash.#`
-//! cargo run --example queue -- check [QUEUE]   # consume everything, validate each document
+//! cargo run --example queue -- check [QUEUE]   # consume everything, validate each document,
+//!                                              # count distinct event ids and seq_no values
 //! cargo run --example queue -- delete [QUEUE]
 //! ```
 //! The broker is `LOGCOLLECT_BROKER_URI` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
@@ -116,6 +117,7 @@ async fn run(command: &str, uri: &str, exchange: &str, queue: &str) -> Result<St
                 .map_err(|e| e.to_string())?;
             let (mut messages, mut docs, mut invalid) = (0u64, 0u64, 0u64);
             let mut ids = HashSet::new();
+            let mut seqs = HashSet::new();
             while let Ok(Some(Ok(delivery))) =
                 tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
             {
@@ -125,18 +127,26 @@ async fn run(command: &str, uri: &str, exchange: &str, queue: &str) -> Result<St
                         for item in items {
                             docs += 1;
                             record_id(&item, &mut ids, &mut invalid);
+                            record_seq(&item, &mut seqs);
                         }
                     }
                     Ok(doc) => {
                         docs += 1;
                         record_id(&doc, &mut ids, &mut invalid);
+                        record_seq(&doc, &mut seqs);
                     }
                     Err(_) => invalid += 1,
                 }
             }
+            // The load generator numbers its events 0..N: any gap below the highest is a loss.
+            let max = seqs.iter().max().copied();
+            let missing = max.map_or(0, |m| (m + 1).saturating_sub(seqs.len() as u64));
             Ok(format!(
-                "messages={messages} documents={docs} distinct_event_ids={} invalid={invalid}",
-                ids.len()
+                "messages={messages} documents={docs} distinct_event_ids={} invalid={invalid} \
+                 distinct_seq_no={} max_seq_no={} missing_seq_no={missing}",
+                ids.len(),
+                seqs.len(),
+                max.map_or("-".to_string(), |m| m.to_string()),
             ))
         }
         "delete" => {
@@ -153,6 +163,17 @@ async fn run(command: &str, uri: &str, exchange: &str, queue: &str) -> Result<St
 }
 
 /// A valid document is an object with an event id (`event.id` in ecs, `event_id` in classic).
+/// The `seq_no` field (`ecs` or `classic`), if the document has one.
+fn record_seq(doc: &serde_json::Value, seqs: &mut HashSet<u64>) {
+    if let Some(seq) = doc
+        .pointer("/fields/seq_no")
+        .or_else(|| doc.get("seq_no"))
+        .and_then(|v| v.as_u64())
+    {
+        seqs.insert(seq);
+    }
+}
+
 fn record_id(doc: &serde_json::Value, ids: &mut HashSet<String>, invalid: &mut u64) {
     let id = doc
         .pointer("/event/id")
