@@ -223,3 +223,142 @@ fn a_full_queue_drops_newest_and_counts_exactly() {
     let flushed = guard.shutdown(Duration::from_millis(100));
     assert_eq!(flushed.undelivered, 10);
 }
+
+#[test]
+fn nacked_events_are_published_again_until_the_broker_takes_them() {
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+    const N: i64 = 200;
+    let exchange = common::unique("logcollect-test-x");
+    let queue = common::unique("logcollect-test-nack");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // A queue that holds 20 messages and makes the broker nack publishes beyond that.
+    let (connection, channel) = runtime.block_on(async {
+        let connection = lapin::Connection::connect(
+            &common::broker_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                ShortString::from(exchange.as_str()),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        let mut args = FieldTable::default();
+        args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(20));
+        args.insert(
+            ShortString::from("x-overflow"),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        channel
+            .queue_declare(
+                ShortString::from(queue.as_str()),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                ShortString::from(queue.as_str()),
+                ShortString::from(exchange.as_str()),
+                ShortString::from("#"),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        (connection, channel)
+    });
+
+    let (layer, guard) = logcollect::builder()
+        .broker_uri(common::broker_url())
+        .exchange(exchange.clone())
+        .configure(|c| {
+            c.retry_delay = Duration::from_millis(20);
+            c.backoff_max = Duration::from_millis(200);
+        })
+        .build()
+        .expect("build");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..N {
+            tracing::info!(seq_no = i, "into a queue that nacks");
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while guard.stats().nacked == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = guard.stats();
+    assert!(
+        stats.nacked > 0,
+        "the full queue made the broker nack: {stats}"
+    );
+    assert!(
+        stats.confirmed <= 20,
+        "only what the queue held is confirmed: {stats}"
+    );
+
+    // Reading the queue makes room: the nacked events go out again and are confirmed.
+    let docs = runtime.block_on(async {
+        let mut consumer = channel
+            .basic_consume(
+                ShortString::from(queue.as_str()),
+                ShortString::from(""),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut docs = Vec::new();
+        while docs.len() < N as usize {
+            match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {
+                Ok(Some(Ok(delivery))) => docs.push(
+                    serde_json::from_slice::<serde_json::Value>(&delivery.data).expect("JSON"),
+                ),
+                _ => break,
+            }
+        }
+        docs
+    });
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+    let stats = guard.stats();
+    assert_eq!(stats.confirmed, N as u64, "{stats}");
+    assert!(stats.retried >= stats.nacked, "{stats}");
+    let (distinct, _) = distinct_ints(&docs, "/fields/seq_no");
+    assert_eq!(distinct, (0..N).collect());
+    drop(guard);
+    runtime.block_on(async {
+        let _ = channel
+            .exchange_delete(ShortString::from(exchange.as_str()), Default::default())
+            .await;
+        let _ = connection.close(200, ShortString::from("done")).await;
+    });
+}

@@ -209,9 +209,14 @@ impl Publisher<'_> {
         if blocked {
             add_blocked_time(counters, blocked_since);
         }
-        // Whatever is unconfirmed goes back in front of the pending messages, oldest first.
+        // Whatever is unconfirmed goes back in front of the pending messages, oldest first: to
+        // be published again, or spooled if the shipper is stopping.
+        let stopping = matches!(end, End::Stopped);
         for (_, message) in in_flight.into_iter().rev() {
-            self.retry_front(message);
+            if !stopping {
+                Counters::add(&counters.retried, message.events);
+            }
+            self.pending.push_front(message);
         }
         end
     }
@@ -262,11 +267,6 @@ impl Publisher<'_> {
     fn retry(&mut self, message: Message) {
         Counters::add(&self.shared.counters.retried, message.events);
         self.pending.push_back(message);
-    }
-
-    fn retry_front(&mut self, message: Message) {
-        Counters::add(&self.shared.counters.retried, message.events);
-        self.pending.push_front(message);
     }
 }
 

@@ -684,3 +684,69 @@ fn broker_down_longer_than_memory_holds_spools_and_loses_nothing() {
     );
     tally.assert_zero_loss(TEST);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown while the broker takes nothing: what is unconfirmed goes to the spool.
+
+#[test]
+fn at_the_shutdown_deadline_unconfirmed_events_go_to_the_spool_and_the_next_start_sends_them() {
+    const TEST: &str = "shutdown-spool";
+    const N: u64 = 2_000;
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("spool dir");
+    let proxy = Proxy::start(broker_addr());
+    let mut capture = Capture::fresh();
+    let (layer, guard) = shipper_with(proxy.uri("heartbeat=30"), &capture.exchange, |c| {
+        c.spool.dir = Some(dir.path().to_path_buf());
+        // Long enough that the session is not replaced before the shutdown.
+        c.confirm_timeout = Duration::from_secs(60);
+    });
+    assert!(
+        broker::wait_until(Duration::from_secs(10), || proxy.accepted() >= 1),
+        "{TEST}: the shipper never connected"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Connected, then nothing gets through: publishes and confirms hang.
+    proxy.set_mode(Mode::Blackhole);
+    join_logger(log_events(layer, N, 20_000), Duration::from_secs(30));
+    let shipper = guard.shipper();
+    let before = shipper.stats();
+    assert_eq!(
+        (before.confirmed, before.spooled),
+        (0, 0),
+        "{TEST}: {before}"
+    );
+    assert!(
+        before.published > 0,
+        "{TEST}: some were in flight; {before}"
+    );
+    let left = guard.shutdown(Duration::from_millis(300));
+    let stats = shipper.stats();
+    eprintln!("{TEST}: at shutdown: {stats}");
+    assert_eq!(left.undelivered, N, "{TEST}");
+    // Everything, the published-but-unconfirmed included, is on disk.
+    assert_eq!(
+        (stats.spooled, stats.dropped.total()),
+        (N, 0),
+        "{TEST}: {stats}"
+    );
+    drop(proxy);
+
+    // The next start, with the broker reachable, sends them.
+    let (_layer, guard) = shipper_with(direct_uri(), &capture.exchange, |c| {
+        c.spool.dir = Some(dir.path().to_path_buf());
+    });
+    let next = guard.shipper();
+    assert!(
+        broker::wait_until(Duration::from_secs(30), || {
+            let s = next.stats();
+            s.recovered >= N && s.spool_bytes == 0
+        }),
+        "{TEST}: the next start did not send the spool; {}",
+        next.stats()
+    );
+    drop(guard);
+    let mut tally = Tally::new(N);
+    collect(&mut capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(TEST);
+}
