@@ -305,8 +305,13 @@ impl Spool {
                     }
                 }
             }
+            let id = self.reader.as_ref()?.id;
+            if self.caught_up(id) {
+                // Nothing new in the segment being written: no need to ask the disk.
+                self.retire_if_drained(id);
+                return None;
+            }
             let cursor = self.reader.as_mut()?;
-            let id = cursor.id;
             let size = self.segments.get(&id).map_or(0, |s| s.bytes);
             match read_record(cursor, size) {
                 Found::Record(message) => {
