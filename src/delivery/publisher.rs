@@ -62,7 +62,6 @@ impl Publisher<'_> {
         let mut next_seq = 0u64;
         let mut events = session.connection.events_listener();
         let mut blocked = false;
-        let mut blocked_since = Instant::now();
         let mut hold_until: Option<Instant> = None;
         let mut hold = self.limits.retry_delay;
         // With a spool, events go to disk once the queue is half full, long before it
@@ -84,7 +83,7 @@ impl Publisher<'_> {
             if !blocked && session.connection.status().blocked() {
                 // lapin knows before its event reaches us; it writes nothing while blocked.
                 blocked = true;
-                blocked_since = Instant::now();
+                counters.block_started();
             }
             // Fill the window. The publish itself is awaited with its confirm, never here: a
             // blocked connection holds publishes back, and this loop must keep watching for
@@ -167,7 +166,7 @@ impl Publisher<'_> {
                 event = events.next() => match event {
                     Some(Event::ConnectionBlocked(reason)) => {
                         if !blocked {
-                            blocked_since = Instant::now();
+                            counters.block_started();
                         }
                         blocked = true;
                         counters.set_error(format!("the broker blocked publishing: {reason}"));
@@ -175,7 +174,7 @@ impl Publisher<'_> {
                     }
                     Some(Event::ConnectionUnblocked) => {
                         if blocked {
-                            add_blocked_time(counters, blocked_since);
+                            counters.block_ended();
                         }
                         blocked = false;
                         last_progress = Instant::now();
@@ -189,7 +188,7 @@ impl Publisher<'_> {
                 _ = tick.tick() => {
                     if !blocked && session.connection.status().blocked() {
                         blocked = true;
-                        blocked_since = Instant::now();
+                        counters.block_started();
                     }
                     if let Some(mut spool) = self.shared.spool() {
                         spool.sync(false);
@@ -207,7 +206,7 @@ impl Publisher<'_> {
         };
 
         if blocked {
-            add_blocked_time(counters, blocked_since);
+            counters.block_ended();
         }
         // Whatever is unconfirmed goes back in front of the pending messages, oldest first: to
         // be published again, or spooled if the shipper is stopping.
@@ -275,8 +274,4 @@ pub(super) fn nothing_left(shared: &Shared, pending: &VecDeque<Message>) -> bool
     pending.is_empty()
         && shared.queue.is_empty()
         && shared.spool().is_none_or(|spool| !spool.has_unread())
-}
-
-fn add_blocked_time(counters: &Counters, since: Instant) {
-    Counters::add(&counters.blocked_ms, since.elapsed().as_millis() as u64);
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Live counters, shared by the layer (accepting) and the shipper (delivering).
 #[derive(Debug, Default)]
@@ -20,7 +20,10 @@ pub(crate) struct Counters {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub spool_bytes: AtomicU64,
+    /// Completed blocks, in milliseconds.
     pub blocked_ms: AtomicU64,
+    /// When the current block began (ms since the Unix epoch), 0 when not blocked.
+    pub blocked_since: AtomicU64,
     /// New events refused because the queue was full (never accepted).
     pub dropped_queue_full: AtomicU64,
     /// Accepted events pushed out of a full queue by newer ones (`drop_oldest`).
@@ -42,6 +45,31 @@ impl Counters {
 
     pub fn store(counter: &AtomicU64, n: u64) {
         counter.store(n, Relaxed);
+    }
+
+    /// The broker blocked publishing (a resource alarm).
+    pub fn block_started(&self) {
+        self.blocked_since.store(now_ms().max(1), Relaxed);
+    }
+
+    /// The block ended: its duration joins the total.
+    pub fn block_ended(&self) {
+        let since = self.blocked_since.swap(0, Relaxed);
+        if since > 0 {
+            self.blocked_ms
+                .fetch_add(now_ms().saturating_sub(since), Relaxed);
+        }
+    }
+
+    /// Total blocked time, the current block included.
+    fn blocked_time(&self) -> Duration {
+        let since = self.blocked_since.load(Relaxed);
+        let current = if since > 0 {
+            now_ms().saturating_sub(since)
+        } else {
+            0
+        };
+        Duration::from_millis(self.blocked_ms.load(Relaxed) + current)
     }
 
     pub fn set_error(&self, error: impl fmt::Display) {
@@ -72,7 +100,7 @@ impl Counters {
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
-            blocked_time: Duration::from_millis(self.blocked_ms.load(Relaxed)),
+            blocked_time: self.blocked_time(),
             dropped: Dropped {
                 queue_full: self.dropped_queue_full.load(Relaxed) + self.evicted.load(Relaxed),
                 oversize: self.dropped_oversize.load(Relaxed),
@@ -85,6 +113,12 @@ impl Counters {
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A snapshot of the shipper's counters. Event counts, not message counts.
@@ -116,7 +150,8 @@ pub struct Stats {
     pub replayed: u64,
     /// Bytes the spool's segment files hold now.
     pub spool_bytes: u64,
-    /// Time the broker kept publishing blocked (`connection.blocked`: a resource alarm).
+    /// Time the broker kept publishing blocked (`connection.blocked`: a resource alarm), the
+    /// current block included.
     pub blocked_time: Duration,
     /// Events dropped, by reason.
     pub dropped: Dropped,

@@ -589,14 +589,26 @@ fn broker_down_at_start_then_up_loses_nothing() {
 
 #[test]
 fn memory_alarm_blocks_publishing_without_blocking_logging_and_loses_nothing() {
-    const TEST: &str = "alarm";
+    memory_alarm("alarm", None);
+}
+
+#[test]
+fn memory_alarm_with_a_spool_moves_waiting_events_to_disk_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("spool dir");
+    memory_alarm("alarm-spool", Some(dir.path()));
+}
+
+#[allow(non_snake_case)]
+fn memory_alarm(TEST: &'static str, spool: Option<&std::path::Path>) {
     const N: u64 = 3_000;
     let _serial = serial();
     broker::require_rabbitmqctl();
     let started = Instant::now();
     let mut capture = Capture::fresh();
     let alarm = broker::MemoryAlarm::raise();
-    let (layer, guard) = shipper(direct_uri(), &capture.exchange);
+    let (layer, guard) = shipper_with(direct_uri(), &capture.exchange, |c| {
+        c.spool.dir = spool.map(|p| p.to_path_buf());
+    });
     let logger = log_events(layer, N, 1_500);
     let logged = join_logger(logger, Duration::from_secs(30));
     eprintln!("{TEST}: logging took {logged:?} while blocked");
@@ -611,7 +623,20 @@ fn memory_alarm_blocks_publishing_without_blocking_logging_and_loses_nothing() {
             "{TEST}: confirmed while blocked; {blocked}"
         );
     }
-    eprintln!("{TEST}: while blocked: {}", guard.stats());
+    let blocked = guard.stats();
+    eprintln!("{TEST}: while blocked: {blocked}");
+    assert!(
+        blocked.blocked_time >= Duration::from_secs(1),
+        "{TEST}: the ongoing block shows in blocked_time; {blocked}"
+    );
+    if spool.is_some() {
+        // All that waits is on disk, but the messages published before the block.
+        assert_eq!(
+            blocked.spooled + blocked.published,
+            N,
+            "{TEST}: waiting events are spooled; {blocked}"
+        );
+    }
     alarm.clear();
 
     flush(TEST, &guard);
@@ -627,6 +652,7 @@ fn memory_alarm_blocks_publishing_without_blocking_logging_and_loses_nothing() {
         stats.reconnects, 0,
         "{TEST}: a block is not a dead connection; {stats}"
     );
+    assert_eq!(stats.replayed, stats.spooled, "{TEST}: {stats}");
     // The block must be seen as a block (and timed), not as a dead connection to replace: a
     // shipper that reconnects instead reports `publish did not complete` and blocked_ms=0.
     assert!(
