@@ -2,14 +2,16 @@
 //! threads through the standard configuration, then flushes and reports.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --events 20000 [--threads 4] [--rate 0] [--flush-timeout-secs 30] [--drain-spool]
+//! cargo run --release --example loadgen -- --events 20000 [--threads 4] [--rate 0] [--flush-timeout-secs 30]
+//!     [--drain-spool] [--progress-every N]
 //! ```
 //!
 //! Each event is inside a span and carries `seq_no` (0..N-1, unique across threads), `worker`
 //! and `payload`. The last line printed is the stats; the exit code is 0 only if the broker
 //! confirmed every event. With `--drain-spool` (and `LOGCOLLECT_SPOOL__DIR`), it also waits,
 //! within the flush timeout, until the spool is empty: what an earlier run left there is
-//! delivered too (`recovered`), e.g. `--events 0 --drain-spool` only replays a spool.
+//! delivered too (`recovered`), e.g. `--events 0 --drain-spool` only replays a spool. With
+//! `--progress-every N`, a `progress logged=… <stats>` line is printed every N events.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,7 @@ struct Args {
     rate: u64,
     flush_timeout: Duration,
     drain_spool: bool,
+    progress_every: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         rate: 0,
         flush_timeout: Duration::from_secs(30),
         drain_spool: false,
+        progress_every: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,9 +51,10 @@ fn parse_args() -> Result<Args, String> {
                 args.flush_timeout = Duration::from_secs(value("--flush-timeout-secs")?)
             }
             "--drain-spool" => args.drain_spool = true,
+            "--progress-every" => args.progress_every = value("--progress-every")?,
             "-h" | "--help" => {
                 return Err("usage: loadgen [--events N] [--threads T] [--rate R] \
-                            [--flush-timeout-secs S] [--drain-spool]"
+                            [--flush-timeout-secs S] [--drain-spool] [--progress-every N]"
                     .into())
             }
             other => return Err(format!("unknown argument `{other}`; see --help")),
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
     let workers: Vec<_> = (0..args.threads)
         .map(|worker| {
             let next = next.clone();
+            let (shipper, progress_every) = (guard.shipper(), args.progress_every);
             let (events, per_thread_rate) = (args.events, args.rate as f64 / args.threads as f64);
             std::thread::spawn(move || {
                 let payload = "x".repeat(64);
@@ -98,6 +104,9 @@ fn main() -> ExitCode {
                     let _entered = span.enter();
                     tracing::info!(seq_no, worker, payload = payload.as_str(), "load event");
                     sent += 1;
+                    if progress_every > 0 && (seq_no + 1).is_multiple_of(progress_every) {
+                        println!("progress logged={} {}", seq_no + 1, shipper.stats());
+                    }
                 }
             })
         })

@@ -4,36 +4,17 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{distinct_ints, documents, Capture};
-
-/// `cargo test` builds the examples next to the test binaries' `deps/` directory.
-fn loadgen_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir
-        .join("examples")
-        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} missing: run through `cargo test`, which builds examples",
-        path.display()
-    );
-    path
-}
 
 fn run_loadgen(format: &str, events: u64, pointer: &str) {
     let mut capture = Capture::bind(
         logcollect::defaults::EXCHANGE,
         logcollect::defaults::BINDING_KEY,
     );
-    let output = Command::new(loadgen_binary())
+    let output = Command::new(common::loadgen_binary())
         .args(["--events", &events.to_string(), "--threads", "4"])
         .env("LOGCOLLECT_BROKER_URI", common::broker_url())
         .env("LOGCOLLECT_FORMAT", format)

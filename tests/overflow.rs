@@ -103,6 +103,28 @@ fn spill_writes_to_the_spool_what_the_queue_cannot_hold_and_drops_nothing() {
     let stats = shipper.stats();
     assert_eq!((stats.accepted, stats.spooled), (5000, 5000), "{stats}");
     assert_eq!(stats.dropped.total(), 0, "{stats}");
+
+    // The next start replays them in the order they were logged, though the logging thread
+    // and the shipper both wrote to the spool.
+    let mut capture = Capture::fresh();
+    let (_layer, guard) = logcollect::builder()
+        .broker_uri(common::broker_url())
+        .exchange(&capture.exchange)
+        .spool_dir(dir.path())
+        .build()
+        .expect("build");
+    let docs = documents(&capture.receive(5000, Duration::from_secs(30)));
+    let order: Vec<i64> = docs
+        .iter()
+        .filter_map(|d| d.pointer("/fields/seq_no").and_then(|v| v.as_i64()))
+        .collect();
+    assert_eq!(order, (0..5000).collect::<Vec<_>>());
+    // Confirms can trail the deliveries a little.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while guard.stats().recovered < 5000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(guard.stats().recovered, 5000, "{}", guard.stats());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
-use super::message::Encoder;
+use super::message::{Encoder, Message};
 use super::spool::Spool;
 use super::stats::{Counters, Stats};
 use crate::capture::CapturedEvent;
@@ -87,6 +87,30 @@ impl Shared {
         guard.is_some().then_some(SpoolGuard(guard))
     }
 
+    /// Moves up to `limit` of the oldest queued events to the spool, in order. Returns the
+    /// messages an I/O error kept off the disk.
+    pub fn spill_queue(&self, limit: usize) -> Vec<Message> {
+        // Popped and written under the spool's lock: two threads spilling at once must not
+        // interleave their events on disk.
+        let Some(mut spool) = self.spool() else {
+            return Vec::new();
+        };
+        let mut batch = Vec::with_capacity(limit.min(256));
+        for _ in 0..limit {
+            let Some(event) = self.queue.pop() else {
+                break;
+            };
+            match self.encoder.message(std::slice::from_ref(&event)) {
+                Ok(message) => batch.push(message),
+                Err(n) => Counters::add(&self.counters.dropped_oversize, n),
+            }
+        }
+        if batch.is_empty() {
+            return batch;
+        }
+        spool.append(batch, &self.counters)
+    }
+
     /// Closes the spool (and unlocks its directory) for good.
     pub fn release_spool(&self) {
         let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -121,6 +145,10 @@ impl Shared {
         }
     }
 }
+
+/// How many queued events a logging thread moves to the spool when it finds the queue full:
+/// enough to make room for a while, few enough to keep that call short.
+const SPILL_CHUNK: usize = 256;
 
 /// The spool, locked; it exists (checked when the guard is made).
 pub(crate) struct SpoolGuard<'a>(MutexGuard<'a, Option<Spool>>);
@@ -179,7 +207,7 @@ impl Handoff {
         };
         match shared.overflow {
             Overflow::Block => self.wait_for_room(event),
-            Overflow::Spill => self.spill(*event),
+            Overflow::Spill => self.spill(event),
             Overflow::DropNewest | Overflow::DropOldest => self.reject_full(),
         }
     }
@@ -209,29 +237,40 @@ impl Handoff {
         }
     }
 
-    /// `spill`: the queue is full even though the shipper moves events to disk as it fills,
-    /// so this thread writes the event to the spool itself.
-    fn spill(&self, event: CapturedEvent) {
+    /// `spill`: the queue is full even though the shipper moves events to disk as it fills.
+    /// This thread makes room the way the shipper does, moving the oldest queued events to the
+    /// spool, so the spool only ever holds events older than the queued ones and replay keeps
+    /// their order; then it queues its own.
+    fn spill(&self, event: Box<CapturedEvent>) {
         let shared = &self.shared;
         let counters = &shared.counters;
-        let message = match shared.encoder.message(std::slice::from_ref(&event)) {
-            Ok(message) => message,
-            Err(n) => {
-                Counters::add(&counters.accepted, n);
-                Counters::add(&counters.dropped_oversize, n);
-                return;
-            }
-        };
-        let Some(mut spool) = shared.spool() else {
+        if shared.spool().is_none_or(|spool| !spool.writable()) {
             return self.reject_full();
-        };
-        // Counted as accepted first, so a flush never sees it settled before it was accepted.
-        Counters::add(&counters.accepted, 1);
-        if !spool.append(vec![message], counters).is_empty() {
-            // An I/O error: the event is neither queued nor spooled.
-            Counters::add(&counters.evicted, 1);
         }
-        drop(spool);
-        shared.wake.notify_one();
+        let unwritten = shared.spill_queue(SPILL_CHUNK);
+        // Accepted events an I/O error kept off the disk: lost, and counted.
+        Counters::add(&counters.evicted, unwritten.iter().map(|m| m.events).sum());
+        shared.signal_progress();
+        match shared.queue.push(event) {
+            Ok(()) => self.accepted(),
+            // Other threads took the room first: this one goes to disk directly.
+            Err(event) => match shared.encoder.message(std::slice::from_ref(&*event)) {
+                Err(n) => {
+                    Counters::add(&counters.accepted, n);
+                    Counters::add(&counters.dropped_oversize, n);
+                }
+                Ok(message) => {
+                    let Some(mut spool) = shared.spool() else {
+                        return self.reject_full();
+                    };
+                    // Counted as accepted first, so a flush never sees it settled before it was
+                    // accepted.
+                    Counters::add(&counters.accepted, 1);
+                    if !spool.append(vec![message], counters).is_empty() {
+                        Counters::add(&counters.evicted, 1);
+                    }
+                }
+            },
+        }
     }
 }

@@ -166,18 +166,14 @@ pub(super) fn spill(shared: &Shared, pending: &mut VecDeque<Message>, with_pendi
         *pending = on_disk;
         append(shared, pending, in_memory.into());
     }
-    // In chunks, so a logging thread that spills itself never waits long for the lock.
-    let mut batch = Vec::with_capacity(256);
-    while let Some(event) = shared.queue.pop() {
-        match shared.encoder.message(std::slice::from_ref(&event)) {
-            Ok(message) => batch.push(message),
-            Err(n) => Counters::add(&counters.dropped_oversize, n),
-        }
-        if batch.len() == 256 {
-            append(shared, pending, std::mem::take(&mut batch));
-        }
+    // What is queued now, in chunks, so a logging thread that spills too never waits long for
+    // the lock (and a producer faster than the disk cannot keep this loop going forever).
+    let mut left = shared.queue.len();
+    while left > 0 {
+        let chunk = left.min(256);
+        pending.extend(shared.spill_queue(chunk));
+        left -= chunk;
     }
-    append(shared, pending, batch);
     shared.signal_progress();
     counters.spooled.load(Relaxed) - before
 }

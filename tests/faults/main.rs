@@ -15,7 +15,6 @@ mod proxy;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -386,53 +385,6 @@ fn slow_link_loses_nothing() {
 // ---------------------------------------------------------------------------------------------
 // (b) The broker restarts twice under the load generator.
 
-/// The load generator example, built now if needed: `cargo test --test faults` alone does not
-/// build examples.
-fn loadgen_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "loadgen",
-            "--manifest-path",
-        ])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-    // Without the variables `cargo test` sets for this process: with them the inner build
-    // fingerprints differently and rebuilds the dependency tree, on every run.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let set_by_cargo_test = (key.starts_with("CARGO")
-            && !["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL"].contains(&key.as_str())
-            && !key.starts_with("CARGO_BUILD_")
-            && !key.starts_with("CARGO_PROFILE_")
-            && !key.starts_with("CARGO_NET_")
-            && !key.starts_with("CARGO_TERM_")
-            && !key.starts_with("CARGO_REGISTRIES_"))
-            || ["OUT_DIR", "LD_LIBRARY_PATH", "RUST_TEST_THREADS"].contains(&key.as_str());
-        if set_by_cargo_test {
-            build.env_remove(&key);
-        }
-    }
-    if dir.file_name().is_some_and(|name| name == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build --example loadgen");
-    assert!(status.success(), "cargo build --example loadgen failed");
-    let path = dir
-        .join("examples")
-        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} missing", path.display());
-    path
-}
-
 /// Kills the child on drop, so a failing test does not leave it running.
 struct KillOnDrop(Child);
 
@@ -452,7 +404,7 @@ fn broker_restarts_twice_under_loadgen_and_nothing_is_lost() {
     let _serial = serial();
     broker::require_rabbitmqctl();
     let started = Instant::now();
-    let binary = loadgen_binary();
+    let binary = common::loadgen_binary();
     let application = common::unique("faults-loadgen");
     // Bound before loadgen starts: every event it publishes is routed to this queue.
     let mut capture = Capture::durable(
