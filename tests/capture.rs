@@ -227,9 +227,7 @@ fn a_full_queue_drops_newest_and_counts_exactly() {
 #[test]
 fn nacked_events_are_published_again_until_the_broker_takes_them() {
     use futures_util::StreamExt;
-    use lapin::options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    };
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
     use lapin::types::{AMQPValue, FieldTable, ShortString};
 
     const N: i64 = 200;
@@ -241,54 +239,18 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
         .expect("runtime");
     // A queue that holds 20 messages and makes the broker nack publishes beyond that.
     let (connection, channel) = runtime.block_on(async {
-        let connection = lapin::Connection::connect(
-            &common::broker_url(),
-            lapin::ConnectionProperties::default(),
-        )
-        .await
-        .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                ShortString::from(exchange.as_str()),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
         let mut args = FieldTable::default();
         args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(20));
         args.insert(
             ShortString::from("x-overflow"),
             AMQPValue::LongString("reject-publish".into()),
         );
-        channel
-            .queue_declare(
-                ShortString::from(queue.as_str()),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                ShortString::from(queue.as_str()),
-                ShortString::from(exchange.as_str()),
-                ShortString::from("#"),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        (connection, channel)
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        common::declare_bound_queue(&exchange, &queue, "#", options, args).await
     });
 
     let (layer, guard) = logcollect::builder()

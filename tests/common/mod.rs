@@ -96,6 +96,53 @@ impl Received {
     }
 }
 
+/// Connects, declares `exchange` as the shipper would (durable topic), declares `queue` with
+/// `options` and `arguments`, and binds it with `binding_key`.
+pub async fn declare_bound_queue(
+    exchange: &str,
+    queue: &str,
+    binding_key: &str,
+    options: QueueDeclareOptions,
+    arguments: FieldTable,
+) -> (Connection, lapin::Channel) {
+    let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}",
+                broker_url()
+            )
+        });
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            ShortString::from(exchange),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+    channel
+        .queue_declare(ShortString::from(queue), options, arguments)
+        .await
+        .expect("declare queue");
+    channel
+        .queue_bind(
+            ShortString::from(queue),
+            ShortString::from(exchange),
+            ShortString::from(binding_key),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind queue");
+    (connection, channel)
+}
+
 /// A queue of our own bound to an exchange, read from a private runtime.
 pub struct Capture {
     runtime: tokio::runtime::Runtime,
@@ -117,49 +164,18 @@ impl Capture {
             .expect("test runtime");
         let queue = unique("logcollect-test-q");
         let (connection, consumer) = runtime.block_on(async {
-            let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}",
-                        broker_url()
-                    )
-                });
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .exchange_declare(
-                    ShortString::from(exchange),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare exchange");
-            channel
-                .queue_declare(
-                    ShortString::from(queue.as_str()),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare queue");
-            channel
-                .queue_bind(
-                    ShortString::from(queue.as_str()),
-                    ShortString::from(exchange),
-                    ShortString::from(binding_key),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind queue");
+            let (connection, channel) = declare_bound_queue(
+                exchange,
+                &queue,
+                binding_key,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
             let consumer = channel
                 .basic_consume(
                     ShortString::from(queue.as_str()),
@@ -318,50 +334,17 @@ impl DurableCapture {
             .expect("test runtime");
         let queue = unique("logcollect-test-dq");
         runtime.block_on(async {
-            let connection = Connection::connect(&broker_url(), ConnectionProperties::default())
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot connect to {}: {e}; {HOW_TO_GET_A_BROKER}",
-                        broker_url()
-                    )
-                });
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .exchange_declare(
-                    ShortString::from(exchange),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare exchange");
-            channel
-                .queue_declare(
-                    ShortString::from(queue.as_str()),
-                    QueueDeclareOptions {
-                        durable: true,
-                        exclusive: false,
-                        auto_delete: false,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare durable queue");
-            channel
-                .queue_bind(
-                    ShortString::from(queue.as_str()),
-                    ShortString::from(exchange),
-                    ShortString::from(binding_key),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind queue");
+            let (connection, _) = declare_bound_queue(
+                exchange,
+                &queue,
+                binding_key,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
             let _ = connection.close(200, ShortString::from("declared")).await;
         });
         DurableCapture {
