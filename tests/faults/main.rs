@@ -265,6 +265,27 @@ fn flush(test: &str, guard: &Guard) {
     assert!(flushed.is_complete(), "{test}: {}", guard.stats());
 }
 
+/// The common end of a proxy test: the logging calls returned, every event is confirmed, and
+/// every `seq_no` arrived. Returns the final stats.
+fn finish(
+    test: &str,
+    logger: JoinHandle<Duration>,
+    guard: Guard,
+    capture: &mut Capture,
+    n: u64,
+) -> Stats {
+    let logged = join_logger(logger, Duration::from_secs(30));
+    eprintln!("{test}: logging took {logged:?}");
+    flush(test, &guard);
+    let stats = guard.stats();
+    assert_stats(test, &stats, n);
+    drop(guard);
+    let mut tally = Tally::new(n);
+    collect(capture, &mut tally, Duration::from_secs(30));
+    tally.assert_zero_loss(test);
+    stats
+}
+
 // ---------------------------------------------------------------------------------------------
 // (a) The connection fails: a proxy between the shipper and the broker.
 
@@ -297,17 +318,8 @@ fn connection_cut_twice_mid_stream_loses_nothing() {
             before.accepted, before.confirmed
         );
     }
-    let logged = join_logger(logger, Duration::from_secs(30));
-    eprintln!("{TEST}: logging took {logged:?}");
-    flush(TEST, &guard);
-    let stats = guard.stats();
-    assert_stats(TEST, &stats, N);
+    let stats = finish(TEST, logger, guard, &mut capture, N);
     assert!(stats.reconnects >= 2, "{TEST}: reconnects; {stats}");
-    drop(guard);
-
-    let mut tally = Tally::new(N);
-    collect(&mut capture, &mut tally, Duration::from_secs(30));
-    tally.assert_zero_loss(TEST);
     eprintln!(
         "{TEST}: {} proxied connections; took {:?}",
         proxy.accepted(),
@@ -334,17 +346,8 @@ fn blackholed_connection_is_replaced_and_loses_nothing() {
     eprintln!("{TEST}: blackholed from {before}\n  to {during}");
     proxy.set_mode(Mode::Pass);
 
-    let logged = join_logger(logger, Duration::from_secs(30));
-    eprintln!("{TEST}: logging took {logged:?}");
-    flush(TEST, &guard);
-    let stats = guard.stats();
-    assert_stats(TEST, &stats, N);
+    let stats = finish(TEST, logger, guard, &mut capture, N);
     assert!(stats.reconnects >= 1, "{TEST}: reconnects; {stats}");
-    drop(guard);
-
-    let mut tally = Tally::new(N);
-    collect(&mut capture, &mut tally, Duration::from_secs(30));
-    tally.assert_zero_loss(TEST);
     eprintln!(
         "{TEST}: {} proxied connections; took {:?}",
         proxy.accepted(),
@@ -364,16 +367,7 @@ fn slow_link_loses_nothing() {
     let (layer, guard) = shipper(proxy.uri("heartbeat=2"), &capture.exchange);
     let logger = log_events(layer, N, 1_000);
 
-    let logged = join_logger(logger, Duration::from_secs(30));
-    eprintln!("{TEST}: logging took {logged:?}");
-    flush(TEST, &guard);
-    let stats = guard.stats();
-    assert_stats(TEST, &stats, N);
-    drop(guard);
-
-    let mut tally = Tally::new(N);
-    collect(&mut capture, &mut tally, Duration::from_secs(30));
-    tally.assert_zero_loss(TEST);
+    let stats = finish(TEST, logger, guard, &mut capture, N);
     eprintln!(
         "{TEST}: reconnects={}, {} proxied connections; took {:?}",
         stats.reconnects,
