@@ -227,7 +227,7 @@ fn a_full_queue_drops_newest_and_counts_exactly() {
 #[test]
 fn nacked_events_are_published_again_until_the_broker_takes_them() {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable, ShortString};
 
     const N: i64 = 200;
@@ -283,18 +283,7 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
 
     // Reading the queue makes room: the nacked events go out again and are confirmed.
     let docs = runtime.block_on(async {
-        let mut consumer = channel
-            .basic_consume(
-                ShortString::from(queue.as_str()),
-                ShortString::from(""),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let mut consumer = common::consume(&channel, &queue).await.expect("consume");
         let mut docs = Vec::new();
         while docs.len() < N as usize {
             match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {

@@ -143,6 +143,21 @@ pub async fn declare_bound_queue(
     (connection, channel)
 }
 
+/// Consumes `queue` without acks: what is read is gone.
+pub async fn consume(channel: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            ShortString::from(queue),
+            ShortString::from(""),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// A queue of our own bound to an exchange, read from a private runtime.
 pub struct Capture {
     runtime: tokio::runtime::Runtime,
@@ -176,18 +191,7 @@ impl Capture {
                 FieldTable::default(),
             )
             .await;
-            let consumer = channel
-                .basic_consume(
-                    ShortString::from(queue.as_str()),
-                    ShortString::from(""),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume");
+            let consumer = consume(&channel, &queue).await.expect("consume");
             (connection, consumer)
         });
         Capture {
@@ -390,17 +394,7 @@ impl DurableCapture {
                 };
                 let consumer = async {
                     let channel = connection.create_channel().await?;
-                    channel
-                        .basic_consume(
-                            ShortString::from(queue.as_str()),
-                            ShortString::from(""),
-                            BasicConsumeOptions {
-                                no_ack: true,
-                                ..Default::default()
-                            },
-                            FieldTable::default(),
-                        )
-                        .await
+                    consume(&channel, &queue).await
                 };
                 let mut consumer = match consumer.await {
                     Ok(consumer) => consumer,
