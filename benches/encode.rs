@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use logcollect::capture::{CapturedEvent, FieldValue, SpanSnapshot};
-use logcollect::encoding::{encode_into, event_id, Envelope};
-use logcollect::{Format, Identity};
+use logcollect::internals::{
+    encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, SpanSnapshot,
+};
+use logcollect::Format;
 
 fn event() -> CapturedEvent {
     CapturedEvent {
@@ -33,6 +34,7 @@ fn event() -> CapturedEvent {
             name: "loadgen_batch",
             fields: vec![("worker", FieldValue::U64(1))],
         })],
+        trace: None,
     }
 }
 

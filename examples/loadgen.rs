@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --events 20000 [--threads 4] [--rate 0] [--flush-timeout-secs 30]
-//!     [--drain-spool] [--progress-every N]
+//!     [--drain-spool] [--progress-every N] [--until-eof]
 //! ```
 //!
 //! Each event is inside a span and carries `seq_no` (0..N-1, unique across threads), `worker`
@@ -11,10 +11,13 @@
 //! confirmed every event. With `--drain-spool` (and `LOGCOLLECT_SPOOL__DIR`), it also waits,
 //! within the flush timeout, until the spool is empty: what an earlier run left there is
 //! delivered too (`recovered`), e.g. `--events 0 --drain-spool` only replays a spool. With
-//! `--progress-every N`, a `progress logged=… <stats>` line is printed every N events.
+//! `--progress-every N`, a `progress logged=… <stats>` line is printed every N events. With
+//! `--until-eof`, it logs until its standard input closes (or `--events` is reached, unbounded
+//! unless given): a test keeps the load running while it injects faults, then stops it; the
+//! report's `events=` is how many were logged.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +28,11 @@ struct Args {
     flush_timeout: Duration,
     drain_spool: bool,
     progress_every: u64,
+    until_eof: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
+    let mut events = None;
     let mut args = Args {
         events: 100_000,
         threads: 1,
@@ -35,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         flush_timeout: Duration::from_secs(30),
         drain_spool: false,
         progress_every: 0,
+        until_eof: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,7 +50,7 @@ fn parse_args() -> Result<Args, String> {
                 .map_err(|_| format!("{name}: `{v}` is not a non-negative integer"))
         };
         match flag.as_str() {
-            "--events" => args.events = value("--events")?,
+            "--events" => events = Some(value("--events")?),
             "--threads" => args.threads = value("--threads")?.max(1),
             "--rate" => args.rate = value("--rate")?,
             "--flush-timeout-secs" => {
@@ -52,14 +58,20 @@ fn parse_args() -> Result<Args, String> {
             }
             "--drain-spool" => args.drain_spool = true,
             "--progress-every" => args.progress_every = value("--progress-every")?,
+            "--until-eof" => args.until_eof = true,
             "-h" | "--help" => {
                 return Err("usage: loadgen [--events N] [--threads T] [--rate R] \
-                            [--flush-timeout-secs S] [--drain-spool] [--progress-every N]"
+                            [--flush-timeout-secs S] [--drain-spool] [--progress-every N] [--until-eof]"
                     .into())
             }
             other => return Err(format!("unknown argument `{other}`; see --help")),
         }
     }
+    args.events = match (events, args.until_eof) {
+        (Some(n), _) => n,
+        (None, true) => u64::MAX,
+        (None, false) => args.events,
+    };
     Ok(args)
 }
 
@@ -80,16 +92,24 @@ fn main() -> ExitCode {
     };
 
     let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.until_eof {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let started = Instant::now();
     let workers: Vec<_> = (0..args.threads)
         .map(|worker| {
-            let next = next.clone();
+            let (next, stop) = (next.clone(), stop.clone());
             let (shipper, progress_every) = (guard.shipper(), args.progress_every);
             let (events, per_thread_rate) = (args.events, args.rate as f64 / args.threads as f64);
             std::thread::spawn(move || {
                 let payload = "x".repeat(64);
                 let mut sent = 0u64;
-                loop {
+                while !stop.load(Ordering::Relaxed) {
                     let seq_no = next.fetch_add(1, Ordering::Relaxed);
                     if seq_no >= events {
                         break;
@@ -115,6 +135,8 @@ fn main() -> ExitCode {
         let _ = w.join();
     }
     let emitted = started.elapsed();
+    // Every seq_no handed out below `events` was logged.
+    let logged = next.load(Ordering::Relaxed).min(args.events);
     let flushed = guard.flush(args.flush_timeout);
     let mut spool_drained = true;
     if args.drain_spool {
@@ -128,11 +150,11 @@ fn main() -> ExitCode {
     let stats = guard.stats();
     let ok = flushed.is_complete()
         && spool_drained
-        && stats.confirmed >= args.events
+        && stats.confirmed >= logged
         && stats.dropped.total() == 0;
     println!(
         "loadgen events={} threads={} rate={} emit_s={:.3} total_s={:.3} confirmed_per_s={:.0} undelivered={} ok={} {}",
-        args.events,
+        logged,
         args.threads,
         args.rate,
         emitted.as_secs_f64(),

@@ -1,12 +1,21 @@
 //! The one-call boot in a plain (non-async) program, then a look at what arrived.
 //!
 //! ```text
-//! cargo run --example quickstart
+//! scripts/quickstart              # brings a broker up first when none answers
+//! cargo run --example quickstart  # needs RabbitMQ at LOGCOLLECT_BROKER_URI (default: local)
 //! ```
 //! Configure it like any application: `LOGCOLLECT_IDENTITY__PROJECT=demo`,
 //! `LOGCOLLECT_CONSOLE=true`, `LOGCOLLECT_FORMAT=classic`, … (see README.md).
+//!
+//! Exits 0 once the broker has confirmed every event; 1 when it has not within
+//! [`DELIVERY_WAIT`] (the broker never answered); 2 on an invalid configuration.
 
 use std::time::Duration;
+
+/// How long the example waits for the broker to confirm its events. Returns as soon as they
+/// are; the margin covers a first connection that fails (a broker still starting) and the
+/// shipper's reconnect backoff.
+const DELIVERY_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 struct GatewayTimeout;
@@ -63,13 +72,22 @@ fn main() {
     log::warn!("records from the `log` crate arrive too");
 
     // Usually you just let the guard drop at the end of main; here we wait to show the result.
-    let flushed = guard.flush(Duration::from_secs(10));
+    let flushed = guard.flush(DELIVERY_WAIT);
     let stats = guard.stats();
     println!("stats: {stats}");
     if !flushed.is_complete() {
+        let uri = logcollect::Config::from_env()
+            .map(|c| peek::mask(&c.broker_uri))
+            .unwrap_or_default();
         eprintln!(
-            "{} events not confirmed by the broker yet",
-            flushed.undelivered
+            "{} events not confirmed by the broker within {DELIVERY_WAIT:?}{}: is RabbitMQ \
+             running at {uri}? `scripts/quickstart` brings one up (see README.md)",
+            flushed.undelivered,
+            stats
+                .last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default(),
         );
         std::process::exit(1);
     }
@@ -95,7 +113,8 @@ mod peek {
         BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     };
     use lapin::types::{FieldTable, ShortString};
-    use lapin::{Connection, ConnectionProperties};
+    use lapin::{Connection, ConnectionProperties, ExchangeKind};
+    use logcollect::ExchangeType;
     use std::time::Duration;
 
     pub struct Peek {
@@ -116,7 +135,10 @@ mod peek {
                     Connection::connect(&config.broker_uri, ConnectionProperties::default())
                         .await
                         .map_err(|e| {
-                            format!("cannot reach the broker at {}: {e}", config.broker_uri)
+                            format!(
+                                "cannot reach the broker at {}: {e}",
+                                mask(&config.broker_uri)
+                            )
                         })?;
                 let channel = connection
                     .create_channel()
@@ -131,7 +153,12 @@ mod peek {
                 channel
                     .exchange_declare(
                         exchange.clone(),
-                        config.exchange_type.kind(),
+                        match config.exchange_type {
+                            ExchangeType::Topic => ExchangeKind::Topic,
+                            ExchangeType::Direct => ExchangeKind::Direct,
+                            ExchangeType::Fanout => ExchangeKind::Fanout,
+                            ExchangeType::Headers => ExchangeKind::Headers,
+                        },
                         durable,
                         FieldTable::default(),
                     )
@@ -177,22 +204,52 @@ mod peek {
             })
         }
 
+        /// The first `n` documents this process shipped, as they arrived (with their routing
+        /// keys), waiting at most a few seconds. Documents of other applications publishing to
+        /// the same exchange (a shared broker) are left out.
         pub fn documents(&mut self, n: usize) -> Vec<String> {
+            let pid = u64::from(std::process::id());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             let consumer = &mut self.consumer;
             self.runtime.block_on(async {
                 let mut out = Vec::new();
                 while out.len() < n {
-                    match tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
-                        Ok(Some(Ok(d))) => out.push(format!(
+                    match tokio::time::timeout_at(deadline, consumer.next()).await {
+                        Ok(Some(Ok(d))) if shipped_by(&d.data, pid) => out.push(format!(
                             "[{}] {}",
                             d.routing_key,
                             String::from_utf8_lossy(&d.data)
                         )),
+                        Ok(Some(Ok(_))) => {}
                         _ => break,
                     }
                 }
                 out
             })
+        }
+    }
+
+    /// Whether a message's document carries `pid`: `process.pid` (ecs) or `process` (classic).
+    fn shipped_by(body: &[u8], pid: u64) -> bool {
+        serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|doc| {
+            doc.pointer("/process/pid")
+                .or_else(|| doc.get("process"))
+                .and_then(serde_json::Value::as_u64)
+                == Some(pid)
+        })
+    }
+
+    /// The URI without its password: `amqp://user:***@host:5672/vhost`.
+    pub fn mask(uri: &str) -> String {
+        let Some((scheme, rest)) = uri.split_once("://") else {
+            return uri.to_string();
+        };
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => uri.to_string(),
         }
     }
 }

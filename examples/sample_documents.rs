@@ -16,9 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use logcollect::capture::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
-use logcollect::encoding::{encode, event_id, Envelope};
-use logcollect::{defaults, Format, Identity};
+use logcollect::internals::{
+    encode, event_id, CapturedEvent, Envelope, ErrorValue, FieldValue, Identity, SpanSnapshot,
+};
+use logcollect::{defaults, Format};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -70,6 +71,8 @@ fn captured(line: u32) -> CapturedEvent {
                 ("customer", FieldValue::Str("c-77".into())),
             ],
         })],
+        // The ids a span gives every event inside it (see logcollect::trace).
+        trace: Some(logcollect::trace::SpanContext::new_root().ids()),
     }
 }
 

@@ -6,10 +6,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::broker::ExchangeType;
 use crate::broker::Target;
 use crate::capture::LogcollectLayer;
-use crate::config::{Config, ExchangeType};
-use crate::delivery::{Encoder, Guard, Handoff, Limits, Shared, ShipperConfig, Spool};
+use crate::config::Config;
+use crate::delivery::{
+    Encoder, Guard, Handoff, Limits, Shared, ShipperConfig, Spool, SpoolSettings,
+};
 use crate::encoding::Format;
 use crate::identity::Identity;
 use crate::Error;
@@ -53,86 +56,200 @@ pub fn builder() -> Builder {
     Builder::from_config(Config::default())
 }
 
+/// A crate's name and version, as [`cargo_package!`](crate::cargo_package) reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CargoPackage {
+    /// The package's name (`service.name`).
+    pub name: &'static str,
+    /// The package's version (`service.version`).
+    pub version: &'static str,
+}
+
+/// The calling crate's [`CargoPackage`] (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION` at its build),
+/// for [`Builder::cargo_package`]:
+///
+/// ```no_run
+/// let _guard = logcollect::builder_from_env()?
+///     .cargo_package(logcollect::cargo_package!())
+///     .init()?;
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+#[macro_export]
+macro_rules! cargo_package {
+    () => {
+        $crate::CargoPackage {
+            name: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    };
+}
+
 /// Configuration in code; see [`builder`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Builder {
     config: Config,
+    /// `process.pid` override (see [`Builder::pid`], in `capture/external.rs`).
+    pub(crate) pid: Option<u32>,
 }
 
 impl Builder {
     /// Starts from a given configuration (e.g. [`Config::from_env`] to layer code on top).
     pub fn from_config(config: Config) -> Self {
-        Builder { config }
+        Builder { config, pid: None }
     }
 
+    /// The broker to publish to: an `amqp://` or `amqps://` URI.
+    ///
+    /// Sets `broker_uri` (`LOGCOLLECT_BROKER_URI`); default `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub fn broker_uri(mut self, uri: impl Into<String>) -> Self {
         self.config.broker_uri = uri.into();
         self
     }
+    /// The exchange to publish to (declared durable by the shipper).
+    ///
+    /// Sets `exchange` (`LOGCOLLECT_EXCHANGE`); default `logstash`.
     pub fn exchange(mut self, name: impl Into<String>) -> Self {
         self.config.exchange = name.into();
         self
     }
+    /// The type the exchange is declared with.
+    ///
+    /// Sets `exchange_type` (`LOGCOLLECT_EXCHANGE_TYPE`); default `topic`.
     pub fn exchange_type(mut self, kind: ExchangeType) -> Self {
         self.config.exchange_type = kind;
         self
     }
     /// A routing-key template: `{target}`, `{level}`, `{service}` are replaced.
+    ///
+    /// Sets `routing_key` (`LOGCOLLECT_ROUTING_KEY`); default `logstash.{target}`.
     pub fn routing_key(mut self, template: impl Into<String>) -> Self {
         self.config.routing_key = template.into();
         self
     }
+    /// The document format.
+    ///
+    /// Sets `format` (`LOGCOLLECT_FORMAT`); default `ecs`.
     pub fn format(mut self, format: Format) -> Self {
         self.config.format = format;
         self
     }
     /// An `EnvFilter` directive for [`init`](Builder::init)'s subscriber.
+    ///
+    /// Sets `level` (`LOGCOLLECT_LEVEL`); default `RUST_LOG`, else `info`.
+    /// ([`builder`] reads no environment, so from it the default is `info`.)
     pub fn level(mut self, directive: impl Into<String>) -> Self {
         self.config.level = Some(directive.into());
         self
     }
+    /// Also print events on stdout (a `fmt` layer), with [`init`](Builder::init).
+    ///
+    /// Sets `console` (`LOGCOLLECT_CONSOLE`); default `false`.
     pub fn console(mut self, on: bool) -> Self {
         self.config.console = on;
         self
     }
     /// Adds an activity identity entry, e.g. `("project", "billing")`.
+    ///
+    /// Adds to `identity` (`LOGCOLLECT_IDENTITY__<KEY>`); default none.
     pub fn identity(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.identity.insert(key.into(), value.into());
         self
     }
+    /// The documents' `service.name`.
+    ///
+    /// Sets `service_name` (`LOGCOLLECT_SERVICE_NAME`); default `identity.application`, else the executable name.
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.config.service_name = Some(name.into());
         self
     }
+    /// The documents' `service.version`.
+    ///
+    /// Sets `service_version` (`LOGCOLLECT_SERVICE_VERSION`); default none.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.config.service_version = Some(version.into());
+        self
+    }
+    /// The documents' `service.environment` (`production`, `staging`…).
+    ///
+    /// Sets `service_environment` (`LOGCOLLECT_SERVICE_ENVIRONMENT`); default none.
+    pub fn service_environment(mut self, environment: impl Into<String>) -> Self {
+        self.config.service_environment = Some(environment.into());
+        self
+    }
+    /// The documents' `event.dataset`.
+    ///
+    /// Sets `event_dataset` (`LOGCOLLECT_EVENT_DATASET`); default the service name.
+    pub fn event_dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.config.event_dataset = Some(dataset.into());
+        self
+    }
+    /// Whether [`init`](Builder::init) installs the panic hook (see
+    /// [`install_panic_hook`](crate::install_panic_hook)).
+    ///
+    /// Sets `panic_hook` (`LOGCOLLECT_PANIC_HOOK`); default `true`.
+    pub fn panic_hook(mut self, on: bool) -> Self {
+        self.config.panic_hook = on;
+        self
+    }
+    /// Service name and version from Cargo, where not already given (by the environment, a
+    /// file or an earlier call): `builder.cargo_package(logcollect::cargo_package!())` names
+    /// the service after the calling crate unless `service_name` or the `application` identity
+    /// entry names it, and sets `service.version` unless `service_version` is set. Call it
+    /// after the other settings.
+    pub fn cargo_package(self, package: CargoPackage) -> Self {
+        self.configure(|c| {
+            if c.service_name.is_none() && !c.identity.contains_key("application") {
+                c.service_name = Some(package.name.to_string());
+            }
+            c.service_version
+                .get_or_insert_with(|| package.version.to_string());
+        })
+    }
+    /// The documents' `host.hostname`.
+    ///
+    /// Sets `hostname` (`LOGCOLLECT_HOSTNAME`); default detected.
     pub fn hostname(mut self, name: impl Into<String>) -> Self {
         self.config.hostname = Some(name.into());
         self
     }
+    /// Events held in memory; when full, the overflow policy decides.
+    ///
+    /// Sets `queue_capacity` (`LOGCOLLECT_QUEUE_CAPACITY`); default `65536`.
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.config.queue_capacity = events;
         self
     }
     /// Turns the disk spool on, in `dir` (see [`SpoolConfig`](crate::SpoolConfig) for its other
     /// settings, through [`configure`](Builder::configure)).
+    ///
+    /// Sets `spool.dir` (`LOGCOLLECT_SPOOL__DIR`); default none (no spool).
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.config.spool.dir = Some(dir.into());
         self
     }
     /// What a logging call does when the in-memory queue is full.
+    ///
+    /// Sets `overflow` (`LOGCOLLECT_OVERFLOW`); default `spill` with a spool, else `drop_newest`.
     pub fn overflow(mut self, policy: crate::Overflow) -> Self {
         self.config.overflow = Some(policy);
         self
     }
+    /// How long dropping the guard waits for delivery.
+    ///
+    /// Sets `shutdown_timeout_ms` (`LOGCOLLECT_SHUTDOWN_TIMEOUT_MS`); default `5000`.
+    /// (Files and variables give it in milliseconds.)
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.config.shutdown_timeout = timeout;
         self
     }
-    /// Any other setting.
+    /// Any other setting: `|c| c.confirm_window = 256` (see [`Config`] for every field, its key
+    /// and its default).
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
         self
     }
+    /// The configuration so far.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -148,11 +265,20 @@ impl Builder {
             config.hostname.clone(),
             config.hostname_fqdn,
             config.service_name.clone(),
+        )
+        .with_service(
+            config.service_version.clone(),
+            config.service_environment.clone(),
+            config.event_dataset.clone(),
         );
+        let identity = Identity {
+            pid: self.pid.unwrap_or(identity.pid),
+            ..identity
+        };
         let target = Target {
             uri: config.amqp_uri()?,
             exchange: lapin::types::ShortString::from(config.exchange.as_str()),
-            exchange_kind: config.exchange_type.kind(),
+            exchange_type: config.exchange_type,
             connection_name: format!("logcollect {}@{}", identity.service_name, identity.hostname),
             connect_timeout: config.connect_timeout,
         };
@@ -164,7 +290,15 @@ impl Builder {
             max_message_bytes: config.max_message_bytes,
         };
         let spool = match &config.spool.dir {
-            Some(_) => Some(Spool::open(&config.spool).map_err(Error::Spool)?),
+            Some(dir) => Some(
+                Spool::open(&SpoolSettings {
+                    dir: dir.clone(),
+                    max_bytes: config.spool.max_bytes,
+                    when_full: config.spool.when_full,
+                    fsync_interval: config.spool.fsync_interval,
+                })
+                .map_err(Error::Spool)?,
+            ),
             None => None,
         };
         let shipper = ShipperConfig {
@@ -206,6 +340,7 @@ impl Builder {
             .config
             .console
             .then(|| tracing_subscriber::fmt::layer().boxed());
+        let panic_hook = self.config.panic_hook;
         let (layer, guard) = self.build()?;
         let subscriber = tracing_subscriber::registry()
             .with(filter)
@@ -214,6 +349,9 @@ impl Builder {
         subscriber
             .try_init()
             .map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
+        if panic_hook {
+            crate::panic::install_panic_hook(guard.shipper());
+        }
         // `try_init` also routes `log` records into tracing (tracing-subscriber's `tracing-log`
         // feature, via `LogTracer`), and fails if another `log` logger is already set.
         Ok(guard)

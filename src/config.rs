@@ -3,276 +3,648 @@
 //! Variables map to keys by dropping the prefix and lower-casing, `__` nesting:
 //! `LOGCOLLECT_QUEUE_CAPACITY` → `queue_capacity`, `LOGCOLLECT_IDENTITY__PROJECT` →
 //! `identity.project`. Variables win over the file. An unknown key or an invalid value is an
-//! error naming the key and what is allowed.
+//! error naming the key, its variable and what is allowed.
+//!
+//! Every setting is declared once, in the `settings!` block below: field, type, default, what is
+//! allowed, a one-line doc and an optional check. That declaration is the `Config` (and
+//! `SpoolConfig`) field, its default, its key in the key lists, how it is read from a file or a
+//! variable, its error messages and its per-value validation; [`Config::SETTINGS`] lists them
+//! (the README's configuration table is tested against it). Adding a setting is one declaration
+//! there, plus the code that uses it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::broker::ExchangeType;
+use crate::choice::{self, Choice};
+use crate::delivery::{Overflow, WhenFull};
 use crate::encoding::Format;
 use crate::Error;
 
-/// The exchange types the shipper can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExchangeType {
-    #[default]
-    Topic,
-    Direct,
-    Fanout,
-    Headers,
-}
-
-impl ExchangeType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExchangeType::Topic => "topic",
-            ExchangeType::Direct => "direct",
-            ExchangeType::Fanout => "fanout",
-            ExchangeType::Headers => "headers",
-        }
-    }
-
-    /// The matching lapin exchange kind.
-    pub fn kind(self) -> lapin::ExchangeKind {
-        match self {
-            ExchangeType::Topic => lapin::ExchangeKind::Topic,
-            ExchangeType::Direct => lapin::ExchangeKind::Direct,
-            ExchangeType::Fanout => lapin::ExchangeKind::Fanout,
-            ExchangeType::Headers => lapin::ExchangeKind::Headers,
-        }
-    }
-}
-
-impl FromStr for ExchangeType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "topic" => Ok(ExchangeType::Topic),
-            "direct" => Ok(ExchangeType::Direct),
-            "fanout" => Ok(ExchangeType::Fanout),
-            "headers" => Ok(ExchangeType::Headers),
-            other => Err(format!(
-                "`{other}` is not an exchange type; allowed: topic, direct, fanout, headers"
-            )),
-        }
-    }
-}
-
-/// What the application's logging call does when the in-memory queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Write the event to the disk spool from the logging thread (needs `spool.dir`; the
-    /// default when a spool is set). The shipper already moves queued events to the spool long
-    /// before the queue fills, so this is the rare case of a disk slower than the log rate.
-    Spill,
-    /// Refuse the new event and count it (the default without a spool).
-    DropNewest,
-    /// Push the oldest queued event out to make room, and count it.
-    DropOldest,
-    /// Wait up to `block_timeout_ms` for room, then refuse the event and count it.
-    Block,
-}
-
-impl FromStr for Overflow {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "spill" => Ok(Overflow::Spill),
-            "drop_newest" => Ok(Overflow::DropNewest),
-            "drop_oldest" => Ok(Overflow::DropOldest),
-            "block" => Ok(Overflow::Block),
-            other => Err(format!(
-                "`{other}` is not an overflow policy; allowed: spill, drop_newest, drop_oldest, block"
-            )),
-        }
-    }
-}
-
-/// What a full spool drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WhenFull {
-    /// Refuse the event being written, keep what is on disk.
-    #[default]
-    DropNewest,
-    /// Delete the oldest segment file (its unsent events are counted) to make room.
-    DropOldest,
-}
-
-impl FromStr for WhenFull {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "drop_newest" => Ok(WhenFull::DropNewest),
-            "drop_oldest" => Ok(WhenFull::DropOldest),
-            other => Err(format!(
-                "`{other}` is not a spool policy; allowed: drop_newest, drop_oldest"
-            )),
-        }
-    }
-}
-
-/// The disk spool (`spool.*` keys, variables `LOGCOLLECT_SPOOL__*`). Off unless `dir` is set.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct SpoolConfig {
-    /// `spool.dir`: the directory of segment files (created if missing; locked while in use).
-    pub dir: Option<PathBuf>,
-    /// `spool.max_bytes`: the most the segment files may hold together.
-    pub max_bytes: u64,
-    /// `spool.when_full`: `drop_newest` or `drop_oldest`.
-    pub when_full: WhenFull,
-    /// `spool.fsync_interval_ms`: how often written records are forced to disk (0 = after
-    /// every write). Only a machine crash or power loss can lose what was not yet forced.
-    pub fsync_interval: Duration,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            dir: None,
-            max_bytes: defaults::SPOOL_MAX_BYTES,
-            when_full: WhenFull::DropNewest,
-            fsync_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// The keys of the `spool` table.
-pub const SPOOL_KEYS: &[&str] = &["dir", "max_bytes", "when_full", "fsync_interval_ms"];
-
 /// Defaults shared with the Logstash pipeline in `logstash/` (tests check they agree).
 pub mod defaults {
+    /// `broker_uri`: the local broker, as guest.
     pub const BROKER_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    /// `exchange`.
     pub const EXCHANGE: &str = "logstash";
-    pub const EXCHANGE_TYPE: &str = "topic";
+    /// `exchange_type`.
+    pub const EXCHANGE_TYPE: &str = super::ExchangeType::DEFAULT.as_str();
+    /// `routing_key`: the routing key template.
     pub const ROUTING_KEY: &str = "logstash.{target}";
     /// A binding key that matches every routing key the default template produces.
     pub const BINDING_KEY: &str = "logstash.#";
+    /// `queue_capacity`, in events.
     pub const QUEUE_CAPACITY: usize = 65_536;
+    /// The level filter `init` installs when neither `level` nor `RUST_LOG` is set.
     pub const LEVEL: &str = "info";
+    /// `spool.max_bytes`.
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
 }
 
-/// Every setting, with its default. Build one in code, or read it with [`Config::from_env`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Config {
-    /// `broker_uri`: `amqp://` or `amqps://` URI; `heartbeat` and `connection_timeout` query
-    /// parameters are honoured.
-    pub broker_uri: String,
-    /// `exchange`: the exchange to publish to (declared durable by the shipper).
-    pub exchange: String,
-    /// `exchange_type`: topic, direct, fanout or headers.
-    pub exchange_type: ExchangeType,
-    /// `routing_key`: template with `{target}`, `{level}`, `{service}`.
-    pub routing_key: String,
-    /// `format`: `ecs` or `classic`.
-    pub format: Format,
-    /// `level`: an `EnvFilter` directive; unset means `RUST_LOG`, else `info`.
-    pub level: Option<String>,
-    /// `console`: also print events on stdout (a `fmt` layer).
-    pub console: bool,
-    /// `identity.<key>`: activity identity entries (`project`, `application`, …).
-    pub identity: BTreeMap<String, String>,
-    /// `hostname`: overrides the detected host name.
-    pub hostname: Option<String>,
-    /// `hostname_fqdn`: use the fully qualified host name.
-    pub hostname_fqdn: bool,
-    /// `service_name`: overrides `service.name` (else the `application` entry, else the
-    /// executable name).
-    pub service_name: Option<String>,
-    /// `queue_capacity`: events held in memory before the overflow policy applies.
-    pub queue_capacity: usize,
-    /// `overflow`: spill, drop_newest, drop_oldest or block; unset means `spill` with a spool,
-    /// `drop_newest` without.
-    pub overflow: Option<Overflow>,
-    /// `block_timeout_ms`: how long `overflow = block` waits for room.
-    pub block_timeout: Duration,
-    /// `spool.*`: the disk spool.
-    pub spool: SpoolConfig,
-    /// `max_field_bytes`: longer strings are cut and marked (0 = no limit).
-    pub max_field_bytes: usize,
-    /// `max_message_bytes`: a larger encoded event is dropped and counted (0 = no limit).
-    pub max_message_bytes: usize,
-    /// `confirm_window`: messages in flight awaiting the broker's confirm.
-    pub confirm_window: usize,
-    /// `connect_timeout_ms`.
-    pub connect_timeout: Duration,
-    /// `confirm_timeout_ms`: no confirm for this long (unless the broker blocks us) means the
-    /// connection is presumed dead and is replaced.
-    pub confirm_timeout: Duration,
-    /// `shutdown_timeout_ms`: how long dropping the guard waits for delivery.
-    pub shutdown_timeout: Duration,
-    /// `backoff_min_ms` / `backoff_max_ms`: reconnect delays.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// `retry_delay_ms`: pause after a message is returned unroutable or nacked.
-    pub retry_delay: Duration,
-    /// `diagnostics_interval_ms`: at most one stderr message of a kind per interval.
-    pub diagnostics_interval: Duration,
+/// The smallest spool worth having: a few segments of a few records.
+pub const MIN_SPOOL_BYTES: u64 = 16 * 1024;
+
+const LEVEL_ALLOWED: &str = "a level (error, warn, info, debug, trace) or EnvFilter directives \
+                             such as `info,billing=debug`";
+
+/// Declares the settings: see the module docs. Each setting is
+///
+/// ```text
+/// /// One line of doc.
+/// field: Type = default [, key "file_key"] [, allowed "…"] [, default_doc "…"] [, check fn];
+/// ```
+///
+/// - `key`: the key when it is not the field's name (durations are `<field>_ms`);
+/// - `allowed`: what a value may be, when the type's own description is not enough;
+/// - `default_doc`: what an unset default (`None`, no entries) means, as the README says it;
+/// - `check`: `fn(&T) -> Result<(), String>`, run by [`Config::validate`].
+///
+/// `Type` is one with a [`Kind`]: text, numbers, bools, durations (milliseconds), paths, the
+/// [`choice!`] enums, `Option`s of those, and a table of entries. A table of settings
+/// (`spool: pub struct SpoolConfig { … }`) follows the top-level ones.
+macro_rules! settings {
+    (
+        $(#[doc = $config_doc:literal])*
+        pub struct Config {
+            $(
+                #[doc = $doc:literal]
+                $field:ident : $ty:ty = $default:expr
+                $(, key $key:literal)?
+                $(, allowed $allowed:expr)?
+                $(, default_doc $default_doc:expr)?
+                $(, check $check:expr)?
+                ;
+            )*
+        }
+        $(
+            $(#[doc = $table_doc:literal])*
+            $table:ident : pub struct $Table:ident {
+                $(
+                    #[doc = $tdoc:literal]
+                    $tfield:ident : $tty:ty = $tdefault:expr
+                    $(, key $tkey:literal)?
+                    $(, allowed $tallowed:expr)?
+                    $(, default_doc $tdefault_doc:expr)?
+                    $(, check $tcheck:expr)?
+                    ;
+                )*
+            }
+        )*
+    ) => {
+        $(#[doc = $config_doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub struct Config {
+            $(
+                #[doc = $doc]
+                #[doc = ""]
+                #[doc = concat!("Key `", full_key!(; $($key)?; $field), "`.")]
+                pub $field: $ty,
+            )*
+            $(
+                $(#[doc = $table_doc])*
+                pub $table: $Table,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $($field: $default,)*
+                    $($table: $Table::default(),)*
+                }
+            }
+        }
+
+        impl Config {
+            /// The top-level keys: settings, then tables (`spool`).
+            pub const KEYS: &'static [&'static str] = &[
+                $(full_key!(; $($key)?; $field),)*
+                $(stringify!($table),)*
+            ];
+
+            /// Every setting, those of tables included (`spool.dir`, …), in declaration order.
+            pub const SETTINGS: &'static [Setting] = &[
+                $(
+                    setting!(
+                        [$field] $field: $ty, $doc,
+                        table [], key [$($key)?], allowed [$($allowed)?],
+                        default_doc [$($default_doc)?], check [$($check)?]
+                    ),
+                )*
+                $($(
+                    setting!(
+                        [$table . $tfield] $tfield: $tty, $tdoc,
+                        table [$table], key [$($tkey)?], allowed [$($tallowed)?],
+                        default_doc [$($tdefault_doc)?], check [$($tcheck)?]
+                    ),
+                )*)*
+            ];
+        }
+
+        $(
+            $(#[doc = $table_doc])*
+            #[derive(Debug, Clone, PartialEq)]
+            #[non_exhaustive]
+            pub struct $Table {
+                $(
+                    #[doc = $tdoc]
+                    #[doc = ""]
+                    #[doc = concat!("Key `", full_key!($table; $($tkey)?; $tfield), "`.")]
+                    pub $tfield: $tty,
+                )*
+            }
+
+            impl Default for $Table {
+                fn default() -> Self {
+                    $Table {
+                        $($tfield: $tdefault,)*
+                    }
+                }
+            }
+
+            impl $Table {
+                /// The keys of this table.
+                pub const KEYS: &'static [&'static str] = &[$(full_key!(; $($tkey)?; $tfield),)*];
+            }
+        )*
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            broker_uri: defaults::BROKER_URI.to_string(),
-            exchange: defaults::EXCHANGE.to_string(),
-            exchange_type: ExchangeType::Topic,
-            routing_key: defaults::ROUTING_KEY.to_string(),
-            format: Format::Ecs,
-            level: None,
-            console: false,
-            identity: BTreeMap::new(),
-            hostname: None,
-            hostname_fqdn: false,
-            service_name: None,
-            queue_capacity: defaults::QUEUE_CAPACITY,
-            overflow: None,
-            block_timeout: Duration::from_millis(100),
-            spool: SpoolConfig::default(),
-            max_field_bytes: 1 << 20,
-            max_message_bytes: 16 << 20,
-            confirm_window: 1024,
-            connect_timeout: Duration::from_secs(10),
-            confirm_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
-            retry_delay: Duration::from_secs(1),
-            diagnostics_interval: Duration::from_secs(10),
+/// A setting's key: `[table.]key`, the key being the field's name unless given.
+macro_rules! full_key {
+    (; $key:literal; $field:ident) => {
+        $key
+    };
+    (; ; $field:ident) => {
+        stringify!($field)
+    };
+    ($table:ident; $key:literal; $field:ident) => {
+        concat!(stringify!($table), ".", $key)
+    };
+    ($table:ident; ; $field:ident) => {
+        concat!(stringify!($table), ".", stringify!($field))
+    };
+}
+
+/// `Some(x)`, or `None` for nothing.
+macro_rules! some {
+    () => {
+        None
+    };
+    ($x:expr) => {
+        Some($x)
+    };
+}
+
+/// The given check, or none.
+macro_rules! check_or_none {
+    () => {
+        no_check
+    };
+    ($check:expr) => {
+        $check
+    };
+}
+
+/// One [`Setting`]: `[path . to . field] field: Type, doc, …`.
+macro_rules! setting {
+    (
+        [$($path:ident).+] $field:ident : $ty:ty, $doc:literal,
+        table [$($table:ident)?], key [$($key:literal)?], allowed [$($allowed:expr)?],
+        default_doc [$($default_doc:expr)?], check [$($check:expr)?]
+    ) => {
+        Setting {
+            key: full_key!($($table)?; $($key)?; $field),
+            doc: $doc,
+            allowed: some!($($allowed)?),
+            default_doc: some!($($default_doc)?),
+            entries: <$ty as Kind>::ENTRIES,
+            type_allowed: <$ty as Kind>::allowed,
+            read: |c: &mut Config, value: config::Value| {
+                <$ty as Kind>::read(&mut c.$($path).+, value)
+            },
+            show: |c: &Config| <$ty as Kind>::show(&c.$($path).+),
+            check: |c: &Config| (check_or_none!($($check)?))(&c.$($path).+),
+        }
+    };
+}
+
+settings! {
+    /// Every setting, with its default. Build one in code, or read it with [`Config::from_env`].
+    pub struct Config {
+        /// The broker; the `heartbeat` (default 10 s) and `connection_timeout` query parameters are honoured.
+        broker_uri: String = defaults::BROKER_URI.to_string(),
+            allowed "an amqp:// or amqps:// URI, e.g. amqp://user:password@host:5672/%2f",
+            check amqp_uri;
+        /// The exchange to publish to, declared durable by the shipper.
+        exchange: String = defaults::EXCHANGE.to_string(),
+            allowed "an exchange name of at most 255 bytes",
+            check short_string;
+        /// The type the exchange is declared with.
+        exchange_type: ExchangeType = ExchangeType::DEFAULT;
+        /// The routing key template: `{target}`, `{level}` and `{service}` are replaced.
+        routing_key: String = defaults::ROUTING_KEY.to_string(),
+            allowed "a routing key template, e.g. `logstash.{target}`";
+        /// The document format.
+        format: Format = Format::DEFAULT;
+        /// `EnvFilter` directives for `init`'s subscriber; unset means `RUST_LOG`, else `info`.
+        level: Option<String> = None,
+            allowed LEVEL_ALLOWED,
+            default_doc "`RUST_LOG`, else `info`",
+            check level_filter;
+        /// Also print events on stdout (a `fmt` layer).
+        console: bool = false;
+        /// Activity identity entries (`identity.project`, `identity.application`, …).
+        identity: BTreeMap<String, String> = BTreeMap::new(),
+            default_doc "none",
+            check identity_keys;
+        /// Overrides `service.name` (else the `application` identity entry, else the executable name).
+        service_name: Option<String> = None,
+            default_doc "`identity.application`, else the executable name";
+        /// `service.version`, e.g. the crate's version (see `cargo_package!`).
+        service_version: Option<String> = None,
+            default_doc "none";
+        /// `service.environment`, e.g. `production` or `staging`.
+        service_environment: Option<String> = None,
+            default_doc "none";
+        /// `event.dataset` of every event (ECS: `module.dataset`, no `-` if it names a data stream).
+        event_dataset: Option<String> = None,
+            default_doc "the service name";
+        /// `init` installs a panic hook that logs a panic as an ERROR event and flushes before the previous hook runs.
+        panic_hook: bool = true;
+        /// Overrides the detected host name.
+        hostname: Option<String> = None,
+            default_doc "detected";
+        /// Use the fully qualified host name.
+        hostname_fqdn: bool = false;
+        /// Events held in memory before the overflow policy applies.
+        queue_capacity: usize = defaults::QUEUE_CAPACITY,
+            allowed "a positive integer",
+            check at_least_one;
+        /// What a logging call does when the queue is full; unset means `spill` with a spool, else `drop_newest`.
+        overflow: Option<Overflow> = None,
+            default_doc "`spill` with a spool, else `drop_newest`";
+        /// How long a logging call waits for room under `overflow = block`.
+        block_timeout: Duration = Duration::from_millis(100), key "block_timeout_ms";
+        /// Longer strings are cut at a character boundary and marked (0 = no limit).
+        max_field_bytes: usize = 1 << 20,
+            allowed "a number of bytes (0 = no limit)";
+        /// A larger encoded event is dropped and counted (0 = no limit).
+        max_message_bytes: usize = 16 << 20,
+            allowed "a number of bytes (0 = no limit)";
+        /// Messages in flight awaiting the broker's confirm.
+        confirm_window: usize = 1024,
+            allowed "a positive integer",
+            check at_least_one;
+        /// Bounds connecting, opening the channel, enabling confirms and declaring the exchange.
+        connect_timeout: Duration = Duration::from_secs(10), key "connect_timeout_ms";
+        /// No confirm for this long (unless the broker blocks us): the connection is replaced.
+        confirm_timeout: Duration = Duration::from_secs(30), key "confirm_timeout_ms";
+        /// How long dropping the guard waits for delivery.
+        shutdown_timeout: Duration = Duration::from_secs(5), key "shutdown_timeout_ms";
+        /// The first reconnect delay (it doubles up to `backoff_max_ms`).
+        backoff_min: Duration = Duration::from_millis(100), key "backoff_min_ms";
+        /// The longest reconnect delay, and the longest retry delay.
+        backoff_max: Duration = Duration::from_secs(30), key "backoff_max_ms";
+        /// The pause after a message is returned unroutable or nacked (it doubles while they go on).
+        retry_delay: Duration = Duration::from_secs(1), key "retry_delay_ms";
+        /// At most one stderr message of a kind per interval.
+        diagnostics_interval: Duration = Duration::from_secs(10), key "diagnostics_interval_ms";
+    }
+
+    /// The disk spool (`spool.*` keys, variables `LOGCOLLECT_SPOOL__*`). Off unless `dir` is set.
+    spool: pub struct SpoolConfig {
+        /// The directory of segment files (created if missing; locked while in use); setting it turns the spool on.
+        dir: Option<PathBuf> = None,
+            allowed "a directory path",
+            default_doc "none (no spool)";
+        /// The most the segment files may hold together.
+        max_bytes: u64 = defaults::SPOOL_MAX_BYTES,
+            allowed "a number of bytes";
+        /// What a full spool drops.
+        when_full: WhenFull = WhenFull::DEFAULT;
+        /// How often written records are forced to disk (0 = after every write).
+        fsync_interval: Duration = Duration::from_secs(1), key "fsync_interval_ms";
+    }
+}
+
+/// The keys a file or the environment may set at the top level (`identity` and `spool` are
+/// tables); [`Config::SETTINGS`] has every setting.
+pub const KEYS: &[&str] = Config::KEYS;
+
+/// The keys of the `spool` table.
+pub const SPOOL_KEYS: &[&str] = SpoolConfig::KEYS;
+
+/// One setting, as declared: its key, what it holds, its default and what is allowed.
+/// [`Config::SETTINGS`] lists them all.
+pub struct Setting {
+    key: &'static str,
+    doc: &'static str,
+    allowed: Option<&'static str>,
+    default_doc: Option<&'static str>,
+    entries: bool,
+    type_allowed: fn() -> String,
+    read: fn(&mut Config, config::Value) -> Result<(), Bad>,
+    show: fn(&Config) -> Option<String>,
+    check: fn(&Config) -> Result<(), String>,
+}
+
+impl Setting {
+    /// The key, dotted when in a table: `queue_capacity`, `spool.max_bytes`, `identity`.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The environment variable: `LOGCOLLECT_SPOOL__MAX_BYTES`, `LOGCOLLECT_IDENTITY__<KEY>`.
+    pub fn variable(&self) -> String {
+        let variable = variable_of(self.key);
+        if self.entries {
+            variable + "__<KEY>"
+        } else {
+            variable
+        }
+    }
+
+    /// True when the setting is a table of free entries (`identity.<key> = value`).
+    pub fn has_entries(&self) -> bool {
+        self.entries
+    }
+
+    /// What it does, in one line.
+    pub fn doc(&self) -> &'static str {
+        self.doc.trim()
+    }
+
+    /// What a value may be: `ecs, classic`, `a positive integer`, …
+    pub fn allowed(&self) -> String {
+        match self.allowed {
+            Some(allowed) => allowed.to_string(),
+            None => (self.type_allowed)(),
+        }
+    }
+
+    /// Its value in `config`, as a file or variable would give it (durations in milliseconds);
+    /// `None` when unset.
+    pub fn value(&self, config: &Config) -> Option<String> {
+        (self.show)(config)
+    }
+
+    /// The default value, as a file or variable would give it; `None` when the default is to
+    /// leave it unset (then [`default_doc`](Setting::default_doc) says what that means).
+    pub fn default_value(&self) -> Option<String> {
+        self.value(&Config::default())
+    }
+
+    /// The default as the README's table shows it: the default value in backticks, or, for a
+    /// setting unset by default, the declared description (e.g. "none (no spool)").
+    pub fn default_doc(&self) -> String {
+        match (self.default_value(), self.default_doc) {
+            (Some(value), _) => format!("`{value}`"),
+            (None, Some(doc)) => doc.to_string(),
+            (None, None) => "none".to_string(),
+        }
+    }
+
+    /// The error for a bad value: it names the key, the variable, the value when it was
+    /// read as written (never for a check, which could echo a password in a URI) and what is
+    /// allowed.
+    fn invalid(&self, bad: Bad) -> Error {
+        let value = bad.value.map(|v| format!(" = `{v}`")).unwrap_or_default();
+        let reason = bad.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        Error::Config(format!(
+            "`{}` (variable {}){value} is invalid{reason}; allowed: {}",
+            self.key,
+            self.variable(),
+            self.allowed()
+        ))
+    }
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setting")
+            .field("key", &self.key)
+            .field("allowed", &self.allowed())
+            .field("default", &self.default_doc())
+            .field("doc", &self.doc())
+            .finish()
+    }
+}
+
+/// Why a value could not be read: the value as written, if it is worth repeating, and a reason.
+pub(crate) struct Bad {
+    value: Option<String>,
+    reason: Option<String>,
+}
+
+impl Bad {
+    fn because(reason: impl Into<String>) -> Bad {
+        Bad {
+            value: None,
+            reason: Some(reason.into()),
         }
     }
 }
 
-/// The keys a file or the environment may set (besides `identity.<key>`).
-pub const KEYS: &[&str] = &[
-    "broker_uri",
-    "exchange",
-    "exchange_type",
-    "routing_key",
-    "format",
-    "level",
-    "console",
-    "identity",
-    "hostname",
-    "hostname_fqdn",
-    "service_name",
-    "queue_capacity",
-    "overflow",
-    "block_timeout_ms",
-    "spool",
-    "max_field_bytes",
-    "max_message_bytes",
-    "confirm_window",
-    "connect_timeout_ms",
-    "confirm_timeout_ms",
-    "shutdown_timeout_ms",
-    "backoff_min_ms",
-    "backoff_max_ms",
-    "retry_delay_ms",
-    "diagnostics_interval_ms",
-];
+/// A type a setting can have: how a value is read, shown and described.
+pub(crate) trait Kind: Sized {
+    /// A table of free entries (`identity.<key>`) rather than one value.
+    const ENTRIES: bool = false;
+    /// What values are allowed, unless the setting says more.
+    fn allowed() -> String;
+    /// Parses a value, blanks already trimmed; the error is a reason, if any is worth giving.
+    fn parse(s: &str) -> Result<Self, Option<String>>;
+    /// The value as a file or variable gives it; `None` when unset.
+    fn show(&self) -> Option<String>;
+    /// Reads the value a file or variable holds (a string, number or bool).
+    fn read(slot: &mut Self, value: config::Value) -> Result<(), Bad> {
+        let s = value
+            .into_string()
+            .map_err(|e| Bad::because(e.to_string()))?;
+        *slot = Self::parse(s.trim()).map_err(|reason| Bad {
+            value: Some(s),
+            reason,
+        })?;
+        Ok(())
+    }
+}
+
+impl Kind for String {
+    fn allowed() -> String {
+        "text".into()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        Ok(s.to_string())
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl Kind for PathBuf {
+    fn allowed() -> String {
+        "a path".into()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        Ok(PathBuf::from(s))
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+impl Kind for bool {
+    fn allowed() -> String {
+        "true or false".into()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        s.parse().map_err(|_| None)
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+macro_rules! integer_kind {
+    ($($t:ty),*) => {$(
+        impl Kind for $t {
+            fn allowed() -> String {
+                "a whole number".into()
+            }
+            fn parse(s: &str) -> Result<Self, Option<String>> {
+                s.parse().map_err(|e: std::num::ParseIntError| Some(e.to_string()))
+            }
+            fn show(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+integer_kind!(usize, u64);
+
+/// Durations are whole milliseconds (keys end in `_ms`).
+impl Kind for Duration {
+    fn allowed() -> String {
+        "a whole number of milliseconds".into()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        u64::parse(s).map(Duration::from_millis)
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_millis().to_string())
+    }
+}
+
+impl<T: Choice> Kind for T {
+    fn allowed() -> String {
+        choice::allowed::<T>()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        choice::find(s).ok_or(None)
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.name().to_string())
+    }
+}
+
+/// Unset by default; an empty value unsets it.
+impl<T: Kind> Kind for Option<T> {
+    fn allowed() -> String {
+        T::allowed()
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            T::parse(s).map(Some)
+        }
+    }
+    fn show(&self) -> Option<String> {
+        self.as_ref().and_then(T::show)
+    }
+}
+
+/// A table of free entries, each a string (`identity.project = "billing"`).
+impl Kind for BTreeMap<String, String> {
+    const ENTRIES: bool = true;
+    fn allowed() -> String {
+        "a table of entries, each a string".into()
+    }
+    fn parse(_: &str) -> Result<Self, Option<String>> {
+        Err(Some("must be a table of entries".into()))
+    }
+    fn show(&self) -> Option<String> {
+        (!self.is_empty()).then(|| {
+            self.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+    fn read(slot: &mut Self, value: config::Value) -> Result<(), Bad> {
+        let entries = value
+            .into_table()
+            .map_err(|_| Bad::because("must be a table of entries, not one value"))?;
+        for (key, value) in entries {
+            let value = value
+                .into_string()
+                .map_err(|e| Bad::because(format!("entry `{key}`: {e}")))?;
+            slot.insert(key, value);
+        }
+        Ok(())
+    }
+}
+
+// Checks of single values (a rule involving two settings is in `Config::validate`).
+
+fn no_check<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+fn at_least_one(n: &usize) -> Result<(), String> {
+    if *n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn short_string(s: &str) -> Result<(), String> {
+    if s.len() > 255 {
+        return Err(format!("is {} bytes long; AMQP allows 255", s.len()));
+    }
+    Ok(())
+}
+
+fn amqp_uri(s: &str) -> Result<(), String> {
+    s.parse::<lapin::uri::AMQPUri>()
+        .map(drop)
+        .map_err(|e| format!("not a valid AMQP URI ({e})"))
+}
+
+fn env_filter(directives: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(directives)
+        .map(drop)
+        .map_err(|e| format!("`{directives}` is not a valid filter ({e})"))
+}
+
+fn level_filter(level: &Option<String>) -> Result<(), String> {
+    level.as_deref().map_or(Ok(()), env_filter)
+}
+
+fn identity_keys(identity: &BTreeMap<String, String>) -> Result<(), String> {
+    if identity.keys().any(|k| k.trim().is_empty()) {
+        return Err("has an empty key".into());
+    }
+    Ok(())
+}
+
+/// `spool.max_bytes` → `LOGCOLLECT_SPOOL__MAX_BYTES`.
+fn variable_of(key: &str) -> String {
+    format!("LOGCOLLECT_{}", key.to_ascii_uppercase().replace('.', "__"))
+}
 
 /// Environment variables with the prefix that are not configuration keys.
 fn is_reserved_variable(name: &str) -> bool {
@@ -318,175 +690,67 @@ impl Config {
                 .source(Some(ours)),
         );
         let raw = builder.build().map_err(|e| Error::Config(e.to_string()))?;
-        let mut config = Config::from_raw(&raw)?;
+        let table: config::Map<String, config::Value> = raw
+            .try_deserialize()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut config = Config::default();
+        read_table(&mut config, "", table)?;
         if config.level.is_none() {
-            config.level = vars
+            if let Some(directives) = vars
                 .get("RUST_LOG")
-                .filter(|v| !v.trim().is_empty())
-                .cloned();
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+            {
+                env_filter(directives).map_err(|reason| {
+                    Error::Config(format!(
+                        "`RUST_LOG` (the level, LOGCOLLECT_LEVEL being unset) is invalid: \
+                         {reason}; allowed: {LEVEL_ALLOWED}"
+                    ))
+                })?;
+                config.level = Some(directives.to_string());
+            }
         }
         config.validate()?;
         Ok(config)
     }
 
-    fn from_raw(raw: &config::Config) -> Result<Config, Error> {
-        let table: config::Map<String, config::Value> = raw
-            .clone()
-            .try_deserialize()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        for key in table.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                return Err(Error::Config(format!(
-                    "unknown key `{key}` (variable LOGCOLLECT_{}); allowed keys: {}",
-                    key.to_uppercase(),
-                    KEYS.join(", ")
-                )));
-            }
-        }
-        let mut c = Config::default();
-        let r = Reader { raw };
-        r.set(
-            &mut c.broker_uri,
-            "broker_uri",
-            "an amqp:// or amqps:// URI",
-        )?;
-        r.set(&mut c.exchange, "exchange", "an exchange name")?;
-        r.set(
-            &mut c.exchange_type,
-            "exchange_type",
-            "topic, direct, fanout or headers",
-        )?;
-        r.set(&mut c.routing_key, "routing_key", "a routing key template")?;
-        r.set(&mut c.format, "format", "ecs or classic")?;
-        r.set_opt(&mut c.level, "level")?;
-        r.set(&mut c.console, "console", "true or false")?;
-        r.set_opt(&mut c.hostname, "hostname")?;
-        r.set(&mut c.hostname_fqdn, "hostname_fqdn", "true or false")?;
-        r.set_opt(&mut c.service_name, "service_name")?;
-        r.set(
-            &mut c.queue_capacity,
-            "queue_capacity",
-            "a positive integer",
-        )?;
-        r.set(
-            &mut c.max_field_bytes,
-            "max_field_bytes",
-            "an integer (0 = no limit)",
-        )?;
-        r.set(
-            &mut c.max_message_bytes,
-            "max_message_bytes",
-            "an integer (0 = no limit)",
-        )?;
-        r.set(
-            &mut c.confirm_window,
-            "confirm_window",
-            "a positive integer",
-        )?;
-        r.set_ms(&mut c.connect_timeout, "connect_timeout_ms")?;
-        r.set_ms(&mut c.confirm_timeout, "confirm_timeout_ms")?;
-        r.set_ms(&mut c.shutdown_timeout, "shutdown_timeout_ms")?;
-        r.set_ms(&mut c.backoff_min, "backoff_min_ms")?;
-        r.set_ms(&mut c.backoff_max, "backoff_max_ms")?;
-        r.set_ms(&mut c.retry_delay, "retry_delay_ms")?;
-        r.set_ms(&mut c.diagnostics_interval, "diagnostics_interval_ms")?;
-        r.set_opt_parsed(
-            &mut c.overflow,
-            "overflow",
-            "spill, drop_newest, drop_oldest or block",
-        )?;
-        r.set_ms(&mut c.block_timeout, "block_timeout_ms")?;
-        if table.contains_key("spool") {
-            let entries = raw.get_table("spool").map_err(|_| {
-                Error::Config(
-                    "`spool` must be a table: spool.dir, spool.max_bytes, … \
-                     (variables LOGCOLLECT_SPOOL__DIR, …)"
-                        .to_string(),
-                )
-            })?;
-            for key in entries.keys() {
-                if !SPOOL_KEYS.contains(&key.as_str()) {
-                    return Err(Error::Config(format!(
-                        "unknown key `spool.{key}` (variable LOGCOLLECT_SPOOL__{}); allowed keys: {}",
-                        key.to_uppercase(),
-                        SPOOL_KEYS.join(", ")
-                    )));
-                }
-            }
-            let mut dir = None;
-            r.set_opt(&mut dir, "spool.dir")?;
-            c.spool.dir = dir.map(PathBuf::from);
-            r.set(
-                &mut c.spool.max_bytes,
-                "spool.max_bytes",
-                "a number of bytes",
-            )?;
-            r.set(
-                &mut c.spool.when_full,
-                "spool.when_full",
-                "drop_newest or drop_oldest",
-            )?;
-            r.set_ms(&mut c.spool.fsync_interval, "spool.fsync_interval_ms")?;
-        }
-        if table.contains_key("identity") {
-            let entries = raw.get_table("identity").map_err(|_| {
-                Error::Config(
-                    "`identity` must be a table of entries: identity.<key> = value \
-                     (variables LOGCOLLECT_IDENTITY__<KEY>)"
-                        .to_string(),
-                )
-            })?;
-            for (key, value) in entries {
-                let value = value
-                    .into_string()
-                    .map_err(|_| Error::Config(format!("`identity.{key}` must be a string")))?;
-                c.identity.insert(key, value);
-            }
-        }
-        Ok(c)
+    /// The declaration of the setting with this key (`queue_capacity`, `spool.dir`, …).
+    pub fn setting(key: &str) -> Option<&'static Setting> {
+        Config::SETTINGS.iter().find(|s| s.key == key)
     }
 
-    /// Checks what the types alone do not: a URI that parses, names AMQP accepts, sizes > 0.
+    /// Checks what the types alone do not: a URI that parses, names AMQP accepts, sizes > 0,
+    /// and the settings that depend on each other.
     pub fn validate(&self) -> Result<(), Error> {
-        self.amqp_uri()?;
-        let bad = |key: &str, what: &str| Err(Error::Config(format!("`{key}` {what}")));
-        if self.exchange.len() > 255 {
-            return bad("exchange", "is longer than AMQP's 255 bytes");
+        for setting in Config::SETTINGS {
+            (setting.check)(self).map_err(|reason| setting.invalid(Bad::because(reason)))?;
         }
         if self.routing_key.is_empty() && self.exchange_type == ExchangeType::Direct {
-            return bad("routing_key", "is empty; a direct exchange needs one");
-        }
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity", "must be at least 1");
+            return Err(rule(
+                "routing_key",
+                "is empty; a direct exchange (exchange_type = direct) needs one",
+            ));
         }
         if self.overflow == Some(Overflow::Spill) && self.spool.dir.is_none() {
-            return bad(
+            let others: Vec<&str> = Overflow::ALL
+                .iter()
+                .filter(|o| **o != Overflow::Spill)
+                .map(|o| o.as_str())
+                .collect();
+            return Err(rule(
                 "overflow",
-                "is `spill` but no spool is set; set spool.dir (LOGCOLLECT_SPOOL__DIR) or \
-                 choose drop_newest, drop_oldest or block",
-            );
+                &format!(
+                    "is `spill` but no spool is set; set spool.dir ({}) or choose {}",
+                    variable_of("spool.dir"),
+                    others.join(", ")
+                ),
+            ));
         }
         if self.spool.dir.is_some() && self.spool.max_bytes < MIN_SPOOL_BYTES {
-            return bad(
+            return Err(rule(
                 "spool.max_bytes",
-                &format!("must be at least {MIN_SPOOL_BYTES} bytes"),
-            );
-        }
-        if self.confirm_window == 0 {
-            return bad("confirm_window", "must be at least 1");
-        }
-        if let Some(level) = &self.level {
-            tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
-                Error::Config(format!(
-                    "`level` `{level}` is not a valid filter ({e}); allowed: a level (error, warn, \
-                     info, debug, trace) or EnvFilter directives such as `info,billing=debug`"
-                ))
-            })?;
-        }
-        for key in self.identity.keys() {
-            if key.is_empty() {
-                return bad("identity", "has an empty key");
-            }
+                &format!("must be at least {MIN_SPOOL_BYTES} bytes when a spool is set"),
+            ));
         }
         Ok(())
     }
@@ -514,81 +778,131 @@ impl Config {
     }
 }
 
-/// The smallest spool worth having: a few segments of a few records.
-pub const MIN_SPOOL_BYTES: u64 = 16 * 1024;
-
-/// Reads typed values out of the merged sources, with errors that name the key.
-struct Reader<'a> {
-    raw: &'a config::Config,
+/// An error for a rule involving two settings, naming the first.
+fn rule(key: &str, what: &str) -> Error {
+    Error::Config(format!("`{key}` (variable {}) {what}", variable_of(key)))
 }
 
-impl Reader<'_> {
-    fn string(&self, key: &str) -> Result<Option<String>, Error> {
-        match self.raw.get::<config::Value>(key) {
-            Err(config::ConfigError::NotFound(_)) => Ok(None),
-            Err(e) => Err(Error::Config(format!("`{key}`: {e}"))),
-            Ok(v) => v
-                .into_string()
-                .map(Some)
-                .map_err(|e| Error::Config(format!("`{key}`: {e}"))),
-        }
+/// Reads one table of the merged sources into `config`: the top level (`prefix` "") or a
+/// nested table (`prefix` "spool."). Unknown keys are errors listing the known ones.
+fn read_table(
+    config: &mut Config,
+    prefix: &str,
+    table: config::Map<String, config::Value>,
+) -> Result<(), Error> {
+    let names = names_under(prefix);
+    // Sorted, so that of several mistakes the same one is reported every time.
+    let mut table: BTreeMap<String, config::Value> = table.into_iter().collect();
+    if let Some(unknown) = table.keys().find(|k| !names.contains(&k.as_str())) {
+        let key = format!("{prefix}{unknown}");
+        return Err(Error::Config(format!(
+            "unknown key `{key}` (variable {}); allowed keys: {}",
+            variable_of(&key),
+            names.join(", ")
+        )));
     }
-
-    fn set<T: FromStr>(&self, slot: &mut T, key: &str, allowed: &str) -> Result<(), Error>
-    where
-        T::Err: std::fmt::Display,
-    {
-        if let Some(s) = self.string(key)? {
-            *slot = parse(key, &s, allowed)?;
-        }
-        Ok(())
-    }
-
-    fn set_opt(&self, slot: &mut Option<String>, key: &str) -> Result<(), Error> {
-        if let Some(s) = self.string(key)? {
-            *slot = Some(s).filter(|s| !s.trim().is_empty());
-        }
-        Ok(())
-    }
-
-    fn set_opt_parsed<T: FromStr>(
-        &self,
-        slot: &mut Option<T>,
-        key: &str,
-        allowed: &str,
-    ) -> Result<(), Error>
-    where
-        T::Err: std::fmt::Display,
-    {
-        if let Some(s) = self.string(key)?.filter(|s| !s.trim().is_empty()) {
-            *slot = Some(parse(key, &s, allowed)?);
-        }
-        Ok(())
-    }
-
-    fn set_ms(&self, slot: &mut Duration, key: &str) -> Result<(), Error> {
-        let mut ms = slot.as_millis() as u64;
-        self.set(&mut ms, key, "a whole number of milliseconds")?;
-        *slot = Duration::from_millis(ms);
-        Ok(())
-    }
-}
-
-/// Parses one value; the error names the key, its variable, the value and what is allowed.
-fn parse<T: FromStr>(key: &str, value: &str, allowed: &str) -> Result<T, Error>
-where
-    T::Err: std::fmt::Display,
-{
-    value.trim().parse().map_err(|e: T::Err| {
-        let e = e.to_string();
-        let allowed = if e.contains("allowed") {
-            String::new()
-        } else {
-            format!("; allowed: {allowed}")
+    for name in names {
+        let Some(value) = table.remove(name) else {
+            continue;
         };
-        Error::Config(format!(
-            "`{key}` (variable LOGCOLLECT_{}) = `{value}` is invalid: {e}{allowed}",
-            key.to_uppercase().replace('.', "__")
-        ))
-    })
+        let key = format!("{prefix}{name}");
+        match Config::setting(&key) {
+            Some(setting) => (setting.read)(config, value).map_err(|bad| setting.invalid(bad))?,
+            None => {
+                let entries = value.into_table().map_err(|_| not_a_table(&key))?;
+                read_table(config, &format!("{key}."), entries)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names directly under `prefix` ("" or "spool."): settings and tables, in declaration
+/// order.
+fn names_under(prefix: &str) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for setting in Config::SETTINGS {
+        if let Some(rest) = setting.key.strip_prefix(prefix) {
+            let name = rest.split_once('.').map_or(rest, |(table, _)| table);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+fn not_a_table(key: &str) -> Error {
+    let settings: Vec<String> = names_under(&format!("{key}."))
+        .iter()
+        .map(|name| format!("{key}.{name}"))
+        .collect();
+    Error::Config(format!(
+        "`{key}` must be a table of settings: {} (variables {}__<KEY>)",
+        settings.join(", "),
+        variable_of(key)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_lists_come_from_the_declarations() {
+        assert_eq!(names_under(""), KEYS);
+        assert_eq!(names_under("spool."), SPOOL_KEYS);
+        assert!(KEYS.contains(&"identity") && KEYS.contains(&"spool"));
+        assert!(KEYS.contains(&"block_timeout_ms") && !KEYS.contains(&"block_timeout"));
+        assert_eq!(
+            SPOOL_KEYS,
+            ["dir", "max_bytes", "when_full", "fsync_interval_ms"]
+        );
+        let keys: Vec<&str> = Config::SETTINGS.iter().map(Setting::key).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(!keys[..i].contains(key), "`{key}` is declared twice");
+        }
+    }
+
+    #[test]
+    fn a_default_is_a_value_or_a_declared_description_never_both() {
+        for setting in Config::SETTINGS {
+            assert_eq!(
+                setting.default_value().is_some(),
+                setting.default_doc.is_none(),
+                "`{}`: a default that is a value is shown as that value; only an unset \
+                 default is described (default_doc)",
+                setting.key()
+            );
+            assert!(!setting.doc().is_empty(), "`{}` has no doc", setting.key());
+        }
+        let level = Config::setting("level").expect("level");
+        assert!(level
+            .default_doc()
+            .contains(&format!("`{}`", defaults::LEVEL)));
+    }
+
+    #[test]
+    fn settings_show_their_values_as_a_file_would_give_them() {
+        let c = Config::default();
+        let show = |key: &str| Config::setting(key).expect(key).value(&c);
+        assert_eq!(show("shutdown_timeout_ms").as_deref(), Some("5000"));
+        assert_eq!(show("spool.max_bytes").as_deref(), Some("1073741824"));
+        assert_eq!(show("exchange_type").as_deref(), Some("topic"));
+        assert_eq!(show("overflow"), None);
+        assert_eq!(show("identity"), None);
+        assert_eq!(
+            Config::setting("identity")
+                .map(Setting::variable)
+                .as_deref(),
+            Some("LOGCOLLECT_IDENTITY__<KEY>")
+        );
+        assert_eq!(
+            Config::setting("spool.when_full")
+                .map(Setting::variable)
+                .as_deref(),
+            Some("LOGCOLLECT_SPOOL__WHEN_FULL")
+        );
+        assert_eq!(defaults::EXCHANGE_TYPE, "topic");
+    }
 }

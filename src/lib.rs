@@ -16,25 +16,49 @@
 //! }
 //! ```
 //!
-//! Modules follow the data: [`capture`] (the layer) → [`encoding`] (pure JSON functions) →
+//! Modules follow the data: [`capture`] (the layer) → encoding (pure JSON functions) →
 //! delivery (queue, shipper thread, confirms) → the broker; [`Config`] and [`init`] at the edge.
+//! [`trace`] is the trace context every span gets (W3C `traceparent` in and out);
+//! [`integrations`] carries it across processes: `http` (cargo feature `http`, a tower/axum
+//! layer) and `amqp` (job messages); [`install_panic_hook`] logs panics (`init` installs it).
+
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod boot;
 mod broker;
 pub mod capture;
+mod choice;
 mod config;
 mod delivery;
-pub mod encoding;
+mod encoding;
 mod error;
 mod identity;
+pub mod integrations;
+mod own_threads;
+mod panic;
+pub mod trace;
 
-pub use boot::{builder, builder_from_env, init, Builder};
-pub use capture::LogcollectLayer;
-pub use config::{
-    defaults, Config, ExchangeType, Overflow, SpoolConfig, WhenFull, KEYS as CONFIG_KEYS,
-    SPOOL_KEYS,
-};
-pub use delivery::{Dropped, Flush, Guard, Shipper, Stats};
+pub use boot::{builder, builder_from_env, init, Builder, CargoPackage};
+pub use broker::ExchangeType;
+pub use capture::{ExternalEvent, LogcollectLayer};
+pub use config::{defaults, Config, Setting, SpoolConfig, KEYS as CONFIG_KEYS, SPOOL_KEYS};
+pub use delivery::{Dropped, Flush, Guard, Overflow, Shipper, Stats, WhenFull};
 pub use encoding::Format;
 pub use error::Error;
-pub use identity::Identity;
+pub use identity::Kubernetes;
+pub use panic::install_panic_hook;
+
+/// The encoder's building blocks (the captured event, the JSON encoders, the identity), for
+/// this workspace's command-line tool, benchmarks and examples. Not a stable API: it exists only
+/// with the `internals` feature and may change in any release.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod internals {
+    pub use crate::capture::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
+    pub use crate::encoding::{
+        encode, encode_into, event_id, routing_key, Envelope, CLASSIC_RESERVED,
+        MAX_ROUTING_KEY_BYTES,
+    };
+    pub use crate::identity::Identity;
+}

@@ -167,7 +167,11 @@ fn unroutable_events_are_not_counted_delivered_and_go_out_once_a_queue_is_bound(
     let (layer, guard) = logcollect::builder()
         .broker_uri(common::broker_url())
         .exchange(exchange.clone())
-        .configure(|c| c.retry_delay = Duration::from_millis(200))
+        .configure(|c| {
+            c.retry_delay = Duration::from_millis(200);
+            // The pause doubles per return: capped, the retry after the binding comes soon.
+            c.backoff_max = Duration::from_secs(1);
+        })
         .build()
         .unwrap();
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -175,7 +179,13 @@ fn unroutable_events_are_not_counted_delivered_and_go_out_once_a_queue_is_bound(
             tracing::info!(seq_no = i, "nobody listens yet");
         }
     });
-    let flushed = guard.flush(Duration::from_secs(2));
+    // However long connecting takes here, every event comes back returned at least once.
+    assert!(
+        common::wait_for(Duration::from_secs(60), || guard.stats().returned >= 3),
+        "not returned: {}",
+        guard.stats()
+    );
+    let flushed = guard.flush(Duration::from_millis(100));
     let stats = guard.stats();
     assert_eq!(flushed.undelivered, 3, "{stats}");
     assert_eq!(stats.confirmed, 0);
@@ -267,10 +277,7 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
             tracing::info!(seq_no = i, "into a queue that nacks");
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while guard.stats().nacked == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for(Duration::from_secs(60), || guard.stats().nacked > 0);
     let stats = guard.stats();
     assert!(
         stats.nacked > 0,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use logcollect::{Config, ExchangeType, Format};
+use logcollect::{Config, ExchangeType, Format, Setting};
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -171,6 +171,9 @@ fn unknown_keys_are_errors_that_list_the_allowed_ones() {
         e.contains("LOGCOLLECT_SPOOL__SIZE") && e.contains("max_bytes"),
         "{e}"
     );
+    for key in logcollect::SPOOL_KEYS {
+        assert!(e.contains(key), "`{e}` lacks `{key}`");
+    }
     let e = error(&[("LOGCOLLECT_EXCHANGE_NAME", "x")]);
     assert!(e.contains("unknown key `exchange_name`"), "{e}");
     assert!(e.contains("LOGCOLLECT_EXCHANGE_NAME"), "{e}");
@@ -178,6 +181,136 @@ fn unknown_keys_are_errors_that_list_the_allowed_ones() {
         e.contains("broker_uri") && e.contains("queue_capacity"),
         "{e}"
     );
+    for key in logcollect::CONFIG_KEYS {
+        assert!(e.contains(key), "`{e}` lacks `{key}`");
+    }
+    // A table given one value.
+    let e = error(&[("LOGCOLLECT_SPOOL", "/var/spool/app")]);
+    assert!(
+        e.contains("`spool` must be a table") && e.contains("LOGCOLLECT_SPOOL__"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_key_lists_hold_every_declared_setting() {
+    for setting in Config::SETTINGS {
+        let key = setting.key();
+        match key.split_once('.') {
+            None => assert!(logcollect::CONFIG_KEYS.contains(&key), "{key}"),
+            Some((table, name)) => {
+                assert!(logcollect::CONFIG_KEYS.contains(&table), "{key}");
+                assert_eq!(table, "spool", "{key}");
+                assert!(logcollect::SPOOL_KEYS.contains(&name), "{key}");
+            }
+        }
+    }
+    let declared = |key: &str| Config::SETTINGS.iter().any(|s| s.key() == key);
+    for key in logcollect::CONFIG_KEYS {
+        assert!(declared(key) || *key == "spool", "{key}");
+    }
+    for key in logcollect::SPOOL_KEYS {
+        assert!(declared(&format!("spool.{key}")), "{key}");
+    }
+}
+
+/// Every default, written as a variable or a file would give it, reads back as the default:
+/// what a setting shows and what it reads agree.
+#[test]
+fn every_default_reads_back_from_variables_and_from_a_file() {
+    let shown: Vec<(&Setting, String)> = Config::SETTINGS
+        .iter()
+        .filter_map(|s| Some((s, s.default_value()?)))
+        .collect();
+    assert!(shown.len() > 20, "{shown:?}");
+
+    let from_variables: Vec<(String, String)> = shown
+        .iter()
+        .map(|(s, value)| (s.variable(), value.clone()))
+        .collect();
+    assert_eq!(
+        Config::from_vars(from_variables).unwrap(),
+        Config::default()
+    );
+
+    let mut document = serde_json::Map::new();
+    for (setting, value) in &shown {
+        match setting.key().split_once('.') {
+            None => {
+                document.insert(setting.key().to_string(), value.clone().into());
+            }
+            Some((table, name)) => {
+                document
+                    .entry(table)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(name.to_string(), value.clone().into());
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logcollect.json");
+    std::fs::write(&path, serde_json::to_vec(&document).unwrap()).unwrap();
+    assert_eq!(
+        Config::from_vars(vars(&[("LOGCOLLECT_CONFIG", path.to_str().unwrap())])).unwrap(),
+        Config::default()
+    );
+}
+
+/// Whatever setting a bad value is given to, the error names the key, its variable and what is
+/// allowed, once.
+#[test]
+fn every_bad_value_error_names_the_key_its_variable_and_what_is_allowed() {
+    let mut refused = Vec::new();
+    for setting in Config::SETTINGS.iter().filter(|s| !s.has_entries()) {
+        let variable = setting.variable();
+        let Err(e) = Config::from_vars(vars(&[(variable.as_str(), "bogus!")])) else {
+            continue;
+        };
+        let e = e.to_string();
+        for needle in [
+            format!("`{}`", setting.key()),
+            variable.clone(),
+            format!("allowed: {}", setting.allowed()),
+        ] {
+            assert!(e.contains(&needle), "`{e}` lacks `{needle}`");
+        }
+        assert_eq!(e.matches("allowed").count(), 1, "{e}");
+        refused.push(setting.key());
+    }
+    for key in [
+        "broker_uri",
+        "exchange_type",
+        "format",
+        "console",
+        "queue_capacity",
+        "overflow",
+        "block_timeout_ms",
+        "spool.max_bytes",
+        "spool.when_full",
+        "spool.fsync_interval_ms",
+        "diagnostics_interval_ms",
+    ] {
+        assert!(refused.contains(&key), "`{key}` took `bogus!`");
+    }
+}
+
+#[test]
+fn errors_do_not_repeat_a_broker_uri_that_may_hold_a_password() {
+    let e = error(&[(
+        "LOGCOLLECT_BROKER_URI",
+        "amqp://user:s3cret@host:notaport/%2f",
+    )]);
+    assert!(e.contains("`broker_uri`") && e.contains("amqp://"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn an_invalid_rust_log_is_named_as_such() {
+    let e = error(&[("RUST_LOG", "info,=[")]);
+    assert!(e.contains("RUST_LOG") && e.contains("EnvFilter"), "{e}");
+    assert!(!e.contains("LOGCOLLECT_LEVEL)"), "{e}");
 }
 
 #[test]
@@ -205,7 +338,11 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
         (
             "LOGCOLLECT_QUEUE_CAPACITY",
             "0",
-            &["`queue_capacity`", "at least 1"],
+            &[
+                "`queue_capacity`",
+                "LOGCOLLECT_QUEUE_CAPACITY",
+                "at least 1",
+            ],
         ),
         ("LOGCOLLECT_QUEUE_CAPACITY", "-5", &["`queue_capacity`"]),
         (
@@ -223,7 +360,21 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
             "amqp://host:notaport",
             &["`broker_uri`"],
         ),
-        ("LOGCOLLECT_LEVEL", "info,=[", &["`level`", "EnvFilter"]),
+        (
+            "LOGCOLLECT_LEVEL",
+            "info,=[",
+            &["`level`", "LOGCOLLECT_LEVEL", "EnvFilter"],
+        ),
+        (
+            "LOGCOLLECT_CONFIRM_WINDOW",
+            "0",
+            &["`confirm_window`", "at least 1"],
+        ),
+        (
+            "LOGCOLLECT_FORMAT",
+            "",
+            &["`format`", "LOGCOLLECT_FORMAT", "ecs, classic"],
+        ),
         (
             "LOGCOLLECT_SHUTDOWN_TIMEOUT_MS",
             "1.5s",
@@ -259,6 +410,10 @@ fn invalid_values_are_errors_that_name_the_key_and_what_is_allowed() {
         for needle in *needles {
             assert!(e.contains(needle), "{key}={value}: `{e}` lacks `{needle}`");
         }
+        assert!(
+            e.matches("allowed").count() <= 1,
+            "{key}={value}: what is allowed is said more than once: `{e}`"
+        );
     }
     let e = error(&[
         ("LOGCOLLECT_SPOOL__DIR", "/tmp/s"),
@@ -278,19 +433,16 @@ fn the_builder_rejects_bad_input_with_an_error_not_a_panic() {
     let e = logcollect::builder()
         .broker_uri("not a uri")
         .build()
-        .err()
-        .expect("error");
+        .expect_err("error");
     assert!(matches!(e, logcollect::Error::Config(_)), "{e}");
     let e = logcollect::builder()
         .exchange("x".repeat(300))
         .build()
-        .err()
-        .expect("error");
+        .expect_err("error");
     assert!(e.to_string().contains("`exchange`"), "{e}");
     let e = logcollect::builder()
         .queue_capacity(0)
         .build()
-        .err()
-        .expect("error");
+        .expect_err("error");
     assert!(e.to_string().contains("queue_capacity"), "{e}");
 }

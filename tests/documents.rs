@@ -45,12 +45,36 @@ fn shipper(capture: &Capture, format: Format) -> (logcollect::LogcollectLayer, G
         .expect("build")
 }
 
+/// The trace context of the reference event's two spans.
+#[derive(Debug, Clone)]
+struct Trace {
+    outer: logcollect::trace::SpanContext,
+    inner: logcollect::trace::SpanContext,
+}
+
+thread_local! {
+    static TRACE: std::cell::RefCell<Option<Trace>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The trace context the last reference event on this thread was logged in.
+fn last_trace() -> Trace {
+    TRACE
+        .with(|t| t.borrow().clone())
+        .expect("the spans have a trace context")
+}
+
 /// Emits the reference event: two spans, fields of every type, an error with a source chain.
 fn emit_reference_event() -> u32 {
     let outer = tracing::info_span!("request", req = "r-1", depth = 1u64);
     let _o = outer.enter();
     let inner = tracing::info_span!("charge", depth = 2u64, customer = "c-9");
     let _i = inner.enter();
+    TRACE.with(|t| {
+        *t.borrow_mut() = Some(Trace {
+            outer: logcollect::trace::span_context(&outer).expect("outer context"),
+            inner: logcollect::trace::current().expect("inner context"),
+        })
+    });
     let err = PaymentError(Timeout);
     let line = line!() + 1;
     tracing::warn!(
@@ -158,6 +182,29 @@ fn ecs_document_field_by_field() {
     assert_eq!(doc["host"], json!({"hostname": "web-1"}));
     assert_eq!(doc["service"], json!({"name": "worker"}));
     assert_eq!(doc["ecs"], json!({"version": "8.11.0"}));
+    assert_eq!(doc["event"], json!({"id": id, "dataset": "worker"}));
+    // The innermost span's ids; the transaction is the root span; one trace.
+    let trace = last_trace();
+    assert_eq!(trace.inner.trace_id, trace.outer.trace_id);
+    assert_eq!(trace.outer.transaction_id, trace.outer.span_id);
+    assert_eq!(trace.inner.transaction_id, trace.outer.span_id);
+    assert_eq!(
+        doc["trace"],
+        json!({"id": trace.inner.trace_id.to_string()})
+    );
+    assert_eq!(doc["span"], json!({"id": trace.inner.span_id.to_string()}));
+    assert_eq!(
+        doc["transaction"],
+        json!({"id": trace.outer.span_id.to_string()})
+    );
+    let hex = |v: &Value, len: usize| {
+        v.as_str().is_some_and(|s| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    assert!(hex(&doc["trace"]["id"], 32) && hex(&doc["span"]["id"], 16));
     assert_eq!(
         doc["labels"],
         json!({"project": "billing", "application": "worker"})
@@ -208,7 +255,10 @@ fn ecs_document_field_by_field() {
             "message",
             "process",
             "service",
-            "spans"
+            "span",
+            "spans",
+            "trace",
+            "transaction"
         ]
     );
 }
@@ -238,6 +288,10 @@ fn classic_document_field_by_field() {
         "thread_name": std::thread::current().name().unwrap_or(""),
         "spans": ["request", "charge"],
         "stack_trace": "card declined\nCaused by: gateway timed out",
+        "trace_id": last_trace().inner.trace_id.to_string(),
+        "span_id": last_trace().inner.span_id.to_string(),
+        "transaction_id": last_trace().outer.span_id.to_string(),
+        "event_dataset": "worker",
         "project": "billing",
         "application": "worker",
         "req": "r-1",
@@ -298,6 +352,9 @@ fn fields_named_like_reserved_keys_do_not_collide() {
                 assert_eq!(doc["fields"]["service"], 3);
                 assert_eq!(doc["fields"]["event"], "user-event");
                 assert_eq!(doc["labels"]["host"], "identity-host");
+                // Logged outside any span: no trace context.
+                assert!(doc["trace"].is_null() && doc["span"].is_null());
+                assert!(doc["transaction"].is_null());
             }
             Format::Classic => {
                 assert_eq!(doc["host"], "web-1");
@@ -314,6 +371,7 @@ fn fields_named_like_reserved_keys_do_not_collide() {
                 assert_eq!(doc["seq"], 1);
                 assert_eq!(doc["field_seq"], "identity-seq");
                 assert_eq!(doc["project"], "billing");
+                assert!(doc["trace_id"].is_null());
             }
         }
         // No key appears twice in the raw JSON: Elasticsearch rejects duplicate keys.

@@ -30,7 +30,7 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
     }
     let guard = logcollect::init().expect("init");
     // A second init fails cleanly instead of panicking.
-    let again = logcollect::init().err().expect("second init must fail");
+    let again = logcollect::init().expect_err("second init must fail");
     assert!(
         matches!(again, logcollect::Error::AlreadyInitialized(_)),
         "{again}"

@@ -120,10 +120,7 @@ fn spill_writes_to_the_spool_what_the_queue_cannot_hold_and_drops_nothing() {
         .collect();
     assert_eq!(order, (0..5000).collect::<Vec<_>>());
     // Confirms can trail the deliveries a little.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while guard.stats().recovered < 5000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_for(Duration::from_secs(60), || guard.stats().recovered >= 5000);
     assert_eq!(guard.stats().recovered, 5000, "{}", guard.stats());
 }
 
@@ -132,8 +129,7 @@ fn spill_without_a_spool_is_a_configuration_error() {
     let error = logcollect::builder()
         .overflow(Overflow::Spill)
         .build()
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(error.contains("spool.dir"), "{error}");
 }

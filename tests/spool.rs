@@ -8,10 +8,10 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{distinct_ints, documents, Capture};
-use logcollect::{Guard, Shipper, WhenFull};
+use logcollect::{Guard, WhenFull};
 use tracing_subscriber::layer::SubscriberExt;
 
 const SEQ: &str = "/fields/seq_no";
@@ -55,23 +55,6 @@ fn log(layer: logcollect::LogcollectLayer, range: std::ops::Range<u64>, pad: usi
     });
 }
 
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    shipper: &Shipper,
-    done: impl Fn(&logcollect::Stats) -> bool,
-) {
-    let deadline = Instant::now() + timeout;
-    while !done(&shipper.stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {}",
-            shipper.stats()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Starts a shipper on the spool with the real broker, waits until it has recovered `events`,
 /// and returns the distinct `seq_no`s that arrived (duplicates reported).
 fn replay(
@@ -88,7 +71,7 @@ fn replay(
         WhenFull::DropNewest,
     );
     let shipper = guard.shipper();
-    wait_until("the replay", Duration::from_secs(60), &shipper, |s| {
+    common::await_stats("the replay", Duration::from_secs(60), &shipper, |s| {
         s.recovered >= events && s.spool_bytes == 0
     });
     let stats = shipper.stats();
@@ -121,7 +104,7 @@ fn events_spooled_while_the_broker_is_away_are_delivered_on_the_next_start() {
     );
     let shipper = guard.shipper();
     log(layer, 0..3000, 100);
-    wait_until("the spool", Duration::from_secs(20), &shipper, |s| {
+    common::await_stats("the spool", Duration::from_secs(60), &shipper, |s| {
         s.spooled == 3000
     });
     let left = guard.shutdown(Duration::from_millis(100));
@@ -153,8 +136,7 @@ fn a_spool_in_use_is_locked_against_a_second_shipper() {
         .spool_dir(dir.path())
         .build();
     let error = second
-        .err()
-        .expect("the second shipper is refused")
+        .expect_err("the second shipper is refused")
         .to_string();
     assert!(error.contains("in use by another process"), "{error}");
 }
@@ -168,7 +150,7 @@ fn full_spool(when_full: WhenFull) -> (u64, std::collections::HashSet<i64>) {
     let (layer, guard) = shipper(&nowhere(), &capture.exchange, dir.path(), MAX, when_full);
     let shipper = guard.shipper();
     log(layer, 0..N, 300);
-    wait_until("the spool", Duration::from_secs(20), &shipper, |s| {
+    common::await_stats("the spool", Duration::from_secs(60), &shipper, |s| {
         s.spooled + s.dropped.spool_full == N || s.spooled == N
     });
     let _ = guard.shutdown(Duration::from_millis(100));
@@ -267,7 +249,7 @@ fn a_sigkilled_process_loses_nothing_it_spooled_and_a_torn_record_is_skipped() {
         WhenFull::DropNewest,
     );
     let shipper = guard.shipper();
-    wait_until("the replay", Duration::from_secs(60), &shipper, |s| {
+    common::await_stats("the replay", Duration::from_secs(60), &shipper, |s| {
         s.spool_bytes == 0 && s.spool_torn >= 1
     });
     let stats = shipper.stats();

@@ -14,13 +14,19 @@ use tracing_core::Level;
 pub struct CapturedEvent {
     /// When the event was captured (UTC wall clock).
     pub timestamp: SystemTime,
+    /// The event's level.
     pub level: Level,
     /// The event's target; for `log` records, the record's own target.
     pub target: Cow<'static, str>,
+    /// The module the event was logged in.
     pub module_path: Option<Cow<'static, str>>,
+    /// The source file the event was logged in.
     pub file: Option<Cow<'static, str>>,
+    /// The line of the logging call.
     pub line: Option<u32>,
+    /// The logging thread's name, if it has one.
     pub thread_name: Option<Arc<str>>,
+    /// The logging thread's numeric id.
     pub thread_id: u64,
     /// The `message` field, formatted.
     pub message: String,
@@ -28,33 +34,46 @@ pub struct CapturedEvent {
     pub fields: Vec<(&'static str, FieldValue)>,
     /// Enclosing spans, root first.
     pub spans: Vec<Arc<SpanSnapshot>>,
+    /// The trace ids of the innermost enclosing span (`None` outside any span).
+    pub trace: Option<crate::trace::TraceIds>,
 }
 
 /// A span's name and fields as they were when the event happened.
 #[derive(Debug, Clone, Default)]
 pub struct SpanSnapshot {
+    /// The span's name.
     pub name: &'static str,
+    /// The span's fields, in the order they were recorded.
     pub fields: Vec<(&'static str, FieldValue)>,
 }
 
 /// A field value with its native JSON type preserved.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
+    /// A signed integer.
     I64(i64),
+    /// An unsigned integer.
     U64(u64),
+    /// A wide signed integer (a string in JSON when outside `i64`).
     I128(i128),
+    /// A wide unsigned integer (a string in JSON when outside `i64`).
     U128(u128),
+    /// A float (`null` in JSON when not finite).
     F64(f64),
+    /// A bool.
     Bool(bool),
     /// A string, a `Debug` rendering, or bytes (decoded as lossy UTF-8).
     Str(String),
+    /// A `dyn Error`.
     Error(ErrorValue),
 }
 
 /// A `dyn Error` field: its message, a best-effort type name and its `source()` chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorValue {
+    /// The error's `Display`.
     pub message: String,
+    /// A best-effort type name.
     pub type_name: String,
     /// The messages of `source()`, `source().source()`, … (the error itself excluded).
     pub causes: Vec<String>,

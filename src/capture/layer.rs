@@ -1,7 +1,7 @@
 //! The `tracing_subscriber::Layer` that captures events for shipping.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,38 +15,10 @@ use tracing_subscriber::Layer;
 use super::event::{CapturedEvent, SpanSnapshot};
 use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
-
-/// Crates whose events are never shipped: the AMQP client and the runtime under the shipper
-/// log about the shipping itself, and shipping those would feed back into the queue. Exact
-/// crate names, so an application crate such as `tokio_billing` is not mistaken for them.
-const OWN_STACK_CRATES: &[&str] = &[
-    "lapin",
-    "amq_protocol",
-    "amq_protocol_tcp",
-    "amq_protocol_uri",
-    "amq_protocol_types",
-    "tcp_stream",
-    "async_rs",
-    "tokio",
-    "mio",
-    "flume",
-    "rustls",
-    "rustls_connector",
-    "hickory_proto",
-    "hickory_resolver",
-];
-
-/// Threads the AMQP client starts for itself (its I/O loop) are the shipper's too.
-const OWN_STACK_THREADS: &[&str] = &["logcollect-shipper", "lapin-"];
+use crate::own_threads;
 
 thread_local! {
-    static ON_SHIPPER_THREAD: Cell<bool> = const { Cell::new(false) };
     static THREAD_INFO: RefCell<Option<(Option<Arc<str>>, u64)>> = const { RefCell::new(None) };
-}
-
-/// Marks the current thread as one of the shipper's: nothing logged on it is captured.
-pub(crate) fn mark_shipper_thread() {
-    ON_SHIPPER_THREAD.with(|f| f.set(true));
 }
 
 /// A [`Layer`] that captures every event it sees and hands it to a [`Shipper`](crate::Shipper).
@@ -71,11 +43,25 @@ pub(crate) fn mark_shipper_thread() {
 /// ```
 pub struct LogcollectLayer {
     handoff: Handoff,
+    /// The subscriber the layer is part of, for tracing-opentelemetry's context lookups
+    /// (`get_default` inside a dispatch gives the no-op one).
+    #[cfg(feature = "otel")]
+    dispatch: std::sync::OnceLock<tracing_core::dispatcher::WeakDispatch>,
+}
+
+impl std::fmt::Debug for LogcollectLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogcollectLayer").finish_non_exhaustive()
+    }
 }
 
 impl LogcollectLayer {
     pub(crate) fn new(handoff: Handoff) -> Self {
-        LogcollectLayer { handoff }
+        LogcollectLayer {
+            handoff,
+            #[cfg(feature = "otel")]
+            dispatch: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -87,7 +73,15 @@ impl<S> Layer<S> for LogcollectLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[cfg(feature = "otel")]
+    fn on_register_dispatch(&self, subscriber: &tracing_core::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if own_threads::is_current() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut snapshot = SpanSnapshot {
             name: attrs.metadata().name(),
@@ -98,7 +92,10 @@ where
             message: None,
             skip_log_fields: false,
         });
-        span.extensions_mut().insert(SpanFields(Arc::new(snapshot)));
+        let trace = super::context::for_new_span(&span);
+        let mut extensions = span.extensions_mut();
+        extensions.insert(SpanFields(Arc::new(snapshot)));
+        extensions.insert(super::context::SpanTrace(trace));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -116,23 +113,14 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if ON_SHIPPER_THREAD.with(|f| f.get()) {
+        if own_threads::is_current() {
             return;
         }
         let (thread_name, thread_id) = current_thread_info();
-        if thread_name
-            .as_deref()
-            .is_some_and(|name| OWN_STACK_THREADS.iter().any(|p| name.starts_with(p)))
-        {
-            return;
-        }
         let normalized = event.normalized_metadata();
         let is_log = normalized.is_some();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let target = meta.target();
-        if is_own_stack(target) {
-            return;
-        }
         if self.handoff.would_refuse() {
             // Do not pay for a snapshot that cannot be queued.
             self.handoff.reject_full();
@@ -164,15 +152,29 @@ where
             skip_log_fields: is_log,
         });
 
+        let mut trace = None;
         let spans = ctx
             .event_scope(event)
             .map(|scope| {
                 scope
                     .from_root()
-                    .filter_map(|span| span.extensions().get::<SpanFields>().map(|s| s.0.clone()))
+                    .filter_map(|span| {
+                        let extensions = span.extensions();
+                        if let Some(t) = extensions.get::<super::context::SpanTrace>() {
+                            trace = Some(t.0.ids());
+                        }
+                        extensions.get::<SpanFields>().map(|s| s.0.clone())
+                    })
                     .collect()
             })
             .unwrap_or_default();
+        #[cfg(feature = "otel")]
+        if let Some(ids) = ctx.event_span(event).and_then(|leaf| {
+            let dispatch = self.dispatch.get().and_then(|d| d.upgrade());
+            super::context::otel::event_ids(&leaf, &dispatch)
+        }) {
+            trace = Some(ids);
+        }
 
         self.handoff.offer(CapturedEvent {
             timestamp: SystemTime::now(),
@@ -186,13 +188,9 @@ where
             message,
             fields,
             spans,
+            trace,
         });
     }
-}
-
-fn is_own_stack(target: &str) -> bool {
-    let krate = target.split("::").next().unwrap_or(target);
-    OWN_STACK_CRATES.contains(&krate)
 }
 
 /// The thread's name and numeric id, computed once per thread.
@@ -211,21 +209,4 @@ fn current_thread_info() -> (Option<Arc<str>>, u64) {
             })
             .clone()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_stack_targets_match_whole_path_segments() {
-        assert!(is_own_stack("lapin"));
-        assert!(is_own_stack("lapin::channel"));
-        assert!(is_own_stack("tokio::runtime"));
-        assert!(is_own_stack("amq_protocol_tcp"));
-        assert!(is_own_stack("amq_protocol_uri::x"));
-        assert!(!is_own_stack("lapinator"));
-        assert!(!is_own_stack("tokio_billing::jobs"));
-        assert!(!is_own_stack("billing::lapin"));
-    }
 }

@@ -3,12 +3,21 @@
 //! The layer snapshots each event into a [`CapturedEvent`] and hands it to the delivery queue;
 //! it never formats JSON, touches the network or blocks.
 
+mod context;
 mod event;
+mod external;
 mod layer;
 mod visitor;
 
+#[cfg(feature = "otel")]
+pub(crate) use context::otel::set_parent as otel_set_parent;
+pub(crate) use context::{set_span_context, span_context};
+#[cfg(feature = "internals")]
 pub use event::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
-pub(crate) use layer::mark_shipper_thread;
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)] // what the `internals` feature exposes is not all used inside
+pub(crate) use event::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
+pub use external::ExternalEvent;
 pub use layer::LogcollectLayer;
 
 /// Route records of the `log` crate into `tracing`, so the layer captures them too, keeping

@@ -11,7 +11,8 @@ use super::stats::Stats;
 /// Prints each kind of message at most once per interval, counting what it held back.
 pub(crate) struct Diagnostics {
     interval: Duration,
-    last_error: Option<(Instant, u64)>,
+    /// The last error printed: its headline, when, and how many like it were held back since.
+    last_error: Option<(&'static str, Instant, u64)>,
     last_drop_report: Instant,
     dropped_reported: u64,
     dropping: bool,
@@ -28,20 +29,26 @@ impl Diagnostics {
         }
     }
 
-    /// A delivery problem (broker unreachable, connection lost…).
-    pub fn error(&mut self, what: &str, error: &dyn std::fmt::Display) {
+    /// A delivery problem (broker unreachable, login refused, connection lost…). The same
+    /// headline is printed at most once per interval; a different one (the cause changed) at
+    /// once.
+    pub fn error(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
         let now = Instant::now();
         match &mut self.last_error {
-            Some((at, held_back)) if now.duration_since(*at) < self.interval => *held_back += 1,
+            Some((last, at, held_back))
+                if *last == what && now.duration_since(*at) < self.interval =>
+            {
+                *held_back += 1
+            }
             slot => {
-                let held_back = slot.map_or(0, |(_, n)| n);
+                let held_back = slot.map_or(0, |(_, _, n)| n);
                 let more = if held_back > 0 {
                     format!(" ({held_back} similar messages suppressed)")
                 } else {
                     String::new()
                 };
                 emit(&format!("{what}: {error}{more}"));
-                *slot = Some((now, 0));
+                *slot = Some((what, now, 0));
             }
         }
     }

@@ -19,15 +19,36 @@ use std::time::{Duration, Instant};
 
 pub(crate) use message::Encoder;
 pub(crate) use publisher::Limits;
+pub use queue::Overflow;
 pub(crate) use queue::{Handoff, Shared};
 pub(crate) use shipper::ShipperConfig;
-pub(crate) use spool::Spool;
+pub use spool::WhenFull;
+pub(crate) use spool::{Spool, SpoolSettings};
 pub use stats::{Dropped, Stats};
+
+/// The instant `after` from now, or `None` when that is beyond what `Instant` can hold: a
+/// user's `Duration::MAX` means "no deadline", never an overflow.
+pub(crate) fn deadline_after(after: Duration) -> Option<Instant> {
+    Instant::now().checked_add(after)
+}
+
+/// How long until `deadline` (`None`: forever, saturated), never negative.
+pub(crate) fn until(deadline: Option<Instant>, now: Instant) -> Duration {
+    deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now))
+}
 
 /// A handle on the shipper: read its [`Stats`], or [`flush`](Shipper::flush) it. Cheap to clone.
 #[derive(Clone)]
 pub struct Shipper {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 /// What a flush or a shutdown left undone.
@@ -61,10 +82,21 @@ impl Shipper {
     }
 }
 
+impl Shipper {
+    /// Queues an event built at run time (an [`ExternalEvent`](crate::capture::ExternalEvent):
+    /// a line from a pipe, a record from another language) as the layer queues a `tracing`
+    /// event: the same overflow policy, encoding, limits, identity and delivery. Like logging,
+    /// it never waits on the broker (only `overflow = block` waits, for room in the queue).
+    pub fn ship(&self, event: crate::capture::ExternalEvent) {
+        Handoff::new(self.shared.clone()).offer(event.into_captured());
+    }
+}
+
 /// Keeps the shipper running. Dropping it (or calling [`shutdown`](Guard::shutdown)) delivers
 /// what is queued within the shutdown timeout, then stops the shipper thread; what could not
 /// be delivered is reported on stderr.
 #[must_use = "dropping the guard shuts the shipper down"]
+#[derive(Debug)]
 pub struct Guard {
     shipper: Shipper,
     thread: Option<JoinHandle<()>>,

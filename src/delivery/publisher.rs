@@ -21,7 +21,7 @@ use super::message::Message;
 use super::queue::Shared;
 use super::shipper::spill;
 use super::stats::Counters;
-use crate::broker::Session;
+use crate::broker::{BrokerError, Session, Target};
 
 /// Limits for one session.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub(crate) enum End {
     /// Shutdown: everything was delivered, or the shipper was told to stop now.
     Stopped,
     /// The session failed; reconnect.
-    Failed(String),
+    Failed(BrokerError),
 }
 
 type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
@@ -56,13 +56,14 @@ pub(crate) struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    pub async fn serve(&mut self, session: &Session, exchange: &lapin::types::ShortString) -> End {
+    pub async fn serve(&mut self, session: &Session, target: &Target) -> End {
+        let exchange = &target.exchange;
         let mut in_flight: BTreeMap<u64, Message> = BTreeMap::new();
         let mut confirms: FuturesUnordered<ConfirmFuture> = FuturesUnordered::new();
         let mut next_seq = 0u64;
         let mut events = session.connection.events_listener();
         let mut blocked = false;
-        let mut hold_until: Option<Instant> = None;
+        let mut hold_until: Option<Option<Instant>> = None;
         let mut hold = self.limits.retry_delay;
         // With a spool, events go to disk once the queue is half full, long before it
         // overflows, and all the time while the broker blocks us.
@@ -79,7 +80,8 @@ impl Publisher<'_> {
             if spooling && (blocked || self.shared.queue.len() >= spill_at) {
                 spill(self.shared, self.pending, blocked);
             }
-            let holding = hold_until.is_some_and(|t| Instant::now() < t);
+            // `Some(None)`: a hold too long for an `Instant`, i.e. for good.
+            let holding = hold_until.is_some_and(|t| t.is_none_or(|t| Instant::now() < t));
             if !blocked && session.connection.status().blocked() {
                 // lapin knows before its event reaches us; it writes nothing while blocked.
                 blocked = true;
@@ -117,7 +119,9 @@ impl Publisher<'_> {
                 }));
             }
             if !session.channel.status().connected() {
-                break End::Failed("the channel was closed".to_string());
+                break End::Failed(BrokerError::Lost {
+                    detail: "the channel was closed".to_string(),
+                });
             }
             if self.shared.closed.load(Relaxed)
                 && in_flight.is_empty()
@@ -147,19 +151,19 @@ impl Publisher<'_> {
                                 message.routing_key
                             ));
                             self.retry(message);
-                            hold_until = Some(Instant::now() + hold);
-                            hold = (hold * 2).min(self.limits.retry_delay_max);
+                            hold_until = Some(super::deadline_after(hold));
+                            hold = hold.saturating_mul(2).min(self.limits.retry_delay_max);
                         }
                         Ok(Confirmation::Nack(_)) => {
                             Counters::add(&counters.nacked, message.events);
                             counters.set_error("the broker nacked a message; will retry");
                             self.retry(message);
-                            hold_until = Some(Instant::now() + hold);
-                            hold = (hold * 2).min(self.limits.retry_delay_max);
+                            hold_until = Some(super::deadline_after(hold));
+                            hold = hold.saturating_mul(2).min(self.limits.retry_delay_max);
                         }
                         Err(e) => {
                             in_flight.insert(seq, message);
-                            break End::Failed(format!("publish or confirm failed: {e}"));
+                            break End::Failed(BrokerError::lost(&e, target));
                         }
                     }
                 }
@@ -179,9 +183,11 @@ impl Publisher<'_> {
                         blocked = false;
                         last_progress = Instant::now();
                     }
-                    Some(Event::Error(e)) => break End::Failed(format!("connection error: {e}")),
+                    Some(Event::Error(e)) => break End::Failed(BrokerError::lost(&e, target)),
                     Some(_) => {}
-                    None => break End::Failed("the connection's event stream ended".to_string()),
+                    None => break End::Failed(BrokerError::Lost {
+                        detail: "the connection's event stream ended".to_string(),
+                    }),
                 },
                 _ = self.shared.wake.notified(),
                     if spooling || (!blocked && in_flight.len() < self.limits.window) => {}
@@ -197,9 +203,9 @@ impl Publisher<'_> {
                     if !blocked && !in_flight.is_empty()
                         && last_progress.elapsed() > self.limits.confirm_timeout
                     {
-                        break End::Failed(format!(
-                            "no confirm from the broker for {:?}", self.limits.confirm_timeout
-                        ));
+                        break End::Failed(BrokerError::Silent {
+                            after: self.limits.confirm_timeout,
+                        });
                     }
                 }
             }

@@ -16,7 +16,23 @@ use super::message::{Encoder, Message};
 use super::spool::Spool;
 use super::stats::{Counters, Stats};
 use crate::capture::CapturedEvent;
-use crate::config::Overflow;
+
+crate::choice::choice! {
+    /// What the application's logging call does when the in-memory queue is full.
+    pub enum Overflow: "an overflow policy" {
+        /// Write the event to the disk spool from the logging thread (needs `spool.dir`; the
+        /// default when a spool is set). The shipper already moves queued events to the spool
+        /// long before the queue fills, so this is the rare case of a disk slower than the log
+        /// rate.
+        Spill = "spill",
+        /// Refuse the new event and count it (the default without a spool).
+        DropNewest = "drop_newest",
+        /// Push the oldest queued event out to make room, and count it.
+        DropOldest = "drop_oldest",
+        /// Wait up to `block_timeout_ms` for room, then refuse the event and count it.
+        Block = "block",
+    }
+}
 
 /// State shared by the layer, the guard and the shipper thread.
 pub(crate) struct Shared {
@@ -125,7 +141,7 @@ impl Shared {
     /// Returns how many were still undelivered.
     pub fn wait_settled(&self, timeout: Duration) -> u64 {
         let target = self.counters.accepted.load(Ordering::Relaxed);
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         self.wake.notify_one();
         let Ok(mut guard) = self.progress.0.lock() else {
             return target.saturating_sub(self.counters.settled());
@@ -133,11 +149,12 @@ impl Shared {
         loop {
             let settled = self.counters.settled();
             let now = Instant::now();
-            if settled >= target || now >= deadline {
+            let left = super::until(deadline, now);
+            if settled >= target || left.is_zero() {
                 return target.saturating_sub(settled);
             }
             // The timeout bounds a missed signal; the shipper signals after each confirm batch.
-            let wait = (deadline - now).min(Duration::from_millis(20));
+            let wait = left.min(Duration::from_millis(20));
             guard = match self.progress.1.wait_timeout(guard, wait) {
                 Ok((g, _)) => g,
                 Err(_) => return target.saturating_sub(self.counters.settled()),
@@ -220,15 +237,15 @@ impl Handoff {
     /// `block`: retries with short, growing sleeps until there is room or the timeout passes.
     fn wait_for_room(&self, mut event: Box<CapturedEvent>) {
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.block_timeout;
+        let deadline = super::deadline_after(shared.block_timeout);
         let mut pause = Duration::from_micros(50);
         shared.wake.notify_one();
         loop {
-            let now = Instant::now();
-            if now >= deadline || shared.closed.load(Ordering::Relaxed) {
+            let left = super::until(deadline, Instant::now());
+            if left.is_zero() || shared.closed.load(Ordering::Relaxed) {
                 return self.reject_full();
             }
-            std::thread::sleep(pause.min(deadline - now));
+            std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(Duration::from_millis(2));
             match shared.queue.push(event) {
                 Ok(()) => return self.accepted(),

@@ -19,7 +19,7 @@ use super::publisher::{nothing_left, End, Limits, Publisher};
 use super::queue::Shared;
 use super::stats::Counters;
 use crate::broker::{self, Target};
-use crate::capture::mark_shipper_thread;
+use crate::own_threads;
 
 /// Everything the shipper thread needs.
 #[derive(Debug, Clone)]
@@ -36,10 +36,10 @@ pub(crate) fn spawn(shared: Arc<Shared>, config: ShipperConfig) -> std::io::Resu
     std::thread::Builder::new()
         .name("logcollect-shipper".to_string())
         .spawn(move || {
-            mark_shipper_thread();
+            own_threads::mark_current();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .on_thread_start(mark_shipper_thread)
+                .on_thread_start(own_threads::mark_current)
                 .build();
             match runtime {
                 Ok(runtime) => runtime.block_on(run(shared, config)),
@@ -83,7 +83,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                     diag: &mut diag,
                     pending: &mut pending,
                 }
-                .serve(&session, &config.target.exchange)
+                .serve(&session, &config.target)
                 .await;
                 if let End::Stopped = end {
                     // Spool what is left before the (bounded, but slow) close.
@@ -94,12 +94,12 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                 broker::close(session).await;
                 if let End::Failed(reason) = end {
                     shared.counters.set_error(&reason);
-                    diag.error("delivery interrupted, reconnecting", &reason);
+                    diag.error(reason.headline(), &reason.to_string());
                 }
             }
             Err(reason) => {
                 shared.counters.set_error(&reason);
-                diag.error("broker unreachable, retrying", &reason);
+                diag.error(reason.headline(), &reason.to_string());
             }
         }
         diag.drops(&shared.stats());
@@ -211,7 +211,7 @@ impl Backoff {
 
     fn next(&mut self) -> Duration {
         let delay = self.current;
-        self.current = (self.current * 2).min(self.max);
+        self.current = self.current.saturating_mul(2).min(self.max);
         // uuid's random bits are a ready source of jitter without another dependency.
         let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
         delay.mul_f64(0.5 + f64::from(r) / 2000.0)

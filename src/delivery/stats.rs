@@ -180,6 +180,7 @@ pub struct Dropped {
 }
 
 impl Dropped {
+    /// Every dropped event, whatever the reason.
     pub fn total(&self) -> u64 {
         self.queue_full + self.oversize + self.closed + self.spool_full
     }

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::known::{self, Known, KnownValue};
 use super::value::{bounded, first_error, merged_fields, Json};
 use super::Envelope;
 use crate::capture::{CapturedEvent, FieldValue};
@@ -30,6 +31,33 @@ pub const RESERVED: &[&str] = &[
     "thread_name",
     "spans",
     "stack_trace",
+    // correlation and what produced the event (flat equivalents of the ECS fields)
+    "trace_id",
+    "span_id",
+    "transaction_id",
+    "service_version",
+    "service_environment",
+    "event_dataset",
+    "container_id",
+    "kubernetes_pod_name",
+    "kubernetes_namespace",
+    "kubernetes_node_name",
+    // known ECS fields logged by name (encoding::known; `path`, `lineno`, `stack_trace` and
+    // `event_dataset` are above)
+    "http_request_method",
+    "http_request_id",
+    "http_request_body_bytes",
+    "http_response_status_code",
+    "http_response_body_bytes",
+    "http_version",
+    "http_route",
+    "url_path",
+    "url_query",
+    "client_ip",
+    "user_agent",
+    "event_duration",
+    "error_type",
+    "error_message",
 ];
 
 /// The value of the `type` key.
@@ -41,14 +69,28 @@ pub(crate) enum Extra<'a> {
     Field(&'a FieldValue),
 }
 
+/// The fields of a classic document: known ECS fields (under their reserved flat keys) and
+/// the other top-level keys.
+pub(crate) struct Fields<'a> {
+    known: Vec<(&'static Known, KnownValue<'a>)>,
+    extras: Vec<(Cow<'a, str>, Extra<'a>)>,
+}
+
+impl Fields<'_> {
+    fn known(&self, classic: &str) -> Option<&KnownValue<'_>> {
+        self.known
+            .iter()
+            .find(|(k, _)| k.classic == classic)
+            .map(|(_, v)| v)
+    }
+}
+
 /// Event fields first (they win over identity entries of the same name), then identity entries,
-/// each under a name no other key has.
-pub(crate) fn top_level_fields<'a>(
-    event: &'a CapturedEvent,
-    identity: &'a Identity,
-) -> Vec<(Cow<'a, str>, Extra<'a>)> {
+/// each under a name no other key has; known ECS fields apart.
+pub(crate) fn top_level_fields<'a>(event: &'a CapturedEvent, identity: &'a Identity) -> Fields<'a> {
     let mut out: Vec<(Cow<'a, str>, Extra<'a>)> = Vec::new();
-    let fields = merged_fields(event)
+    let (known, user) = known::split(merged_fields(event));
+    let fields = user
         .into_iter()
         .map(|(name, value)| (name, Extra::Field(value)));
     let entries = identity
@@ -62,25 +104,37 @@ pub(crate) fn top_level_fields<'a>(
         }
         out.push((key, value));
     }
-    out
+    Fields { known, extras: out }
 }
 
 pub(crate) struct Document<'a> {
     event: &'a CapturedEvent,
     envelope: &'a Envelope<'a>,
-    extras: &'a [(Cow<'a, str>, Extra<'a>)],
+    fields: &'a Fields<'a>,
 }
 
 impl<'a> Document<'a> {
     pub(crate) fn build(
         event: &'a CapturedEvent,
         envelope: &'a Envelope<'a>,
-        extras: &'a [(Cow<'a, str>, Extra<'a>)],
+        fields: &'a Fields<'a>,
     ) -> Self {
         Document {
             event,
             envelope,
-            extras,
+            fields,
+        }
+    }
+}
+
+/// A known field's value with the string limit applied.
+struct KnownJson<'a>(&'a KnownValue<'a>, usize);
+
+impl Serialize for KnownJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            KnownValue::Str(v) => s.serialize_str(&bounded(v, self.1)),
+            KnownValue::Long(v) => s.serialize_i64(*v),
         }
     }
 }
@@ -108,11 +162,23 @@ impl Serialize for Document<'_> {
         map.serialize_entry("tags", &[] as &[&str])?;
         map.serialize_entry("process", &env.identity.pid)?;
         map.serialize_entry("event_id", &env.id.to_string())?;
-        if let Some(file) = &event.file {
-            map.serialize_entry("path", file.as_ref())?;
-        }
-        if let Some(line) = event.line {
-            map.serialize_entry("lineno", &line)?;
+        let fields = self.fields;
+        // An event that names its origin file (a panic's location) replaces the whole origin.
+        match fields.known("path") {
+            Some(path) => {
+                map.serialize_entry("path", &KnownJson(path, max))?;
+                if let Some(line) = fields.known("lineno") {
+                    map.serialize_entry("lineno", &KnownJson(line, max))?;
+                }
+            }
+            None => {
+                if let Some(file) = &event.file {
+                    map.serialize_entry("path", file.as_ref())?;
+                }
+                if let Some(line) = event.line {
+                    map.serialize_entry("lineno", &line)?;
+                }
+            }
         }
         if let Some(name) = &event.thread_name {
             map.serialize_entry("thread_name", name.as_ref())?;
@@ -121,10 +187,48 @@ impl Serialize for Document<'_> {
             let names: Vec<&str> = event.spans.iter().map(|s| s.name).collect();
             map.serialize_entry("spans", &names)?;
         }
-        if let Some(error) = first_error(event) {
-            map.serialize_entry("stack_trace", &bounded(&error.stack_trace(), max))?;
+        match (fields.known("stack_trace"), first_error(event)) {
+            (Some(trace), _) => map.serialize_entry("stack_trace", &KnownJson(trace, max))?,
+            (None, Some(error)) => {
+                map.serialize_entry("stack_trace", &bounded(&error.stack_trace(), max))?
+            }
+            (None, None) => {}
         }
-        for (key, value) in self.extras {
+        if let Some(trace) = &event.trace {
+            map.serialize_entry("trace_id", &trace.trace_id.to_string())?;
+            map.serialize_entry("span_id", &trace.span_id.to_string())?;
+            map.serialize_entry("transaction_id", &trace.transaction_id.to_string())?;
+        }
+        let identity = env.identity;
+        if let Some(v) = &identity.service_version {
+            map.serialize_entry("service_version", v)?;
+        }
+        if let Some(v) = &identity.service_environment {
+            map.serialize_entry("service_environment", v)?;
+        }
+        if fields.known("event_dataset").is_none() {
+            map.serialize_entry("event_dataset", identity.dataset())?;
+        }
+        if let Some(v) = &identity.container_id {
+            map.serialize_entry("container_id", v)?;
+        }
+        if let Some(k8s) = &identity.kubernetes {
+            if let Some(v) = &k8s.pod_name {
+                map.serialize_entry("kubernetes_pod_name", v)?;
+            }
+            if let Some(v) = &k8s.namespace {
+                map.serialize_entry("kubernetes_namespace", v)?;
+            }
+            if let Some(v) = &k8s.node_name {
+                map.serialize_entry("kubernetes_node_name", v)?;
+            }
+        }
+        for (k, v) in &fields.known {
+            if !matches!(k.classic, "path" | "lineno" | "stack_trace") {
+                map.serialize_entry(k.classic, &KnownJson(v, max))?;
+            }
+        }
+        for (key, value) in &fields.extras {
             match value {
                 Extra::Identity(v) => map.serialize_entry(key.as_ref(), v)?,
                 Extra::Field(v) => map.serialize_entry(key.as_ref(), &Json(v, max))?,

@@ -2,175 +2,238 @@
 //!
 //! User data (event and span fields) lives under `fields`, so no user field can collide with an
 //! ECS object such as `host` or `log` (a string `host` would make Elasticsearch reject the
-//! document).
+//! document). The only fields that leave `fields` are the known ECS names of
+//! [`known`](super::known) (`http.request.method`, `event.duration`, …), typed for their place.
+//!
+//! The document is a list of dotted paths and values, written as nested objects: every path
+//! is written once, and a later entry for the same path replaces the earlier one (so an event
+//! that logs `error.type` overrides the type taken from its error field).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::known::{self, Known, KnownValue};
 use super::value::{bounded, first_error, merged_fields, FieldMap};
 use super::Envelope;
-use crate::capture::CapturedEvent;
+use crate::capture::{CapturedEvent, FieldValue};
 
 /// The ECS version whose field names the document follows.
 pub const ECS_VERSION: &str = "8.11.0";
 
-#[derive(Serialize)]
-pub(crate) struct Document<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    message: Cow<'a, str>,
-    log: Log<'a>,
-    process: Process<'a>,
-    host: Host<'a>,
-    service: Service<'a>,
-    event: EventMeta,
-    ecs: Ecs,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    spans: Vec<&'static str>,
-    #[serde(skip_serializing_if = "is_empty_map")]
-    fields: FieldMap<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Error<'a>>,
+/// One value of the document.
+enum V<'a> {
+    Str(Cow<'a, str>),
+    I64(i64),
+    U64(u64),
+    Labels(&'a BTreeMap<String, String>),
+    Names(Vec<&'static str>),
+    Fields(FieldMap<'a>),
 }
 
-fn is_empty_map(map: &FieldMap<'_>) -> bool {
-    map.fields.is_empty()
-}
-
-#[derive(Serialize)]
-struct Log<'a> {
-    level: &'static str,
-    logger: &'a str,
-    #[serde(skip_serializing_if = "Origin::is_empty")]
-    origin: Origin<'a>,
-}
-
-#[derive(Serialize)]
-struct Origin<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<File<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    module: Option<&'a str>,
-}
-
-impl Origin<'_> {
-    fn is_empty(&self) -> bool {
-        self.file.is_none() && self.module.is_none()
-    }
-}
-
-#[derive(Serialize)]
-struct File<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    line: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct Process<'a> {
-    pid: u32,
-    thread: Thread<'a>,
-}
-
-#[derive(Serialize)]
-struct Thread<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    id: u64,
-}
-
-#[derive(Serialize)]
-struct Host<'a> {
-    hostname: &'a str,
-}
-
-#[derive(Serialize)]
-struct Service<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct EventMeta {
-    id: String,
-}
-
-#[derive(Serialize)]
-struct Ecs {
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Error<'a> {
-    message: Cow<'a, str>,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    stack_trace: String,
-}
-
-impl<'a> Document<'a> {
-    /// Borrows what it can from the event; `fields` must outlive the document.
-    pub(crate) fn build(
-        event: &'a CapturedEvent,
-        envelope: &'a Envelope<'a>,
-        fields: &'a [(Cow<'a, str>, &'a crate::capture::FieldValue)],
-    ) -> Self {
-        let max = envelope.max_field_bytes;
-        let identity = envelope.identity;
-        Document {
-            timestamp: super::timestamp(event),
-            message: bounded(&event.message, max),
-            log: Log {
-                level: event.level.as_str(),
-                logger: &event.target,
-                origin: Origin {
-                    file: event.file.as_deref().map(|name| File {
-                        name,
-                        line: event.line,
-                    }),
-                    module: event.module_path.as_deref(),
-                },
-            },
-            process: Process {
-                pid: identity.pid,
-                thread: Thread {
-                    name: event.thread_name.as_deref(),
-                    id: event.thread_id,
-                },
-            },
-            host: Host {
-                hostname: &identity.hostname,
-            },
-            service: Service {
-                name: &identity.service_name,
-            },
-            event: EventMeta {
-                id: envelope.id.to_string(),
-            },
-            ecs: Ecs {
-                version: ECS_VERSION,
-            },
-            labels: &identity.entries,
-            spans: event.spans.iter().map(|s| s.name).collect(),
-            fields: FieldMap { fields, max },
-            error: first_error(event).map(|e| Error {
-                message: bounded(&e.message, max),
-                kind: &e.type_name,
-                stack_trace: bounded(&e.stack_trace(), max).into_owned(),
-            }),
+impl Serialize for V<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            V::Str(v) => s.serialize_str(v),
+            V::I64(v) => s.serialize_i64(*v),
+            V::U64(v) => s.serialize_u64(*v),
+            V::Labels(v) => v.serialize(s),
+            V::Names(v) => v.serialize(s),
+            V::Fields(v) => v.serialize(s),
         }
     }
 }
 
-/// The field list an `ecs` document serialises under `fields`.
-pub(crate) fn user_fields(
-    event: &CapturedEvent,
-) -> Vec<(Cow<'_, str>, &crate::capture::FieldValue)> {
-    merged_fields(event)
-        .into_iter()
-        .map(|(name, value)| (Cow::Borrowed(name), value))
-        .collect()
+pub(crate) struct Document<'a> {
+    entries: Vec<(&'a str, V<'a>)>,
+}
+
+impl<'a> Document<'a> {
+    fn put(&mut self, path: &'a str, value: V<'a>) {
+        match self.entries.iter_mut().find(|(p, _)| *p == path) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((path, value)),
+        }
+    }
+
+    fn put_opt(&mut self, path: &'a str, value: Option<&'a str>) {
+        if let Some(v) = value {
+            self.put(path, V::Str(Cow::Borrowed(v)));
+        }
+    }
+
+    /// Borrows what it can from the event; `fields` (from [`split_fields`]) must outlive the
+    /// document.
+    pub(crate) fn build(
+        event: &'a CapturedEvent,
+        envelope: &'a Envelope<'a>,
+        fields: &'a Fields<'a>,
+    ) -> Self {
+        let max = envelope.max_field_bytes;
+        let identity = envelope.identity;
+        let mut d = Document {
+            entries: Vec::with_capacity(32),
+        };
+        d.put("@timestamp", V::Str(Cow::Owned(super::timestamp(event))));
+        d.put("log.level", V::Str(Cow::Borrowed(event.level.as_str())));
+        d.put("message", V::Str(bounded(&event.message, max)));
+        d.put("log.logger", V::Str(Cow::Borrowed(&event.target)));
+        // An event that names its origin file (a panic's location) replaces the whole origin.
+        let origin_given = fields
+            .known
+            .iter()
+            .any(|(k, _)| k.path == "log.origin.file.name");
+        if !origin_given {
+            if let Some(file) = event.file.as_deref() {
+                d.put("log.origin.file.name", V::Str(Cow::Borrowed(file)));
+                if let Some(line) = event.line {
+                    d.put("log.origin.file.line", V::U64(u64::from(line)));
+                }
+            }
+            d.put_opt("log.origin.module", event.module_path.as_deref());
+        }
+        d.put("process.pid", V::U64(u64::from(identity.pid)));
+        d.put_opt("process.thread.name", event.thread_name.as_deref());
+        d.put("process.thread.id", V::U64(event.thread_id));
+        d.put("host.hostname", V::Str(Cow::Borrowed(&identity.hostname)));
+        d.put(
+            "service.name",
+            V::Str(Cow::Borrowed(&identity.service_name)),
+        );
+        d.put_opt("service.version", identity.service_version.as_deref());
+        d.put_opt(
+            "service.environment",
+            identity.service_environment.as_deref(),
+        );
+        d.put("event.id", V::Str(Cow::Owned(envelope.id.to_string())));
+        d.put("event.dataset", V::Str(Cow::Borrowed(identity.dataset())));
+        d.put("ecs.version", V::Str(Cow::Borrowed(ECS_VERSION)));
+        if let Some(trace) = &event.trace {
+            d.put("trace.id", V::Str(Cow::Owned(trace.trace_id.to_string())));
+            d.put("span.id", V::Str(Cow::Owned(trace.span_id.to_string())));
+            d.put(
+                "transaction.id",
+                V::Str(Cow::Owned(trace.transaction_id.to_string())),
+            );
+        }
+        d.put_opt("container.id", identity.container_id.as_deref());
+        // The names Elastic's Kubernetes integrations use (not ECS; `orchestrator.*` would be).
+        if let Some(k8s) = &identity.kubernetes {
+            d.put_opt("kubernetes.pod.name", k8s.pod_name.as_deref());
+            d.put_opt("kubernetes.namespace", k8s.namespace.as_deref());
+            d.put_opt("kubernetes.node.name", k8s.node_name.as_deref());
+        }
+        if !identity.entries.is_empty() {
+            d.put("labels", V::Labels(&identity.entries));
+        }
+        if !event.spans.is_empty() {
+            d.put(
+                "spans",
+                V::Names(event.spans.iter().map(|s| s.name).collect()),
+            );
+        }
+        if let Some(e) = first_error(event) {
+            d.put("error.message", V::Str(bounded(&e.message, max)));
+            d.put("error.type", V::Str(Cow::Borrowed(&e.type_name)));
+            d.put(
+                "error.stack_trace",
+                V::Str(Cow::Owned(bounded(&e.stack_trace(), max).into_owned())),
+            );
+        }
+        for (k, value) in &fields.known {
+            let value = match value {
+                KnownValue::Str(s) => V::Str(bounded(s, max)),
+                KnownValue::Long(n) => V::I64(*n),
+            };
+            d.put(k.path, value);
+        }
+        if !fields.user.is_empty() {
+            d.put(
+                "fields",
+                V::Fields(FieldMap {
+                    fields: &fields.user,
+                    max,
+                }),
+            );
+        }
+        d
+    }
+}
+
+/// An event's merged fields, split into known ECS ones and user ones (under `fields`).
+pub(crate) struct Fields<'a> {
+    known: Vec<(&'static Known, KnownValue<'a>)>,
+    user: Vec<(Cow<'a, str>, &'a FieldValue)>,
+}
+
+/// The fields of an `ecs` document.
+pub(crate) fn split_fields(event: &CapturedEvent) -> Fields<'_> {
+    let (known, user) = known::split(merged_fields(event));
+    Fields {
+        known,
+        user: user
+            .into_iter()
+            .map(|(name, value)| (Cow::Borrowed(name), value))
+            .collect(),
+    }
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let all: Vec<(usize, usize)> = (0..self.entries.len()).map(|i| (i, 0)).collect();
+        Level {
+            doc: self,
+            items: all,
+        }
+        .serialize(s)
+    }
+}
+
+/// One object of the document: entries (index, byte offset of the rest of their path) whose
+/// paths share the prefix already written.
+struct Level<'d, 'a> {
+    doc: &'d Document<'a>,
+    items: Vec<(usize, usize)>,
+}
+
+impl Serialize for Level<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rest = |&(i, off): &(usize, usize)| &self.doc.entries[i].0[off..];
+        let mut map = s.serialize_map(None)?;
+        let mut done = vec![false; self.items.len()];
+        for n in 0..self.items.len() {
+            if done[n] {
+                continue;
+            }
+            done[n] = true;
+            let item = self.items[n];
+            match rest(&item).split_once('.') {
+                None => map.serialize_entry(rest(&item), &self.doc.entries[item.0].1)?,
+                Some((head, _)) => {
+                    // Every later entry under the same head goes into this one object.
+                    let mut children = vec![(item.0, item.1 + head.len() + 1)];
+                    for (other, done) in self.items.iter().zip(done.iter_mut()).skip(n + 1) {
+                        if *done {
+                            continue;
+                        }
+                        if let Some((h, _)) = rest(other).split_once('.') {
+                            if h == head {
+                                *done = true;
+                                children.push((other.0, other.1 + h.len() + 1));
+                            }
+                        }
+                    }
+                    map.serialize_entry(
+                        head,
+                        &Level {
+                            doc: self.doc,
+                            items: children,
+                        },
+                    )?;
+                }
+            }
+        }
+        map.end()
+    }
 }

@@ -5,54 +5,25 @@
 
 mod classic;
 mod ecs;
+mod known;
 mod routing;
 mod value;
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::capture::CapturedEvent;
 use crate::identity::Identity;
 
+pub use classic::RESERVED as CLASSIC_RESERVED;
 pub use routing::{routing_key, MAX_ROUTING_KEY_BYTES};
 
-/// The document format written for each event. See `docs/formats.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Elastic Common Schema field names, nested objects (the default).
-    #[default]
-    Ecs,
-    /// The python-logstash / Python logcollect layout.
-    Classic,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Ecs => "ecs",
-            Format::Classic => "classic",
-        }
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ecs" => Ok(Format::Ecs),
-            "classic" => Ok(Format::Classic),
-            other => Err(format!("`{other}` is not a format; allowed: ecs, classic")),
-        }
+crate::choice::choice! {
+    /// The document format written for each event. See `docs/formats.md`.
+    pub enum Format: "a format", default Ecs {
+        /// Elastic Common Schema field names, nested objects (the default).
+        Ecs = "ecs",
+        /// The python-logstash / Python logcollect layout.
+        Classic = "classic",
     }
 }
 
@@ -61,6 +32,7 @@ impl FromStr for Format {
 pub struct Envelope<'a> {
     /// The event's id (`event.id` / `event_id`); the shipper uses UUID v7 from the event time.
     pub id: Uuid,
+    /// Who logged it.
     pub identity: &'a Identity,
     /// Longest string value kept, in bytes; longer ones are cut at a character boundary and
     /// marked `…[truncated N bytes]`. 0 means no limit.
@@ -68,6 +40,7 @@ pub struct Envelope<'a> {
 }
 
 /// Encodes one event as one JSON object.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub fn encode(format: Format, event: &CapturedEvent, envelope: &Envelope<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + event.message.len());
     encode_into(format, event, envelope, &mut out);
@@ -83,7 +56,7 @@ pub fn encode_into(
 ) {
     let result = match format {
         Format::Ecs => {
-            let fields = ecs::user_fields(event);
+            let fields = ecs::split_fields(event);
             serde_json::to_writer(&mut *out, &ecs::Document::build(event, envelope, &fields))
         }
         Format::Classic => {
@@ -137,6 +110,11 @@ pub(crate) mod test_support {
             hostname: "web-1".to_string(),
             pid: 4242,
             service_name: "worker".to_string(),
+            service_version: None,
+            service_environment: None,
+            event_dataset: None,
+            container_id: None,
+            kubernetes: None,
         }
     }
 
@@ -165,6 +143,7 @@ pub(crate) mod test_support {
                     fields: vec![("depth", FieldValue::I64(2))],
                 }),
             ],
+            trace: None,
         }
     }
 }
@@ -221,5 +200,102 @@ mod tests {
         assert_eq!(d["field_host"], true);
         assert_eq!(d["project"], "billing");
         assert_eq!(d["depth"], 2);
+    }
+
+    #[test]
+    fn trace_ids_and_known_fields_go_to_their_ecs_places_and_classic_keys() {
+        use crate::trace::{SpanId, TraceId, TraceIds};
+        let identity = identity().with_service(Some("1.2.3".into()), Some("prod".into()), None);
+        let mut e = event(vec![
+            ("http.response.status_code", FieldValue::U64(503)),
+            ("event.duration", FieldValue::U64(1_500_000)),
+            ("client.ip", FieldValue::Str("127.0.0.1".into())),
+            ("url.path", FieldValue::Str("/hello".into())),
+            ("http.request.id", FieldValue::Str("r-9".into())),
+            // a wrong type stays a user field
+            ("http.request.body.bytes", FieldValue::Str("many".into())),
+            ("user_agent.original", FieldValue::Bool(true)),
+        ]);
+        e.trace = Some(TraceIds {
+            trace_id: TraceId::new(0x4bf92f3577b34da6a3ce929d0e0e4736).unwrap(),
+            span_id: SpanId::new(0x3ff9a8981b7ccd5a).unwrap(),
+            transaction_id: SpanId::new(0x00f067aa0ba902b7).unwrap(),
+        });
+        let envelope = Envelope {
+            id: Uuid::nil(),
+            identity: &identity,
+            max_field_bytes: 0,
+        };
+        let d: Value = serde_json::from_slice(&encode(Format::Ecs, &e, &envelope)).unwrap();
+        assert_eq!(
+            d["trace"],
+            json!({"id": "4bf92f3577b34da6a3ce929d0e0e4736"})
+        );
+        assert_eq!(d["span"], json!({"id": "3ff9a8981b7ccd5a"}));
+        assert_eq!(d["transaction"], json!({"id": "00f067aa0ba902b7"}));
+        assert_eq!(d["http"]["response"]["status_code"], 503);
+        assert_eq!(d["http"]["request"]["id"], "r-9");
+        assert_eq!(d["event"]["duration"], 1_500_000);
+        assert_eq!(d["event"]["dataset"], "worker");
+        assert_eq!(d["event"]["id"], Uuid::nil().to_string());
+        assert_eq!(d["client"]["ip"], "127.0.0.1");
+        assert_eq!(d["url"]["path"], "/hello");
+        assert_eq!(
+            d["user_agent"]["original"], "true",
+            "a keyword takes any scalar"
+        );
+        assert_eq!(
+            d["service"],
+            json!({"name": "worker", "version": "1.2.3", "environment": "prod"})
+        );
+        assert_eq!(d["fields"]["http.request.body.bytes"], "many");
+        assert_eq!(d["fields"]["req"], "r-1");
+        assert_eq!(d["log"]["origin"]["file"]["line"], 42);
+
+        let c: Value = serde_json::from_slice(&encode(Format::Classic, &e, &envelope)).unwrap();
+        assert_eq!(c["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(c["span_id"], "3ff9a8981b7ccd5a");
+        assert_eq!(c["transaction_id"], "00f067aa0ba902b7");
+        assert_eq!(c["http_response_status_code"], 503);
+        assert_eq!(c["event_duration"], 1_500_000);
+        assert_eq!(c["client_ip"], "127.0.0.1");
+        assert_eq!(c["service_version"], "1.2.3");
+        assert_eq!(c["service_environment"], "prod");
+        assert_eq!(c["event_dataset"], "worker");
+        assert_eq!(c["http.request.body.bytes"], "many");
+    }
+
+    #[test]
+    fn a_panic_origin_replaces_the_event_origin() {
+        let e = event(vec![
+            ("error.type", FieldValue::Str("panic".into())),
+            ("error.stack_trace", FieldValue::Str("bt".into())),
+            (
+                "log.origin.file.name",
+                FieldValue::Str("src/main.rs".into()),
+            ),
+            ("log.origin.file.line", FieldValue::U64(7)),
+        ]);
+        let identity = identity();
+        let envelope = Envelope {
+            id: Uuid::nil(),
+            identity: &identity,
+            max_field_bytes: 0,
+        };
+        let d: Value = serde_json::from_slice(&encode(Format::Ecs, &e, &envelope)).unwrap();
+        assert_eq!(
+            d["log"]["origin"],
+            json!({"file": {"name": "src/main.rs", "line": 7}})
+        );
+        assert_eq!(d["error"], json!({"type": "panic", "stack_trace": "bt"}));
+        let c: Value = serde_json::from_slice(&encode(Format::Classic, &e, &envelope)).unwrap();
+        assert_eq!(
+            (&c["path"], &c["lineno"]),
+            (&json!("src/main.rs"), &json!(7))
+        );
+        assert_eq!(
+            (&c["error_type"], &c["stack_trace"]),
+            (&json!("panic"), &json!("bt"))
+        );
     }
 }

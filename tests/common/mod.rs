@@ -28,18 +28,25 @@ the tests can start a RabbitMQ container (see README.md, \"Running the tests\")"
 pub fn broker_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("LOGCOLLECT_TEST_AMQP_URL") {
-            return url;
-        }
-        if reachable("127.0.0.1:5672") {
-            return DEFAULT_URL.to_string();
-        }
-        match container::start() {
-            Ok(url) => url,
-            Err(e) => panic!("no RabbitMQ reachable on 127.0.0.1:5672 and no container ({e}): {HOW_TO_GET_A_BROKER}"),
-        }
+        // Resolved on a thread of its own: starting a container runs a blocking runtime, which
+        // cannot start inside a test's own runtime (where the first call may come from).
+        let resolved = std::thread::spawn(resolve_broker)
+            .join()
+            .unwrap_or_else(|_| Err("finding a broker panicked".to_string()));
+        resolved.unwrap_or_else(|e| panic!("{e}: {HOW_TO_GET_A_BROKER}"))
     })
     .clone()
+}
+
+fn resolve_broker() -> Result<String, String> {
+    if let Ok(url) = std::env::var("LOGCOLLECT_TEST_AMQP_URL") {
+        return Ok(url);
+    }
+    if reachable("127.0.0.1:5672") {
+        return Ok(DEFAULT_URL.to_string());
+    }
+    container::start()
+        .map_err(|e| format!("no RabbitMQ reachable on 127.0.0.1:5672 and no container ({e})"))
 }
 
 fn reachable(addr: &str) -> bool {
@@ -69,6 +76,36 @@ mod container {
         let _ = CONTAINER.set(container);
         Ok(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
     }
+}
+
+/// Waits until `condition` holds or `timeout` passes; whether it held. Tests wait for what
+/// they expect to happen in the background instead of sleeping a guessed time.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the shipper's stats satisfy `condition`; fails the test after `timeout`, saying
+/// what was awaited and showing the stats.
+pub fn await_stats(
+    what: &str,
+    timeout: Duration,
+    shipper: &logcollect::Shipper,
+    condition: impl Fn(&logcollect::Stats) -> bool,
+) {
+    assert!(
+        wait_for(timeout, || condition(&shipper.stats())),
+        "timed out after {timeout:?} waiting for {what}: {}",
+        shipper.stats()
+    );
 }
 
 /// A unique name, so tests running in parallel never read each other's events.
@@ -483,6 +520,11 @@ impl Drop for DurableCapture {
 /// The load generator example, built now if needed: `cargo test --test faults` alone does not
 /// build examples.
 pub fn loadgen_binary() -> std::path::PathBuf {
+    example_binary("loadgen", &[])
+}
+
+/// An example, built now (with `features`) if needed.
+pub fn example_binary(name: &str, features: &[&str]) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
@@ -491,14 +533,11 @@ pub fn loadgen_binary() -> std::path::PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = std::process::Command::new(cargo);
     build
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "loadgen",
-            "--manifest-path",
-        ])
+        .args(["build", "--quiet", "--example", name, "--manifest-path"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    if !features.is_empty() {
+        build.arg("--features").arg(features.join(","));
+    }
     // Without the variables `cargo test` sets for this process: with them the inner build
     // fingerprints differently and rebuilds the dependency tree, on every run.
     for (key, _) in std::env::vars_os() {
@@ -518,11 +557,13 @@ pub fn loadgen_binary() -> std::path::PathBuf {
     if dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
     }
-    let status = build.status().expect("run cargo build --example loadgen");
-    assert!(status.success(), "cargo build --example loadgen failed");
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    assert!(status.success(), "cargo build --example {name} failed");
     let path = dir
         .join("examples")
-        .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} missing", path.display());
     path
 }

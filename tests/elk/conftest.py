@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+
 import pytest
 
 import elkmodel as m
@@ -73,3 +75,13 @@ def crate_defaults(sample):
                 "ecs_id_field", "classic_id_field"}
     assert expected <= set(d), f"sample_documents defaults lack {expected - set(d)}"
     return d
+
+
+@pytest.fixture(scope="session")
+def web_documents():
+    """Real documents of the `web` example (built with the `http` feature, run against the real
+    RabbitMQ): the access events and handler events of GET /hello, /fail and /panic."""
+    url = os.environ.get("LOGCOLLECT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    docs = m.run_web_documents(url)
+    assert len(docs) >= 7, f"the web example shipped {len(docs)} documents: {docs}"
+    return docs

@@ -608,7 +608,7 @@ def crate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def run_sample_documents(publish: bool = False, extra_env: dict[str, str] | None = None,
                          hang_guard_seconds: int = 1800) -> tuple[dict, subprocess.CompletedProcess]:
-    cmd = ["cargo", "run", "-q", "--example", "sample_documents"]
+    cmd = ["cargo", "run", "-q", "--features", "internals", "--example", "sample_documents"]
     if publish:
         cmd += ["--", "--publish"]
     proc = subprocess.run(cmd, cwd=ROOT, env=crate_env(extra_env), capture_output=True, text=True,
@@ -620,3 +620,88 @@ def run_sample_documents(publish: bool = False, extra_env: dict[str, str] | None
     if len(lines) != 1:
         raise RuntimeError(f"`{' '.join(cmd)}` printed {len(lines)} lines, expected one JSON line:\n{proc.stdout}")
     return json.loads(lines[0]), proc
+
+
+# --------------------------------------------------------------------------------------------
+# Real documents of the `web` example (examples/web.rs, cargo feature `http`)
+# --------------------------------------------------------------------------------------------
+WEB_TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _web_binary(hang_guard_seconds: int) -> pathlib.Path:
+    """Builds the web example and returns its path (as cargo reports it)."""
+    cmd = ["cargo", "build", "-q", "--features", "http", "--example", "web", "--message-format=json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=crate_env(), capture_output=True, text=True,
+                          timeout=hang_guard_seconds)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stderr}")
+    for line in proc.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg["target"]["name"] == "web":
+            return pathlib.Path(msg["executable"])
+    raise RuntimeError("cargo built no `web` executable")
+
+
+def run_web_documents(amqp_url: str, hang_guard_seconds: int = 1800) -> list[dict]:
+    """Starts the web example publishing to a test-unique exchange (a queue of ours bound to it
+    with pika), sends GET /hello (with a traceparent), GET /fail and GET /panic over real HTTP,
+    and returns every document it shipped (the json codec's view of each message)."""
+    import signal
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    import pika
+
+    binary = _web_binary(hang_guard_seconds)
+    exchange = f"logcollect-elktest-web-{uuid.uuid4().hex[:12]}"
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    proc = None
+    try:
+        ch = conn.channel()
+        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+        queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(queue, exchange, routing_key="#")
+        proc = subprocess.Popen(
+            [str(binary), "--listen", "127.0.0.1:0", "--jobs-queue", f"{exchange}-jobs"],
+            cwd=ROOT, env=crate_env({"LOGCOLLECT_BROKER_URI": amqp_url, "LOGCOLLECT_EXCHANGE": exchange}),
+            stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("listening on http://"):
+            raise RuntimeError(f"the web example did not start: {line!r}")
+        base = line.strip().removeprefix("listening on ")
+        for path, headers in (("/hello", {"traceparent": WEB_TRACEPARENT}), ("/fail", {}), ("/panic", {})):
+            req = urllib.request.Request(base + path, headers=headers)
+            try:
+                urllib.request.urlopen(req, timeout=30).read()
+            except urllib.error.HTTPError as e:
+                if e.code != 500:
+                    raise
+        docs: list[dict] = []
+        deadline = time_monotonic() + 60
+        # /hello: access + 2 handler events; /fail: access + handler; /panic: access + hook.
+        while len(docs) < 7 and time_monotonic() < deadline:
+            method, _, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                conn.sleep(0.05)
+                continue
+            docs.extend(json_codec_decode(body))
+        return docs
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        try:
+            ch = conn.channel()
+            ch.exchange_delete(exchange)
+        finally:
+            conn.close()
+
+
+def time_monotonic() -> float:
+    import time
+    return time.monotonic()

@@ -67,12 +67,17 @@ def test_ids_unique_and_references_resolve_in_file():
             assert (r["type"], r["id"]) in known, f"{o['id']}: reference {r} not in the file"
 
 
+REQUESTS_DASHBOARD = "logcollect-requests-dashboard"
+
+
 def test_expected_objects_exist():
     types = [o["type"] for o in _objects()]
     assert types.count("index-pattern") == 1
-    assert types.count("search") >= 1
-    assert types.count("lens") >= 4
-    assert types.count("dashboard") == 1
+    assert types.count("search") >= 3
+    assert types.count("lens") >= 7
+    assert types.count("dashboard") == 2
+    titles = {o["attributes"]["title"] for o in _objects() if o["type"] == "dashboard"}
+    assert titles == {"logcollect overview", "logcollect requests"}
     view = next(o for o in _objects() if o["type"] == "index-pattern")
     assert view["attributes"]["title"] == "logs-logcollect-*"
     assert view["attributes"]["timeFieldName"] == "@timestamp"
@@ -127,9 +132,15 @@ def test_lens_layers_and_references():
         assert o["attributes"]["visualizationType"] in {"lnsXY", "lnsMetric", "lnsDatatable", "lnsPie"}
 
 
-def test_dashboard_panels_match_references():
+def panel_objects(dashboard_id: str) -> set[str]:
+    dash = next(o for o in _objects() if o["id"] == dashboard_id)
+    return {r["id"] for r in dash["references"]}
+
+
+@pytest.mark.parametrize("dashboard_id", ["logcollect-dashboard", REQUESTS_DASHBOARD])
+def test_dashboard_panels_match_references(dashboard_id):
     objs = {(o["type"], o["id"]): o for o in _objects()}
-    dash = next(o for o in objs.values() if o["type"] == "dashboard")
+    dash = next(o for o in objs.values() if o["id"] == dashboard_id)
     panels = json.loads(dash["attributes"]["panelsJSON"])
     refs = {r["name"]: r for r in dash["references"]}
     used = set()
@@ -149,22 +160,41 @@ def test_dashboard_panels_match_references():
                 assert (x, y) not in cells, f"panel {index} overlaps another"
                 cells.add((x, y))
     assert used == set(refs), f"references no panel uses: {set(refs) - used}"
-    on_dashboard = {refs[n]["id"] for n in used}
-    everything = {o["id"] for o in objs.values() if o["type"] in ("lens", "search")}
-    assert on_dashboard == everything, "the dashboard holds every visualization and the search"
+
+
+def test_the_dashboards_hold_every_visualization_and_search_once():
+    overview, requests = panel_objects("logcollect-dashboard"), panel_objects(REQUESTS_DASHBOARD)
+    everything = {o["id"] for o in _objects() if o["type"] in ("lens", "search")}
+    assert overview | requests == everything
+    assert not overview & requests
 
 
 # --- fields --------------------------------------------------------------------------------
 def _kql_fields(query: str) -> dict[str, str]:
-    """field -> value for the simple `field : value` KQL clauses used here (and/or joined)."""
+    """field -> value for the simple `field : value` and `field >= n` (range) KQL clauses used
+    here (and/or joined); a range clause's value is the operator and number (`>= 500`)."""
     out = {}
     if not query.strip():
         return out
     for clause in re.split(r"\s+(?:and|or)\s+", query.strip()):
         mm = re.fullmatch(r'([A-Za-z0-9_.@]+)\s*:\s*"?([^"]*)"?', clause.strip())
+        if not mm:
+            mm = re.fullmatch(r'([A-Za-z0-9_.@]+)\s*((?:>=|<=|>|<)\s*\d+)', clause.strip())
         assert mm, f"unsupported KQL clause {clause!r}"
         out[mm.group(1)] = mm.group(2)
     return out
+
+
+def _column_queries(col: dict) -> list[str]:
+    """The KQL a Lens column itself carries: a filtered metric, a filters bucket, a formula."""
+    queries = []
+    if col.get("filter"):
+        queries.append(col["filter"]["query"])
+    if col["operationType"] == "filters":
+        queries += [f["input"]["query"] for f in col["params"]["filters"]]
+    if col["operationType"] == "formula":
+        queries += re.findall(r"kql='([^']*)'", col["params"]["formula"])
+    return queries
 
 
 def used_fields() -> dict[str, set[str]]:
@@ -185,6 +215,8 @@ def used_fields() -> dict[str, set[str]]:
                 for col in layer["columns"].values():
                     if col.get("sourceField") and col["sourceField"] != "___records___":
                         f.add(col["sourceField"])
+                    for q in _column_queries(col):
+                        f.update(_kql_fields(q))
             f.update(_kql_fields(a["state"]["query"]["query"]))
         elif o["type"] == "dashboard":
             f.update(_kql_fields(json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]))
@@ -203,9 +235,12 @@ def test_visualizations_use_the_fields_the_issue_asks_for():
 
 
 def test_every_used_field_is_in_a_real_ecs_document(sample):
+    """The overview's objects against the crate's sample document (the requests dashboard's
+    are checked against the web example's documents below)."""
     ecs = sample["ecs"]
+    requests = panel_objects(REQUESTS_DASHBOARD) | {REQUESTS_DASHBOARD}
     missing = {oid: sorted(f for f in fields if not m.has_path(ecs, f))
-               for oid, fields in used_fields().items()}
+               for oid, fields in used_fields().items() if oid not in requests}
     missing = {k: v for k, v in missing.items() if v}
     assert not missing, f"fields the ecs encoder does not emit: {missing}"
 
@@ -221,3 +256,93 @@ def test_normalised_classic_documents_show_up_on_the_dashboard(sample, normalisa
     for f in ("@timestamp", "log.level", "service.name", "host.hostname", "labels.project",
               "labels.application", "message"):
         assert m.has_path(out, f), f
+
+
+# --- the requests dashboard -----------------------------------------------------------------
+def _object(oid: str) -> dict:
+    return next(o for o in _objects() if o["id"] == oid)
+
+
+def _query_of(o: dict) -> str:
+    a = o["attributes"]
+    if o["type"] == "lens":
+        return a["state"]["query"]["query"]
+    return json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+
+
+def test_requests_dashboard_shows_what_the_issue_asks_for():
+    uses = used_fields()
+    assert {"@timestamp", "http.response.status_code"} <= uses["logcollect-lens-requests-by-status-class"]
+    assert {"http.route", "event.duration"} <= uses["logcollect-lens-p95-duration-by-route"]
+    assert {"service.name", "http.response.status_code"} <= uses["logcollect-lens-error-rate-by-service"]
+    slowest = _object("logcollect-slowest-requests-search")
+    assert slowest["attributes"]["sort"] == [["event.duration", "desc"]]
+    assert "event.duration" in slowest["attributes"]["columns"]
+    by_trace = _object("logcollect-trace-search")
+    assert by_trace["attributes"]["sort"] == [["@timestamp", "asc"]]
+    assert _kql_fields(_query_of(by_trace)) == {"trace.id": "*"}
+    assert {"trace.id", "transaction.id", "span.id", "http.request.id"} <= set(by_trace["attributes"]["columns"])
+    p95 = _object("logcollect-lens-p95-duration-by-route")
+    cols = p95["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["routes"]["columns"]
+    assert cols["p95"]["operationType"] == "percentile" and cols["p95"]["params"]["percentile"] == 95
+    assert cols["p95"]["params"]["format"]["params"]["fromUnit"] == "nanoseconds"
+
+
+def test_status_classes_cover_every_status_once():
+    o = _object("logcollect-lens-requests-by-status-class")
+    cols = o["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["requests"]["columns"]
+    filters = cols["class"]["params"]["filters"]
+
+    def matches(kql: str, status: int) -> bool:
+        ok = True
+        for clause in re.split(r"\s+and\s+", kql):
+            field, op, n = re.fullmatch(r"(\S+)\s*(>=|<=|>|<)\s*(\d+)", clause.strip()).groups()
+            assert field == "http.response.status_code"
+            n = int(n)
+            ok &= {">=": status >= n, "<=": status <= n, ">": status > n, "<": status < n}[op]
+        return ok
+
+    for status in range(100, 600):
+        hits = [f["label"] for f in filters if matches(f["input"]["query"], status)]
+        assert hits == [f"{status // 100}xx"], (status, hits)
+
+
+def test_error_rate_formula_is_consistent():
+    o = _object("logcollect-lens-error-rate-by-service")
+    cols = o["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]["services"]["columns"]
+    formula = cols["rate"]
+    assert formula["operationType"] == "formula"
+    for ref in formula["references"]:
+        assert ref in cols
+        for inner in cols[ref].get("references", []):
+            assert inner in cols
+    math = cols[formula["references"][0]]
+    assert math["params"]["tinymathAst"]["name"] == "divide"
+    numerator, denominator = (cols[c] for c in math["params"]["tinymathAst"]["args"])
+    assert numerator["filter"]["query"] == "http.response.status_code >= 500"
+    assert "filter" not in denominator
+
+
+def test_requests_dashboard_fields_are_in_the_web_examples_documents(web_documents):
+    """Every field an object of the requests dashboard uses is in every real document of the
+    web example that its query selects (the access events for the requests' objects)."""
+    access = [d for d in web_documents if m.has_path(d, "http.response.status_code")]
+    assert len(access) == 3, "one access event per request"
+    for oid in panel_objects(REQUESTS_DASHBOARD):
+        query = _kql_fields(_query_of(_object(oid)))
+        selected = [d for d in web_documents if all(m.has_path(d, f) for f in query)]
+        assert selected, f"{oid}: its query selects no document"
+        for field in used_fields()[oid]:
+            lacking = [d["message"] for d in selected if not m.has_path(d, field)]
+            assert not lacking, f"{oid}: {field} missing in {lacking}"
+
+
+def test_web_documents_have_the_ecs_types(web_documents):
+    for d in web_documents:
+        assert len(d["trace"]["id"]) == 32 and len(d["span"]["id"]) == 16
+        if m.has_path(d, "http.response.status_code"):
+            assert isinstance(d["http"]["response"]["status_code"], int)
+            assert isinstance(d["event"]["duration"], int) and d["event"]["duration"] > 0
+            assert d["client"]["ip"] == "127.0.0.1"
+    hello = [d for d in web_documents if d["url"]["path"] == "/hello"]
+    assert {d["trace"]["id"] for d in hello} == {m.WEB_TRACEPARENT.split("-")[1]}

@@ -9,7 +9,8 @@ import elkmodel as m
 ECS_OBJECTS = ("host", "log", "service", "event", "error", "process")
 # Top-level keys an indexed document may have (the ecs encoder's, plus what Logstash adds).
 ALLOWED_TOP_LEVEL = {"@timestamp", "message", "log", "process", "host", "service", "event", "ecs",
-                     "labels", "spans", "fields", "error", "tags"}
+                     "labels", "spans", "fields", "error", "tags", "trace", "span", "transaction",
+                     "http", "url", "client", "user_agent", "container", "kubernetes"}
 LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"}
 
 

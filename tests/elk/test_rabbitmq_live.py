@@ -110,8 +110,10 @@ def doc_format(doc: dict) -> str:
 # Fields that differ between two encodings of the same call site: the id and time of the event,
 # the source line and the thread id of the `tracing` call that publishes it.
 VOLATILE = {
-    "ecs": [["event", "id"], ["@timestamp"], ["log", "origin", "file", "line"], ["process", "thread", "id"]],
-    "classic": [["event_id"], ["@timestamp"], ["lineno"]],
+    # The published copy is logged in a span of its own: its own trace ids.
+    "ecs": [["event", "id"], ["@timestamp"], ["log", "origin", "file", "line"], ["process", "thread", "id"],
+            ["trace", "id"], ["span", "id"], ["transaction", "id"]],
+    "classic": [["event_id"], ["@timestamp"], ["lineno"], ["trace_id"], ["span_id"], ["transaction_id"]],
 }
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

@@ -1,7 +1,8 @@
 //! Changing the shared local broker's state through `rabbitmqctl`, always undone by a guard's
 //! `Drop` (so a failing test leaves the broker running and unalarmed).
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HOW_TO_GET_RABBITMQCTL: &str = "these tests change the local broker's state with \
@@ -9,22 +10,61 @@ const HOW_TO_GET_RABBITMQCTL: &str = "these tests change the local broker's stat
 as a user allowed to call it (e.g. root, or a member of the `rabbitmq` group with the node's \
 Erlang cookie)";
 
-/// Runs `rabbitmqctl args…`; its stdout, or why it failed.
+/// How long one `rabbitmqctl` command may take before it counts as failed (a node busy
+/// stopping or booting can make it wait; a hung command must not hang the suite).
+const CTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `rabbitmqctl args…`; its stdout, or why it failed (including not finishing within
+/// [`CTL_TIMEOUT`]).
 pub fn try_ctl(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("rabbitmqctl")
+    let command = format!("rabbitmqctl {}", args.join(" "));
+    let mut child = Command::new("rabbitmqctl")
         .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `rabbitmqctl {}`: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    // Read the pipes on their own threads, so a chatty command never blocks on a full pipe.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + CTL_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{command}` did not finish within {CTL_TIMEOUT:?}"));
+            }
+            Err(e) => return Err(format!("`{command}`: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
     } else {
-        Err(format!(
-            "`rabbitmqctl {}` failed ({}): {}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
+        Err(format!("`{command}` failed ({status}): {stdout}{stderr}"))
     }
 }
 
@@ -151,20 +191,6 @@ fn restore_args(watermark: &str) -> Option<Vec<String>> {
 /// service name in logcollect's connection name).
 pub fn has_connection(needle: &str) -> bool {
     try_ctl(&["list_connections", "-q", "client_properties"]).is_ok_and(|out| out.contains(needle))
-}
-
-/// Waits until `condition` holds or `timeout` passes; whether it held.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -22,7 +22,25 @@ use std::time::{Duration, Instant};
 
 use super::message::Message;
 use super::stats::Counters;
-use crate::config::{SpoolConfig, WhenFull};
+
+crate::choice::choice! {
+    /// What a full spool drops.
+    pub enum WhenFull: "a spool policy", default DropNewest {
+        /// Refuse the event being written, keep what is on disk.
+        DropNewest = "drop_newest",
+        /// Delete the oldest segment file (its unsent events are counted) to make room.
+        DropOldest = "drop_oldest",
+    }
+}
+
+/// Where and how much the spool keeps (boot translates `spool.*` settings into this).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SpoolSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+    pub fsync_interval: Duration,
+}
 
 /// Every segment file starts with this.
 const MAGIC: &[u8; 8] = b"LCSPOOL1";
@@ -77,11 +95,8 @@ enum Found {
 impl Spool {
     /// Opens (creating it if needed) and locks the spool directory, and finds what an earlier
     /// run left in it.
-    pub fn open(config: &SpoolConfig) -> Result<Spool, String> {
-        let dir = config
-            .dir
-            .clone()
-            .ok_or_else(|| "no spool directory set".to_string())?;
+    pub fn open(config: &SpoolSettings) -> Result<Spool, String> {
+        let dir = config.dir.clone();
         fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create spool directory `{}`: {e}", dir.display()))?;
         let lock = lock(&dir)?;

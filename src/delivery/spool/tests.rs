@@ -6,9 +6,9 @@ use lapin::types::ShortString;
 use super::*;
 use crate::delivery::message::properties;
 
-fn config(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolConfig {
-    SpoolConfig {
-        dir: Some(dir.to_path_buf()),
+fn config(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolSettings {
+    SpoolSettings {
+        dir: dir.to_path_buf(),
         max_bytes,
         when_full,
         fsync_interval: Duration::ZERO,

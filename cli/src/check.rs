@@ -1,0 +1,522 @@
+//! `logcollect check`: walks the path an event takes — configuration, DNS, TCP, TLS, login and
+//! vhost, the exchange, the permissions, a confirmed and routed test event — and stops at the
+//! first break with a diagnosis.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use anstyle::{AnsiColor, Style};
+use clap::Args;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use logcollect::internals::{self as encoding, CapturedEvent, Envelope, FieldValue, Identity};
+use logcollect::Config;
+use serde_json::json;
+
+use crate::diagnose::{self, describe, Diagnosis, TcpOutcome};
+use crate::exit;
+
+pub const AFTER_HELP: &str = "\
+Steps, in order: config, dns, tcp, tls (amqps:// only), login (credentials and vhost), exchange
+(declared durable with the configured type, as the shipper declares it: needs the configure
+permission), publish (one INFO test event, published mandatory with a confirm: needs the write
+permission), route (the broker did not return it: a queue is bound for its routing key). Each
+step waits at most connect_timeout_ms. The test event is a real document: Logstash indexes it.
+
+Exit status:
+  0  every step passed: the test event was confirmed and routed to a queue
+  1  a step failed (the diagnosis says which, why, and how to fix it)
+  2  usage error, or the configuration is invalid (the config step)";
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Print the result as one JSON object: {ok, exit_code, steps: [{step, status, summary}],
+    /// failure: {step, code, headline, detail, fix} or null}
+    #[arg(long)]
+    pub json: bool,
+
+    /// Logger (target) of the test event: it is published with the routing key an application
+    /// logging under this target gets
+    #[arg(long, value_name = "TARGET", default_value = "logcollect::check")]
+    pub logger: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Skipped,
+}
+
+#[derive(Debug)]
+struct Step {
+    name: &'static str,
+    status: Status,
+    summary: String,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    steps: Vec<Step>,
+    failure: Option<Diagnosis>,
+}
+
+impl Report {
+    fn ok(&mut self, name: &'static str, summary: String) {
+        self.steps.push(Step {
+            name,
+            status: Status::Ok,
+            summary,
+        });
+    }
+
+    fn skip(&mut self, name: &'static str, summary: String) {
+        self.steps.push(Step {
+            name,
+            status: Status::Skipped,
+            summary,
+        });
+    }
+}
+
+pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
+    let mut report = Report::default();
+    let code = match config {
+        Err(e) => {
+            let message = e.to_string();
+            let message = message
+                .strip_prefix("logcollect configuration: ")
+                .unwrap_or(&message)
+                .to_string();
+            report.failure = Some(diagnose::config_invalid(message));
+            exit::USAGE
+        }
+        Ok(config) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => match runtime.block_on(walk(&config, args, &mut report)) {
+                    Ok(()) => exit::OK,
+                    Err(diagnosis) => {
+                        report.failure = Some(diagnosis);
+                        exit::FAILED
+                    }
+                },
+                Err(e) => {
+                    eprintln!("logcollect: cannot start a runtime: {e}");
+                    return exit::FAILED;
+                }
+            }
+        }
+    };
+    let printed = if args.json {
+        print_json(&report, code)
+    } else {
+        print_human(&report)
+    };
+    // A closed stdout (`| head`) is not the check's failure.
+    let _ = printed;
+    code
+}
+
+/// The steps; `Err` at the first break.
+async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Result<(), Diagnosis> {
+    let uri: AMQPUri = config
+        .broker_uri
+        .parse()
+        .map_err(|e: String| diagnose::config_invalid(format!("`broker_uri`: {e}")))?;
+    let user = uri.authority.userinfo.username.clone();
+    let vhost = diagnose::vhost(&uri).to_string();
+    let timeout = config.connect_timeout.max(Duration::from_millis(100));
+    let exchange = config.exchange.as_str();
+    let kind = config.exchange_type.as_str();
+    report.ok(
+        "config",
+        format!(
+            "broker {}, user `{user}`, exchange `{exchange}` ({kind}, durable), format {}",
+            describe(&uri),
+            config.format.as_str()
+        ),
+    );
+
+    // DNS
+    let host = uri.authority.host.clone();
+    let port = uri.authority.port;
+    let lookup = tokio::net::lookup_host((host.as_str(), port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
+        Err(_) => return Err(diagnose::dns_timeout(&uri, timeout)),
+        Ok(Err(e)) => return Err(diagnose::dns_failure(&uri, &e)),
+        Ok(Ok(addrs)) => addrs.collect(),
+    };
+    if addrs.is_empty() {
+        let e = std::io::Error::other("the resolver returned no address");
+        return Err(diagnose::dns_failure(&uri, &e));
+    }
+    let list = addrs
+        .iter()
+        .map(|a| a.ip().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        report.skip("dns", format!("`{host}` is an address"));
+    } else {
+        report.ok("dns", format!("`{host}` resolves to {list}"));
+    }
+
+    // TCP, to each address until one answers
+    let mut attempts: Vec<(String, TcpOutcome)> = Vec::new();
+    let mut reached = None;
+    for addr in &addrs {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(_stream)) => TcpOutcome::Connected(started.elapsed()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => TcpOutcome::Refused,
+            Ok(Err(e)) => TcpOutcome::Failed(e),
+            Err(_) => TcpOutcome::TimedOut(timeout),
+        };
+        if matches!(outcome, TcpOutcome::Connected(_)) {
+            reached = Some((*addr, outcome.describe()));
+            break;
+        }
+        attempts.push((addr.to_string(), outcome));
+    }
+    let Some((addr, connected)) = reached else {
+        return Err(diagnose::tcp_failure(&uri, &attempts));
+    };
+    let earlier = attempts
+        .iter()
+        .map(|(a, o)| format!("; {a}: {}", o.describe()))
+        .collect::<String>();
+    report.ok("tcp", format!("{addr}: {connected}{earlier}"));
+
+    // TLS
+    match uri.scheme {
+        AMQPScheme::AMQP => report.skip("tls", "not used (amqp://)".to_string()),
+        AMQPScheme::AMQPS => {
+            tls_handshake(&uri, addr, timeout).await?;
+            report.ok(
+                "tls",
+                format!("handshake with `{host}` done, its certificate is trusted"),
+            );
+        }
+    }
+
+    // Login: protocol header, credentials, vhost
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from(format!("logcollect check {user}")));
+    let connect = Connection::connect_uri(uri.clone(), properties);
+    let connection = match tokio::time::timeout(timeout, connect).await {
+        Err(_) => return Err(diagnose::login_timeout(&uri, timeout)),
+        Ok(Err(e)) => return Err(diagnose::login_failure(&uri, &e)),
+        Ok(Ok(connection)) => connection,
+    };
+    report.ok("login", format!("logged in as `{user}` on vhost `{vhost}`"));
+
+    let result = on_the_broker(&connection, config, args, &uri, timeout, report).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        connection.close(200, ShortString::from("logcollect check done")),
+    )
+    .await;
+    result
+}
+
+/// A TLS handshake as lapin makes it (the same connector, roots and verifier), on its own
+/// connection, so a certificate problem is told apart from a login problem.
+async fn tls_handshake(
+    uri: &AMQPUri,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), Diagnosis> {
+    let host = uri.authority.host.clone();
+    let handshake = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let connector = rustls_connector::RustlsConnector::new_with_platform_verifier()?;
+        match connector.connect(&host, stream) {
+            Ok(_) => Ok(()),
+            Err(rustls_connector::HandshakeError::Failure(e)) => Err(e),
+            Err(rustls_connector::HandshakeError::WouldBlock(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake did not finish",
+            )),
+        }
+    });
+    match handshake.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(diagnose::tls_timeout(uri, timeout))
+        }
+        Ok(Err(e)) => Err(diagnose::tls_failure(uri, &e)),
+        Err(e) => Err(diagnose::tls_failure(uri, &std::io::Error::other(e))),
+    }
+}
+
+/// The exchange, the permissions and the test event.
+async fn on_the_broker(
+    connection: &Connection,
+    config: &Config,
+    args: &CheckArgs,
+    uri: &AMQPUri,
+    timeout: Duration,
+    report: &mut Report,
+) -> Result<(), Diagnosis> {
+    let exchange = config.exchange.as_str();
+    let kind = config.exchange_type.as_str();
+    let x = ShortString::from(exchange);
+    let channel = open_channel(connection, timeout).await?;
+    let declare = channel.exchange_declare(
+        x.clone(),
+        crate::diagnose::exchange_kind(config.exchange_type.as_str()),
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    );
+    match tokio::time::timeout(timeout, declare).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            // PRECONDITION_FAILED closed the channel; a passive declare on a fresh one shows
+            // that the exchange does exist.
+            let exists = match diagnose::broker_reply(&e) {
+                Some((406, _)) => Some(exists_passively(connection, &x, timeout).await),
+                _ => None,
+            };
+            return Err(diagnose::exchange_failure(exchange, kind, uri, &e, exists));
+        }
+        Err(_) => return Err(step_timeout("exchange", "declaring the exchange", timeout)),
+    }
+    report.ok(
+        "exchange",
+        format!("`{exchange}` declared: {kind}, durable, as the shipper declares it (configure permission granted)"),
+    );
+
+    // The test event, encoded by the library as the shipper would encode it.
+    let (routing_key, body, properties) = test_event(config, &args.logger);
+    let publish = async {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .basic_publish(
+                x.clone(),
+                ShortString::from(routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                properties,
+            )
+            .await?
+            .await
+    };
+    let confirmation = match tokio::time::timeout(timeout, publish).await {
+        Err(_) => {
+            return Err(diagnose::confirm_timeout(
+                timeout,
+                connection.status().blocked(),
+            ))
+        }
+        Ok(Err(e)) => return Err(diagnose::publish_failure(exchange, uri, &e)),
+        Ok(Ok(confirmation)) => confirmation,
+    };
+    match confirmation {
+        Confirmation::Ack(returned) => {
+            report.ok(
+                "publish",
+                format!(
+                    "test event confirmed by the broker (routing key `{routing_key}`, write permission granted)"
+                ),
+            );
+            if returned.is_some() {
+                return Err(diagnose::unroutable(exchange, &routing_key, kind));
+            }
+            report.ok(
+                "route",
+                format!("a queue is bound for `{routing_key}`: the test event was routed"),
+            );
+            Ok(())
+        }
+        Confirmation::Nack(_) => Err(diagnose::nacked(exchange)),
+        Confirmation::NotRequested => Err(step_timeout("publish", "confirm mode", timeout)),
+    }
+}
+
+async fn open_channel(
+    connection: &Connection,
+    timeout: Duration,
+) -> Result<lapin::Channel, Diagnosis> {
+    match tokio::time::timeout(timeout, connection.create_channel()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(Diagnosis {
+            step: "exchange",
+            code: "channel_failed",
+            headline: "the broker did not open a channel".to_string(),
+            detail: e.to_string(),
+            fix: "the broker limits channels per connection, or the connection failed; the \
+                  broker's log names the reason"
+                .to_string(),
+        }),
+        Err(_) => Err(step_timeout("exchange", "opening a channel", timeout)),
+    }
+}
+
+async fn exists_passively(connection: &Connection, x: &ShortString, timeout: Duration) -> bool {
+    let passive = async {
+        let channel = connection.create_channel().await?;
+        let declared = channel
+            .exchange_declare(
+                x.clone(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, ShortString::from("checked")).await;
+        declared
+    };
+    matches!(tokio::time::timeout(timeout, passive).await, Ok(Ok(())))
+}
+
+fn step_timeout(step: &'static str, what: &str, after: Duration) -> Diagnosis {
+    Diagnosis {
+        step,
+        code: "broker_timeout",
+        headline: format!("the broker did not answer ({what})"),
+        detail: format!("no answer within {}", diagnose::secs(after)),
+        fix: "the broker is overloaded or stuck; check `rabbitmq-diagnostics status` and its log"
+            .to_string(),
+    }
+}
+
+/// One INFO document in the configured format, its routing key and properties.
+fn test_event(config: &Config, logger: &str) -> (String, Vec<u8>, BasicProperties) {
+    let identity = Identity::detect(
+        config.identity.clone(),
+        config.hostname.clone(),
+        config.hostname_fqdn,
+        config.service_name.clone(),
+    );
+    let event = CapturedEvent {
+        timestamp: SystemTime::now(),
+        level: tracing::Level::INFO,
+        target: Cow::Owned(logger.to_string()),
+        module_path: None,
+        file: None,
+        line: None,
+        thread_name: None,
+        thread_id: 0,
+        message: "logcollect check: test event".to_string(),
+        fields: vec![("check", FieldValue::Bool(true))],
+        spans: Vec::new(),
+        trace: None,
+    };
+    let id = encoding::event_id(&event);
+    let envelope = Envelope {
+        id,
+        identity: &identity,
+        max_field_bytes: config.max_field_bytes,
+    };
+    let body = encoding::encode(config.format, &event, &envelope);
+    let routing_key =
+        encoding::routing_key(&config.routing_key, logger, "INFO", &identity.service_name);
+    let timestamp = event
+        .timestamp
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(id.to_string()))
+        .with_app_id(ShortString::try_new(identity.service_name.clone()).unwrap_or_default())
+        .with_timestamp(timestamp)
+        .with_type(ShortString::from(config.format.as_str()));
+    (routing_key, body, properties)
+}
+
+fn print_json(report: &Report, code: u8) -> std::io::Result<()> {
+    let steps: Vec<_> = report
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.name,
+                "status": match s.status { Status::Ok => "ok", Status::Skipped => "skipped" },
+                "summary": s.summary,
+            })
+        })
+        .chain(
+            report
+                .failure
+                .iter()
+                .map(|f| json!({"step": f.step, "status": "failed", "summary": f.headline})),
+        )
+        .collect();
+    let out = json!({
+        "ok": report.failure.is_none(),
+        "exit_code": code,
+        "steps": steps,
+        "failure": report.failure.as_ref().map(Diagnosis::to_json),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}")?;
+    stdout.flush()
+}
+
+fn print_human(report: &Report) -> std::io::Result<()> {
+    let mut out = anstream::stdout().lock();
+    let ok = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
+    let skip = Style::new().dimmed();
+    let fail = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+    let bold = Style::new().bold();
+    for step in &report.steps {
+        let (style, word) = match step.status {
+            Status::Ok => (ok, "ok  "),
+            Status::Skipped => (skip, "skip"),
+        };
+        writeln!(
+            out,
+            "{style}{word}{style:#}  {:<9} {}",
+            step.name, step.summary
+        )?;
+    }
+    match &report.failure {
+        Some(f) => {
+            writeln!(
+                out,
+                "{fail}FAIL{fail:#}  {:<9} {bold}{}{bold:#}",
+                f.step, f.headline
+            )?;
+            writeln!(out, "      {bold}detail:{bold:#} {}", f.detail)?;
+            writeln!(out, "      {bold}fix:{bold:#}    {}", f.fix)?;
+            writeln!(
+                out,
+                "{fail}check failed{fail:#} at step `{}` ({})",
+                f.step, f.code
+            )?;
+        }
+        None => writeln!(
+            out,
+            "{ok}check passed{ok:#}: the test event was confirmed and routed to a queue"
+        )?,
+    }
+    out.flush()
+}

@@ -1,0 +1,441 @@
+//! `logcollect tail`: a server-named, exclusive, auto-delete queue of its own, bound to the
+//! exchange, and each event printed as it arrives.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties};
+use logcollect::Config;
+use regex::Regex;
+
+use crate::diagnose::{self, describe, Diagnosis};
+use crate::exit;
+use crate::levels::Level;
+use crate::render::{self, Filters, View};
+use crate::KeyValue;
+
+pub const AFTER_HELP: &str = "\
+The queue is tail's own: server-named, exclusive, auto-delete, gone when tail exits; it takes a
+copy of what the exchange routes, and never takes anything from another consumer's queue. It
+holds at most 100000 messages (256 MiB) waiting to be printed; past that the oldest are
+dropped, so a slow terminal cannot fill the broker. A line reading `listening on …` is written
+to standard error once the queue is bound: events published after it are shown.
+
+Line format: TIME LEVEL SERVICE@HOST[PID] LOGGER: MESSAGE KEY=VALUE... error=\"ERROR (caused
+by: FIRST CAUSE)\". Colour on a terminal unless NO_COLOR is set or --color never.
+
+Exit status:
+  0    --count events were printed
+  1    the connection could not be opened or was lost (run `logcollect check`)
+  2    usage or configuration error
+  130  interrupted (Ctrl-C)";
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Binding key for the queue: `#` is everything on a topic exchange, `logstash.billing.#`
+    /// one application's targets; repeat to bind several
+    #[arg(long = "key", value_name = "KEY", default_value = "#")]
+    pub keys: Vec<String>,
+
+    /// Show events of this level or above: trace, debug, info, warn, error
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<Level>,
+
+    /// Show only events of this service (service.name; the message's app_id for classic)
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// Show only events from this host (host.hostname)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// Show only events whose message matches REGEX
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<Regex>,
+
+    /// Show only events whose field KEY has VALUE (a field of the event, else a dotted
+    /// document path such as labels.project); repeat: all must match
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<KeyValue>,
+
+    /// Print each document as one JSON line, as it arrived
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit after printing N events
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Colour the level and dim the rest: auto (on a terminal, unless NO_COLOR is set),
+    /// always, never
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+/// What ended the tail.
+enum End {
+    Counted,
+    Interrupted,
+    StdoutClosed,
+    Failed(Diagnosis),
+}
+
+pub fn run(config: &Config, args: TailArgs) -> u8 {
+    let filters = Filters {
+        min_level: args.level,
+        service: args.service.clone(),
+        host: args.host.clone(),
+        grep: args.grep.clone(),
+        fields: args.fields.clone(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("logcollect tail: cannot start a runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    match runtime.block_on(tail(config, &args, &filters)) {
+        End::Counted | End::StdoutClosed => exit::OK,
+        End::Interrupted => exit::INTERRUPTED,
+        End::Failed(d) => {
+            eprintln!("logcollect tail: {}", d.headline);
+            eprintln!("  detail: {}", d.detail);
+            eprintln!("  fix:    {}", d.fix);
+            eprintln!("  (`logcollect check` walks the whole path)");
+            exit::FAILED
+        }
+    }
+}
+
+async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
+    let uri: AMQPUri = match config.broker_uri.parse() {
+        Ok(uri) => uri,
+        Err(e) => return End::Failed(diagnose::config_invalid(format!("`broker_uri`: {e}"))),
+    };
+    let timeout = config.connect_timeout.max(Duration::from_millis(100));
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(
+        format!("logcollect tail {}", uri.authority.userinfo.username),
+    ));
+    let connection =
+        match tokio::time::timeout(timeout, Connection::connect_uri(uri.clone(), properties)).await
+        {
+            Err(_) => return End::Failed(diagnose::login_timeout(&uri, timeout)),
+            Ok(Err(e)) => return End::Failed(connect_failure(&uri, &e)),
+            Ok(Ok(connection)) => connection,
+        };
+    let end = match tokio::time::timeout(timeout, subscribe(&connection, config, args, &uri)).await
+    {
+        Err(_) => End::Failed(Diagnosis {
+            step: "tail",
+            code: "broker_timeout",
+            headline: "the broker did not answer while the queue was being set up".to_string(),
+            detail: format!("no answer within {}", diagnose::secs(timeout)),
+            fix: "check the broker's health (`rabbitmq-diagnostics status`)".to_string(),
+        }),
+        Ok(Err(d)) => End::Failed(d),
+        Ok(Ok((channel, queue, consumer))) => {
+            eprintln!(
+                "logcollect tail: listening on exchange `{}` of {} with {} (queue `{queue}`)",
+                config.exchange,
+                describe(&uri),
+                args.keys
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            print_loop(&channel, consumer, args, filters).await
+        }
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        connection.close(200, ShortString::from("logcollect tail done")),
+    )
+    .await;
+    end
+}
+
+/// A connection failure said in `check`'s words (refused, DNS, login, vhost…).
+fn connect_failure(uri: &AMQPUri, e: &lapin::Error) -> Diagnosis {
+    if diagnose::broker_reply(e).is_some() {
+        return diagnose::login_failure(uri, e);
+    }
+    let text = diagnose::error_chain(e);
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("refused") {
+        return diagnose::tcp_failure(
+            uri,
+            &[(
+                format!("{}:{}", uri.authority.host, uri.authority.port),
+                diagnose::TcpOutcome::Refused,
+            )],
+        );
+    }
+    if lower.contains("lookup") || lower.contains("resolve") || lower.contains("name or service") {
+        return diagnose::dns_failure(uri, &std::io::Error::other(text));
+    }
+    diagnose::login_failure(uri, e)
+}
+
+/// The exchange (declared if missing), tail's own queue, its bindings, a consumer.
+async fn subscribe(
+    connection: &Connection,
+    config: &Config,
+    args: &TailArgs,
+    uri: &AMQPUri,
+) -> Result<(Channel, String, lapin::Consumer), Diagnosis> {
+    let exchange = ShortString::from(config.exchange.as_str());
+    let kind = config.exchange_type.as_str();
+    let failed = |what: &str, e: lapin::Error| -> Diagnosis {
+        let (code, detail) = match diagnose::broker_reply(&e) {
+            Some((code, text)) => (code, format!("{code} {text}")),
+            None => (0, e.to_string()),
+        };
+        let fix = if code == 403 {
+            format!(
+                "tail needs the read permission on exchange `{}` and the configure, write and \
+                 read permissions on the server-named queues `amq.gen-.*`",
+                config.exchange
+            )
+        } else {
+            "the broker's log names the reason".to_string()
+        };
+        Diagnosis {
+            step: "tail",
+            code: "subscribe_failed",
+            headline: format!("cannot {what}"),
+            detail,
+            fix,
+        }
+    };
+    // The exchange as it is; declared as the shipper would if it does not exist yet, so
+    // tail can start before any application.
+    let mut channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| failed("open a channel", e))?;
+    let passive = channel
+        .exchange_declare(
+            exchange.clone(),
+            crate::diagnose::exchange_kind(config.exchange_type.as_str()),
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    if let Err(e) = passive {
+        if !matches!(diagnose::broker_reply(&e), Some((404, _))) {
+            return Err(failed(&format!("find exchange `{exchange}`"), e));
+        }
+        channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| failed("open a channel", e))?;
+        channel
+            .exchange_declare(
+                exchange.clone(),
+                crate::diagnose::exchange_kind(config.exchange_type.as_str()),
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| diagnose::exchange_failure(&config.exchange, kind, uri, &e, None))?;
+        eprintln!(
+            "logcollect tail: exchange `{exchange}` did not exist; declared it ({kind}, durable) \
+             as the shipper would"
+        );
+    }
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-max-length"),
+        AMQPValue::LongInt(100_000),
+    );
+    arguments.insert(
+        ShortString::from("x-max-length-bytes"),
+        AMQPValue::LongLongInt(256 << 20),
+    );
+    let queue = channel
+        .queue_declare(
+            ShortString::from(""),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                durable: false,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .map_err(|e| failed("declare tail's queue", e))?;
+    let name = queue.name().to_string();
+    for key in &args.keys {
+        channel
+            .queue_bind(
+                ShortString::from(name.as_str()),
+                exchange.clone(),
+                ShortString::from(key.as_str()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                failed(
+                    &format!("bind tail's queue to `{exchange}` with `{key}`"),
+                    e,
+                )
+            })?;
+    }
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .map_err(|e| failed("set the prefetch", e))?;
+    let consumer = channel
+        .basic_consume(
+            ShortString::from(name.as_str()),
+            ShortString::from("logcollect-tail"),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| failed("consume tail's queue", e))?;
+    Ok((channel, name, consumer))
+}
+
+async fn print_loop(
+    channel: &Channel,
+    mut consumer: lapin::Consumer,
+    args: &TailArgs,
+    filters: &Filters,
+) -> End {
+    let choice = match args.color {
+        ColorWhen::Auto => anstream::ColorChoice::Auto,
+        ColorWhen::Always => anstream::ColorChoice::Always,
+        ColorWhen::Never => anstream::ColorChoice::Never,
+    };
+    let stdout = anstream::AutoStream::new(std::io::stdout(), choice);
+    let color = !args.json
+        && matches!(
+            stdout.current_choice(),
+            anstream::ColorChoice::Always | anstream::ColorChoice::AlwaysAnsi
+        );
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+    let mut shown = 0u64;
+    if args.count == Some(0) {
+        return End::Counted;
+    }
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        let delivery = tokio::select! {
+            _ = &mut interrupt => return End::Interrupted,
+            next = consumer.next() => next,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => return End::Failed(lost(&e)),
+            None => {
+                return End::Failed(Diagnosis {
+                    step: "tail",
+                    code: "consumer_cancelled",
+                    headline: "the broker ended tail's subscription".to_string(),
+                    detail: "the consumer was cancelled (the queue was deleted, or the \
+                             connection closed)"
+                        .to_string(),
+                    fix: "start tail again".to_string(),
+                })
+            }
+        };
+        let app_id = delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string());
+        let mut done = false;
+        match render::documents(&delivery.data) {
+            Ok(docs) => {
+                for doc in docs {
+                    let view = View::of(&doc, app_id.as_deref());
+                    if !filters.pass(&view, &doc) {
+                        continue;
+                    }
+                    let written = if args.json {
+                        writeln!(out, "{doc}")
+                    } else {
+                        writeln!(out, "{}", view.line(color))
+                    };
+                    if written.is_err() {
+                        return End::StdoutClosed;
+                    }
+                    shown += 1;
+                    if args.count.is_some_and(|n| shown >= n) {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                let preview: String = String::from_utf8_lossy(&delivery.data)
+                    .chars()
+                    .take(200)
+                    .collect();
+                eprintln!(
+                    "logcollect tail: a message on `{}` is not JSON ({e}; {} bytes): {}",
+                    delivery.routing_key,
+                    delivery.data.len(),
+                    render::escape(&preview)
+                );
+            }
+        }
+        if out.flush().is_err() {
+            return End::StdoutClosed;
+        }
+        // Acked on tail's own queue only: nobody else reads it.
+        let _ = channel
+            .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+            .await;
+        if done {
+            return End::Counted;
+        }
+    }
+}
+
+fn lost(e: &lapin::Error) -> Diagnosis {
+    let detail = match diagnose::broker_reply(e) {
+        Some((code, text)) => format!("{code} {text}"),
+        None => e.to_string(),
+    };
+    Diagnosis {
+        step: "tail",
+        code: "connection_lost",
+        headline: "the connection to the broker was lost".to_string(),
+        detail,
+        fix: "start tail again once the broker is back".to_string(),
+    }
+}

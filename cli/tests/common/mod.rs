@@ -1,0 +1,411 @@
+//! Test support for the `logcollect` command: the real broker, unique exchanges, a queue of
+//! the test's own, and running the built binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+const HOW_TO_GET_A_BROKER: &str = "these tests need a real RabbitMQ: start the local one with \
+`rabbitmq-server -detached` (Debian package `rabbitmq-server`; guest/guest on 127.0.0.1:5672), \
+or set LOGCOLLECT_TEST_AMQP_URL=amqp://user:pass@host:port/vhost";
+
+/// The broker under test: `LOGCOLLECT_TEST_AMQP_URL`, else the local one. A test with no
+/// broker fails, saying how to get one.
+pub fn broker_url() -> String {
+    let url = std::env::var("LOGCOLLECT_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+    let uri: lapin::uri::AMQPUri = url
+        .parse()
+        .unwrap_or_else(|e| panic!("LOGCOLLECT_TEST_AMQP_URL `{url}` is not an AMQP URI: {e}"));
+    let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let reachable = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok());
+    assert!(
+        reachable,
+        "no RabbitMQ answers on {addr}: {HOW_TO_GET_A_BROKER}"
+    );
+    url
+}
+
+/// The same broker URI with another password / vhost / port.
+pub fn broker_with(password: Option<&str>, vhost: Option<&str>, port: Option<u16>) -> String {
+    let mut uri: lapin::uri::AMQPUri = broker_url().parse().expect("valid URI");
+    if let Some(p) = password {
+        uri.authority.userinfo.password = p.to_string();
+    }
+    if let Some(v) = vhost {
+        uri.vhost = v.to_string();
+    }
+    if let Some(p) = port {
+        uri.authority.port = p;
+    }
+    format!(
+        "amqp://{}:{}@{}:{}/{}",
+        uri.authority.userinfo.username,
+        uri.authority.userinfo.password,
+        uri.authority.host,
+        uri.authority.port,
+        uri.vhost.replace('/', "%2f")
+    )
+}
+
+/// A unique name, so tests running in parallel never see each other's events.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `logcollect` binary with a clean configuration: no inherited `LOGCOLLECT_*` variable,
+/// the test broker, the given exchange.
+pub fn logcollect(exchange: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logcollect"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LOGCOLLECT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("LOGCOLLECT_BROKER_URI", broker_url())
+        .env("LOGCOLLECT_EXCHANGE", exchange)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs to completion with `input` on stdin, within `limit`.
+pub fn run_with_input(mut cmd: Command, input: Vec<u8>, limit: Duration) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start logcollect");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    });
+    let output = wait_output(child, limit);
+    let _ = writer.join();
+    output
+}
+
+/// Waits for the child within `limit`, killing it (and failing) past that.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+            panic!("logcollect did not finish within {limit:?}; stderr: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// A running `logcollect tail`, started and listening (its queue is bound).
+pub struct Tail {
+    child: Option<Child>,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Tail {
+    /// Starts `logcollect tail ARGS` on `exchange` and waits for its `listening on` line.
+    pub fn start(exchange: &str, args: &[&str]) -> Tail {
+        let mut cmd = logcollect(exchange);
+        cmd.arg("tail")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start logcollect tail");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut tail = Tail {
+            child: Some(child),
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tail.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let listening = line.contains("listening on");
+                    tail.stderr_seen.push(line);
+                    if listening {
+                        return tail;
+                    }
+                }
+                Err(_) => panic!(
+                    "logcollect tail did not start listening: {:?}",
+                    tail.stderr_seen
+                ),
+            }
+        }
+    }
+
+    /// Stops it (SIGKILL) and returns status, what it printed, and its stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+        self.finish(Duration::from_secs(10))
+    }
+
+    /// Waits for it to exit (it must, by --count) and returns status, stdout, and stderr.
+    pub fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
+        let child = self.child.take().expect("child");
+        let output = wait_output(child, limit);
+        let mut stderr = self.stderr_seen.join("\n");
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            stderr.push('\n');
+            stderr.push_str(&line);
+        }
+        (
+            output.status,
+            String::from_utf8(output.stdout).expect("tail prints UTF-8"),
+            stderr,
+        )
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A test's own broker connection on a private runtime: declares and deletes exchanges, binds
+/// queues, publishes raw messages and reads what arrives.
+pub struct Broker {
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+    channel: lapin::Channel,
+    exchanges: Vec<String>,
+    consumer: Option<lapin::Consumer>,
+}
+
+impl Broker {
+    pub fn connect() -> Broker {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = broker_url();
+        let (connection, channel) = runtime.block_on(async {
+            let connection = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}; {HOW_TO_GET_A_BROKER}"));
+            let channel = connection.create_channel().await.expect("channel");
+            (connection, channel)
+        });
+        Broker {
+            runtime,
+            connection,
+            channel,
+            exchanges: Vec::new(),
+            consumer: None,
+        }
+    }
+
+    /// Declares `name` (durable, as the shipper does) and deletes it when the test ends.
+    pub fn exchange(&mut self, name: &str, kind: ExchangeKind) {
+        let channel = self.channel.clone();
+        self.runtime.block_on(async {
+            channel
+                .exchange_declare(
+                    ShortString::from(name),
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare exchange")
+        });
+        self.exchanges.push(name.to_string());
+    }
+
+    /// An exchange the test did not declare itself (a command did) is deleted at the end too.
+    pub fn forget_exchange_later(&mut self, name: &str) {
+        self.exchanges.push(name.to_string());
+    }
+
+    /// Declares `exchange` (topic) and a queue of the test's own bound with `key`, and starts
+    /// consuming it.
+    pub fn capture(&mut self, exchange: &str, key: &str) {
+        self.exchange(exchange, ExchangeKind::Topic);
+        let channel = self.channel.clone();
+        let consumer = self.runtime.block_on(async {
+            let queue = channel
+                .queue_declare(
+                    ShortString::from(""),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare queue");
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    ShortString::from(exchange),
+                    ShortString::from(key),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind");
+            channel
+                .basic_consume(
+                    queue.name().clone(),
+                    ShortString::from(""),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume")
+        });
+        self.consumer = Some(consumer);
+    }
+
+    /// Reads until `n` documents arrived or `timeout` passed: (routing key, properties, documents).
+    pub fn receive(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<(String, BasicProperties, Value)> {
+        let consumer = self.consumer.as_mut().expect("capture first");
+        let deadline = Instant::now() + timeout;
+        self.runtime.block_on(async {
+            let mut out = Vec::new();
+            while out.len() < n {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, consumer.next()).await {
+                    Ok(Some(Ok(d))) => {
+                        let body: Value = serde_json::from_slice(&d.data).expect("body is JSON");
+                        let docs = match body {
+                            Value::Array(items) => items,
+                            doc => vec![doc],
+                        };
+                        for doc in docs {
+                            out.push((d.routing_key.to_string(), d.properties.clone(), doc));
+                        }
+                    }
+                    Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            out
+        })
+    }
+
+    /// Publishes a raw body with confirms (for array bodies and non-JSON messages).
+    pub fn publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) {
+        let connection = &self.connection;
+        self.runtime.block_on(async {
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirms");
+            channel
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            let _ = channel.close(200, ShortString::from("done")).await;
+        });
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let exchanges = std::mem::take(&mut self.exchanges);
+        let connection = &self.connection;
+        self.runtime.block_on(async {
+            if let Ok(channel) = connection.create_channel().await {
+                for name in exchanges {
+                    let _ = channel
+                        .exchange_delete(
+                            ShortString::from(name.as_str()),
+                            ExchangeDeleteOptions::default(),
+                        )
+                        .await;
+                }
+            }
+            let _ = connection.close(200, ShortString::from("done")).await;
+        });
+    }
+}
+
+/// Parses `--json` output: one document per line.
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
