@@ -195,9 +195,33 @@ pub async fn consume(channel: &lapin::Channel, queue: &str) -> lapin::Result<lap
         .await
 }
 
+/// The harness's own runtime, with logging off on every thread it runs on. The harness is part
+/// of the test process: with a global subscriber at TRACE, its consumer's per-delivery events
+/// would be shipped to the exchange it consumes from, and consumed again, without end.
+pub struct QuietRuntime(tokio::runtime::Runtime);
+
+impl QuietRuntime {
+    pub fn new() -> QuietRuntime {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            // The guard lives as long as the worker thread: forgetting it keeps it in place.
+            .on_thread_start(|| {
+                std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()))
+            })
+            .build()
+            .expect("test runtime");
+        QuietRuntime(runtime)
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        tracing::dispatcher::with_default(&tracing::Dispatch::none(), || self.0.block_on(future))
+    }
+}
+
 /// A queue of our own bound to an exchange, read from a private runtime.
 pub struct Capture {
-    runtime: tokio::runtime::Runtime,
+    runtime: QuietRuntime,
     connection: Connection,
     pub exchange: String,
     pub queue: String,
@@ -209,11 +233,7 @@ impl Capture {
     /// Declares `exchange` as the shipper would (durable topic), a queue of our own, and binds it
     /// with `binding_key`. The exchange is deleted on drop when it is a test-unique one.
     pub fn bind(exchange: &str, binding_key: &str) -> Capture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("test runtime");
+        let runtime = QuietRuntime::new();
         let queue = unique("logcollect-test-q");
         let (connection, consumer) = runtime.block_on(async {
             let (connection, channel) = declare_bound_queue(
@@ -352,7 +372,7 @@ pub fn blackhole() -> (std::net::TcpListener, u16) {
 /// kept open: each read opens a fresh one (retrying while the broker comes back), so a restart
 /// between reads does no harm. The queue (and a test-unique exchange) is deleted on drop.
 pub struct DurableCapture {
-    runtime: tokio::runtime::Runtime,
+    runtime: QuietRuntime,
     pub exchange: String,
     pub queue: String,
     delete_exchange: bool,
@@ -368,11 +388,7 @@ impl Capture {
 
 impl DurableCapture {
     pub fn bind(exchange: &str, binding_key: &str) -> DurableCapture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("test runtime");
+        let runtime = QuietRuntime::new();
         let queue = unique("logcollect-test-dq");
         runtime.block_on(async {
             let (connection, _) = declare_bound_queue(
