@@ -6,12 +6,8 @@ pub const MAX_ROUTING_KEY_BYTES: usize = 255;
 /// Expands a routing-key template for one event and keeps it within 255 bytes.
 ///
 /// Placeholders: `{target}` (the target, `::` turned into `.` so topic bindings such as
-/// `logstash.billing.#` work), `{level}` (lower-case) and `{service}`.
-///
-/// ```
-/// # use logcollect::encoding::routing_key;
-/// assert_eq!(routing_key("logstash.{target}", "billing::api", "INFO", "worker"), "logstash.billing.api");
-/// ```
+/// `logstash.billing.#` work), `{level}` (lower-case) and `{service}`: with the default
+/// template, target `billing::api` gives `logstash.billing.api`.
 pub fn routing_key(template: &str, target: &str, level: &str, service: &str) -> String {
     let mut key = template.to_string();
     if key.contains("{target}") {
@@ -52,5 +48,9 @@ mod tests {
             "svc.warn.a.b"
         );
         assert_eq!(routing_key("fixed", "a", "INFO", "s"), "fixed");
+        assert_eq!(
+            routing_key("logstash.{target}", "billing::api", "INFO", "worker"),
+            "logstash.billing.api"
+        );
     }
 }
