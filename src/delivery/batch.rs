@@ -293,11 +293,11 @@ mod tests {
         let small = pack(&encoder(1, 1 << 20, 0), &[event("app", "x")]).0[0]
             .body
             .len();
-        let e = encoder(100, 1 << 20, small + 100);
-        let big = event("app", &"y".repeat(500));
+        let e = encoder(100, 1 << 20, 2 * small + 100);
+        let big = event("app", &"y".repeat(5000));
         let (messages, oversize) = pack(&e, [&events[0], &big, &events[1]]);
         assert_eq!(oversize, 1);
         assert_eq!(messages_of(&messages), [["m0", "m1"]]);
-        assert!(messages.iter().all(|m| m.body.len() <= small + 100));
+        assert!(messages.iter().all(|m| m.body.len() <= 2 * small + 100));
     }
 }

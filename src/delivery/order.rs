@@ -45,11 +45,15 @@ impl Order {
         {
             return Some(message);
         }
-        if self.lingering(shared, now) {
-            return None;
-        }
         let max_events = shared.encoder.batch.max_events.max(1);
-        let budget = room.max(1).saturating_mul(max_events);
+        let mut budget = room.max(1).saturating_mul(max_events);
+        if self.lingering(shared, now) {
+            // Only whole batches leave; the rest lingers on.
+            budget = budget.min(shared.queue.len() / max_events * max_events);
+            if budget == 0 {
+                return None;
+            }
+        }
         let mut drained = Vec::new();
         while drained.len() < budget {
             let Some(event) = shared.queue.pop() else {
@@ -69,14 +73,16 @@ impl Order {
         self.pending.pop_front()
     }
 
-    /// Whether the queue's events wait for more (`batch.linger_ms`) before a pass drains them:
-    /// never with a linger of 0, nor once a full batch is queued, nor at shutdown.
+    /// Whether the queue's partial batch waits for more (`batch.linger_ms`) before a pass
+    /// drains it: never with a linger of 0, nor after the linger, nor during a flush or at
+    /// shutdown.
     fn lingering(&mut self, shared: &Shared, now: Instant) -> bool {
         let queued = shared.queue.len();
+        let partial = queued % shared.encoder.batch.max_events.max(1);
         if self.linger.is_zero()
-            || queued == 0
-            || queued >= shared.encoder.batch.max_events
+            || partial == 0
             || shared.closed.load(Relaxed)
+            || shared.flushing.load(Relaxed) > 0
         {
             self.waiting_since = None;
             return false;
@@ -249,9 +255,9 @@ mod tests {
             order.linger_deadline(),
             Some(t0 + Duration::from_millis(50))
         );
-        push(&s, 7);
+        push(&s, 9);
         assert_eq!(order.next(&s, 1, t0).map(|m| m.events), Some(10), "full");
-        push(&s, 2);
+        assert_eq!(s.queue.len(), 2, "only whole batches leave while lingering");
         assert!(order.next(&s, 1, t0).is_none());
         let late = t0 + Duration::from_millis(60);
         assert_eq!(order.next(&s, 1, late).map(|m| m.events), Some(2));

@@ -5,7 +5,7 @@
 //! Each drop is counted.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// The shipper must stop now, abandoning what it still holds.
     pub abort: AtomicBool,
+    /// Flushes waiting now: nothing lingers while one waits.
+    pub flushing: AtomicUsize,
     /// Signalled by the shipper whenever events settle, for `flush` to wait on.
     progress: (Mutex<()>, Condvar),
     /// Turns events into messages (the shipper's job; a logging thread's only when it spills).
@@ -77,6 +79,7 @@ impl Shared {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
             progress: (Mutex::new(()), Condvar::new()),
             encoder,
             spooling: spool.is_some(),
@@ -142,6 +145,13 @@ impl Shared {
     /// Waits until every event accepted so far has settled, or `timeout` passes.
     /// Returns how many were still undelivered.
     pub fn wait_settled(&self, timeout: Duration) -> u64 {
+        self.flushing.fetch_add(1, Ordering::Relaxed);
+        let undelivered = self.wait_settled_inner(timeout);
+        self.flushing.fetch_sub(1, Ordering::Relaxed);
+        undelivered
+    }
+
+    fn wait_settled_inner(&self, timeout: Duration) -> u64 {
         let target = self.counters.accepted.load(Ordering::Relaxed);
         let deadline = deadline_after(timeout);
         self.wake.notify_one();
