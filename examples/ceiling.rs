@@ -122,7 +122,10 @@ async fn run(args: Args) -> Result<String, String> {
         .map_err(|e| format!("declare exchange: {e}"))?;
     if let Some(queue) = &args.setup {
         let mut arguments = FieldTable::default();
-        arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(64 << 20));
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(64 << 20),
+        );
         arguments.insert(
             "x-overflow".into(),
             AMQPValue::LongString("drop-head".into()),
@@ -209,7 +212,9 @@ async fn run(args: Args) -> Result<String, String> {
 }
 
 /// Awaits one confirm: 1 if acked and routed.
-async fn settle(confirm: Option<lapin::publisher_confirm::PublisherConfirm>) -> Result<u64, String> {
+async fn settle(
+    confirm: Option<impl std::future::Future<Output = lapin::Result<Confirmation>>>,
+) -> Result<u64, String> {
     let Some(confirm) = confirm else {
         return Ok(0);
     };

@@ -48,7 +48,11 @@ fn log(layer: LogcollectLayer, range: std::ops::Range<u64>, targets: u64) {
 
 fn seq_nos(docs: &[Value]) -> Vec<i64> {
     docs.iter()
-        .map(|d| d.pointer("/fields/seq_no").and_then(Value::as_i64).expect("seq_no"))
+        .map(|d| {
+            d.pointer("/fields/seq_no")
+                .and_then(Value::as_i64)
+                .expect("seq_no")
+        })
         .collect()
 }
 
@@ -60,14 +64,22 @@ fn arrays_on_the_wire_hold_every_event_once_and_counts_are_in_events_and_message
         c.batch.linger = LONG;
     });
     log(layer, 0..500, 1);
-    assert!(guard.flush(Duration::from_secs(60)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(60)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let stats = guard.stats();
     assert_eq!(
         (stats.accepted, stats.published, stats.confirmed),
         (500, 500, 500),
         "{stats}"
     );
-    assert_eq!((stats.messages_published, stats.messages_confirmed), (10, 10), "{stats}");
+    assert_eq!(
+        (stats.messages_published, stats.messages_confirmed),
+        (10, 10),
+        "{stats}"
+    );
     assert_eq!(stats.latency.samples, 500, "{stats}");
     assert!(stats.latency.p50 <= stats.latency.p99 && stats.latency.p99 <= stats.latency.max);
 
@@ -75,21 +87,36 @@ fn arrays_on_the_wire_hold_every_event_once_and_counts_are_in_events_and_message
     assert_eq!(messages.len(), 10);
     let mut message_ids = HashSet::new();
     for m in &messages {
-        assert!(m.body.starts_with(b"[{") && m.body.ends_with(b"}]"), "a JSON array");
+        assert!(
+            m.body.starts_with(b"[{") && m.body.ends_with(b"}]"),
+            "a JSON array"
+        );
         assert_eq!(m.documents().len(), 50);
         assert_eq!(m.routing_key, "logstash.batch_a");
-        let id = m.properties.message_id().as_ref().expect("message_id").to_string();
+        let id = m
+            .properties
+            .message_id()
+            .as_ref()
+            .expect("message_id")
+            .to_string();
         assert!(
-            m.documents().iter().all(|d| d["event"]["id"] != id.as_str()),
+            m.documents()
+                .iter()
+                .all(|d| d["event"]["id"] != id.as_str()),
             "a batch has a message id of its own"
         );
         assert!(message_ids.insert(id));
     }
     let docs = documents(&messages);
-    let ids: HashSet<&str> = docs.iter().filter_map(|d| d["event"]["id"].as_str()).collect();
+    let ids: HashSet<&str> = docs
+        .iter()
+        .filter_map(|d| d["event"]["id"].as_str())
+        .collect();
     assert_eq!(ids.len(), 500, "one event.id per event");
     assert_eq!(seq_nos(&docs), (0..500).collect::<Vec<_>>(), "in order");
-    assert!(capture.receive_until_quiet(Duration::from_millis(300)).is_empty());
+    assert!(capture
+        .receive_until_quiet(Duration::from_millis(300))
+        .is_empty());
 }
 
 #[test]
@@ -100,7 +127,11 @@ fn each_message_holds_one_routing_key_and_each_keys_order_is_kept() {
         c.batch.linger = LONG;
     });
     log(layer, 0..30, 3);
-    assert!(guard.flush(Duration::from_secs(60)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(60)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let messages = capture.receive(30, Duration::from_secs(30));
     assert_eq!(documents(&messages).len(), 30);
     for (key, first) in [("batch_a", 0), ("batch_b", 1), ("batch_c", 2)] {
@@ -131,9 +162,13 @@ fn a_returned_batch_is_published_again_whole() {
     let shipper = guard.shipper();
     // No queue is bound yet: the broker returns the batch as unroutable.
     log(layer, 0..20, 1);
-    await_stats("a return", Duration::from_secs(30), &shipper, |s| s.returned >= 20);
+    await_stats("a return", Duration::from_secs(30), &shipper, |s| {
+        s.returned >= 20
+    });
     let mut capture = Capture::bind(&exchange, "#");
-    await_stats("the confirm", Duration::from_secs(30), &shipper, |s| s.confirmed == 20);
+    await_stats("the confirm", Duration::from_secs(30), &shipper, |s| {
+        s.confirmed == 20
+    });
     let stats = shipper.stats();
     assert_eq!(stats.returned % 20, 0, "whole batches come back: {stats}");
     assert_eq!(stats.retried, stats.returned, "{stats}");
@@ -141,7 +176,10 @@ fn a_returned_batch_is_published_again_whole() {
     assert_eq!(stats.messages_confirmed, 1, "{stats}");
     let messages = capture.receive(20, Duration::from_secs(30));
     assert_eq!(messages.len(), 1, "one message, the batch, whole");
-    assert_eq!(seq_nos(&messages[0].documents()), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        seq_nos(&messages[0].documents()),
+        (0..20).collect::<Vec<_>>()
+    );
     drop(guard);
 }
 
@@ -165,7 +203,11 @@ fn an_oversize_event_is_dropped_from_its_batch_and_the_rest_delivered() {
             }
         }
     });
-    assert!(guard.flush(Duration::from_secs(60)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(60)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let stats = guard.stats();
     assert_eq!(
         (stats.accepted, stats.confirmed, stats.dropped.oversize),
@@ -177,7 +219,10 @@ fn an_oversize_event_is_dropped_from_its_batch_and_the_rest_delivered() {
         messages.iter().all(|m| m.body.len() <= max_message_bytes),
         "a batch never exceeds max_message_bytes"
     );
-    assert!(messages.len() > 1, "10 events of ~600 bytes need several 4000-byte messages");
+    assert!(
+        messages.len() > 1,
+        "10 events of ~600 bytes need several 4000-byte messages"
+    );
     let expected: Vec<i64> = (0..11).filter(|i| *i != 5).collect();
     assert_eq!(seq_nos(&documents(&messages)), expected);
 }
@@ -187,12 +232,20 @@ fn an_event_logged_alone_travels_as_one_object_and_tiny_max_bytes_sends_each_alo
     let mut capture = Capture::fresh();
     let (layer, guard) = shipper(&capture.exchange, |_| {});
     log(layer, 0..1, 1);
-    assert!(guard.flush(Duration::from_secs(30)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(30)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let messages = capture.receive(1, Duration::from_secs(30));
     assert!(messages[0].body.starts_with(b"{"), "a plain object");
     let doc = &messages[0].documents()[0];
     assert_eq!(
-        messages[0].properties.message_id().as_ref().map(|s| s.to_string()),
+        messages[0]
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
         doc["event"]["id"].as_str().map(str::to_string),
         "a one-event message is identified by its event"
     );
@@ -205,9 +258,17 @@ fn an_event_logged_alone_travels_as_one_object_and_tiny_max_bytes_sends_each_alo
         c.batch.linger = LONG;
     });
     log(layer, 0..5, 1);
-    assert!(guard.flush(Duration::from_secs(30)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(30)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let messages = capture.receive(5, Duration::from_secs(30));
-    assert_eq!(messages.len(), 5, "an event larger than batch.max_bytes travels alone");
+    assert_eq!(
+        messages.len(),
+        5,
+        "an event larger than batch.max_bytes travels alone"
+    );
     assert!(messages.iter().all(|m| m.body.starts_with(b"{")));
     assert_eq!(seq_nos(&documents(&messages)), (0..5).collect::<Vec<_>>());
 }
@@ -220,7 +281,11 @@ fn a_flush_sends_what_lingers() {
         c.batch.linger = Duration::MAX;
     });
     log(layer, 0..7, 1);
-    assert!(guard.flush(Duration::from_secs(30)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(30)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let messages = capture.receive(7, Duration::from_secs(30));
     assert_eq!(seq_nos(&documents(&messages)), (0..7).collect::<Vec<_>>());
 }
@@ -236,11 +301,20 @@ fn batch_settings_out_of_range_are_errors_naming_the_key() {
         let err = Config::from_vars([(key.to_string(), value.to_string())])
             .expect_err(value)
             .to_string();
-        assert!(err.contains(key) || err.contains("batch."), "{key}={value}: {err}");
+        assert!(
+            err.contains(key) || err.contains("batch."),
+            "{key}={value}: {err}"
+        );
     }
     let huge = Config::from_vars([
-        ("LOGCOLLECT_BATCH__MAX_EVENTS".to_string(), u64::MAX.to_string()),
-        ("LOGCOLLECT_BATCH__LINGER_MS".to_string(), u64::MAX.to_string()),
+        (
+            "LOGCOLLECT_BATCH__MAX_EVENTS".to_string(),
+            u64::MAX.to_string(),
+        ),
+        (
+            "LOGCOLLECT_BATCH__LINGER_MS".to_string(),
+            u64::MAX.to_string(),
+        ),
     ])
     .expect("huge but legal");
     assert_eq!(huge.batch.max_events as u64, u64::MAX);
