@@ -52,10 +52,15 @@ pub(crate) struct Packer<'a> {
 
 impl<'a> Packer<'a> {
     pub fn new(encoder: &'a Encoder) -> Self {
+        Packer::within(encoder, usize::MAX)
+    }
+
+    /// A packer whose batches also stay within `max_bytes` (a spool segment's size).
+    pub fn within(encoder: &'a Encoder, max_bytes: usize) -> Self {
         Packer {
             encoder,
             max_events: encoder.batch.max_events.max(1),
-            max_bytes: encoder.batch_bytes(),
+            max_bytes: encoder.batch_bytes().min(max_bytes.max(1)),
             open: Vec::new(),
             done: Vec::new(),
             oversize: 0,
@@ -139,7 +144,16 @@ pub(crate) fn pack<'e>(
     encoder: &Encoder,
     events: impl IntoIterator<Item = &'e CapturedEvent>,
 ) -> (Vec<Message>, u64) {
-    let mut packer = Packer::new(encoder);
+    pack_within(encoder, events, usize::MAX)
+}
+
+/// Packs `events` in one pass into batches of at most `max_bytes` too.
+pub(crate) fn pack_within<'e>(
+    encoder: &Encoder,
+    events: impl IntoIterator<Item = &'e CapturedEvent>,
+    max_bytes: usize,
+) -> (Vec<Message>, u64) {
+    let mut packer = Packer::within(encoder, max_bytes);
     for event in events {
         packer.add(event);
     }

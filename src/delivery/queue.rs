@@ -123,8 +123,13 @@ impl Shared {
             };
             events.push(event);
         }
-        // Spooled as the shipper would publish them: in batches, one record each.
-        let (messages, oversize) = batch::pack(&self.encoder, events.iter().map(|e| &**e));
+        // Spooled in batches, one record each, no larger than a segment: a small spool keeps
+        // its byte bound and its drop policy at a few events' grain.
+        let (messages, oversize) = batch::pack_within(
+            &self.encoder,
+            events.iter().map(|e| &**e),
+            spool.record_bytes(),
+        );
         Counters::add(&self.counters.dropped_oversize, oversize);
         if messages.is_empty() {
             return messages;
