@@ -51,10 +51,6 @@ pub(crate) struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    pub fn new(encoder: &'a Encoder) -> Self {
-        Packer::within(encoder, usize::MAX)
-    }
-
     /// A packer whose batches also stay within `max_bytes` (a spool segment's size).
     pub fn within(encoder: &'a Encoder, max_bytes: usize) -> Self {
         Packer {
