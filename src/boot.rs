@@ -11,7 +11,7 @@ use crate::broker::Target;
 use crate::capture::LogcollectLayer;
 use crate::config::Config;
 use crate::delivery::{
-    Encoder, Guard, Handoff, Limits, Shared, ShipperConfig, Spool, SpoolSettings,
+    BatchLimits, Encoder, Guard, Handoff, Limits, Shared, ShipperConfig, Spool, SpoolSettings,
 };
 use crate::encoding::Format;
 use crate::identity::Identity;
@@ -288,6 +288,10 @@ impl Builder {
             routing_key: config.routing_key.clone(),
             max_field_bytes: config.max_field_bytes,
             max_message_bytes: config.max_message_bytes,
+            batch: BatchLimits {
+                max_events: config.batch.max_events,
+                max_bytes: config.batch.max_bytes,
+            },
         };
         let spool = match &config.spool.dir {
             Some(dir) => Some(
@@ -309,6 +313,7 @@ impl Builder {
                 retry_delay: config.retry_delay,
                 retry_delay_max: config.backoff_max.max(config.retry_delay),
             },
+            linger: config.batch.linger,
             backoff_min: config.backoff_min,
             backoff_max: config.backoff_max,
             diagnostics_interval: config.diagnostics_interval,

@@ -41,6 +41,10 @@ pub mod defaults {
     pub const LEVEL: &str = "info";
     /// `spool.max_bytes`.
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
+    /// `batch.max_events`: see README, "Batches", for the measurement behind it.
+    pub const BATCH_MAX_EVENTS: usize = 256;
+    /// `batch.max_bytes`.
+    pub const BATCH_MAX_BYTES: usize = 256 << 10;
 }
 
 /// The smallest spool worth having: a few segments of a few records.
@@ -295,8 +299,8 @@ settings! {
         /// A larger encoded event is dropped and counted (0 = no limit).
         max_message_bytes: usize = 16 << 20,
             allowed "a number of bytes (0 = no limit)";
-        /// Messages in flight awaiting the broker's confirm.
-        confirm_window: usize = 1024,
+        /// Messages (each one event or a batch) in flight awaiting the broker's confirm.
+        confirm_window: usize = 64,
             allowed "a positive integer",
             check at_least_one;
         /// Bounds connecting, opening the channel, enabling confirms and declaring the exchange.
@@ -329,6 +333,20 @@ settings! {
         /// How often written records are forced to disk (0 = after every write).
         fsync_interval: Duration = Duration::from_secs(1), key "fsync_interval_ms";
     }
+
+    /// Many events per AMQP message (`batch.*` keys, variables `LOGCOLLECT_BATCH__*`).
+    batch: pub struct BatchConfig {
+        /// The most events one message holds.
+        max_events: usize = defaults::BATCH_MAX_EVENTS,
+            allowed "a positive integer",
+            check at_least_one;
+        /// The most body bytes one message of several events holds; a larger event travels alone.
+        max_bytes: usize = defaults::BATCH_MAX_BYTES,
+            allowed "a number of bytes from 1 to 134217728 (RabbitMQ's default max_message_size)",
+            check batch_bytes;
+        /// How long a queue holding less than a full batch waits for more before it is sent (0 = never waits).
+        linger: Duration = Duration::ZERO, key "linger_ms";
+    }
 }
 
 /// The keys a file or the environment may set at the top level (`identity` and `spool` are
@@ -337,6 +355,9 @@ pub const KEYS: &[&str] = Config::KEYS;
 
 /// The keys of the `spool` table.
 pub const SPOOL_KEYS: &[&str] = SpoolConfig::KEYS;
+
+/// The keys of the `batch` table.
+pub const BATCH_KEYS: &[&str] = BatchConfig::KEYS;
 
 /// One setting, as declared: its key, what it holds, its default and what is allowed.
 /// [`Config::SETTINGS`] lists them all.
@@ -611,6 +632,16 @@ fn at_least_one(n: &usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The broker refuses larger messages by default (RabbitMQ's `max_message_size`).
+const MAX_BATCH_BYTES: usize = 128 << 20;
+
+fn batch_bytes(n: &usize) -> Result<(), String> {
+    if *n == 0 || *n > MAX_BATCH_BYTES {
+        return Err(format!("must be from 1 to {MAX_BATCH_BYTES}"));
+    }
+    Ok(())
+}
+
 fn short_string(s: &str) -> Result<(), String> {
     if s.len() > 255 {
         return Err(format!("is {} bytes long; AMQP allows 255", s.len()));
@@ -852,7 +883,9 @@ mod tests {
     fn the_key_lists_come_from_the_declarations() {
         assert_eq!(names_under(""), KEYS);
         assert_eq!(names_under("spool."), SPOOL_KEYS);
-        assert!(KEYS.contains(&"identity") && KEYS.contains(&"spool"));
+        assert_eq!(names_under("batch."), BATCH_KEYS);
+        assert_eq!(BATCH_KEYS, ["max_events", "max_bytes", "linger_ms"]);
+        assert!(KEYS.contains(&"identity") && KEYS.contains(&"spool") && KEYS.contains(&"batch"));
         assert!(KEYS.contains(&"block_timeout_ms") && !KEYS.contains(&"block_timeout"));
         assert_eq!(
             SPOOL_KEYS,

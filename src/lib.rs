@@ -41,8 +41,11 @@ pub mod trace;
 pub use boot::{builder, builder_from_env, init, Builder, CargoPackage};
 pub use broker::ExchangeType;
 pub use capture::{ExternalEvent, LogcollectLayer};
-pub use config::{defaults, Config, Setting, SpoolConfig, KEYS as CONFIG_KEYS, SPOOL_KEYS};
-pub use delivery::{Dropped, Flush, Guard, Overflow, Shipper, Stats, WhenFull};
+pub use config::{
+    defaults, BatchConfig, Config, Setting, SpoolConfig, BATCH_KEYS, KEYS as CONFIG_KEYS,
+    SPOOL_KEYS,
+};
+pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
 pub use encoding::Format;
 pub use error::Error;
 pub use identity::Kubernetes;

@@ -247,10 +247,11 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
         .enable_all()
         .build()
         .expect("runtime");
-    // A queue that holds 20 messages and makes the broker nack publishes beyond that.
+    // A queue that holds 4 messages and makes the broker nack publishes beyond that; batches of
+    // at most 5 events, so the 200 events need 40 messages at least.
     let (connection, channel) = runtime.block_on(async {
         let mut args = FieldTable::default();
-        args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(20));
+        args.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(4));
         args.insert(
             ShortString::from("x-overflow"),
             AMQPValue::LongString("reject-publish".into()),
@@ -269,6 +270,7 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
         .configure(|c| {
             c.retry_delay = Duration::from_millis(20);
             c.backoff_max = Duration::from_millis(200);
+            c.batch.max_events = 5;
         })
         .build()
         .expect("build");
@@ -284,7 +286,7 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
         "the full queue made the broker nack: {stats}"
     );
     assert!(
-        stats.confirmed <= 20,
+        stats.messages_confirmed <= 4 && stats.confirmed <= 20,
         "only what the queue held is confirmed: {stats}"
     );
 
@@ -294,9 +296,14 @@ fn nacked_events_are_published_again_until_the_broker_takes_them() {
         let mut docs = Vec::new();
         while docs.len() < N as usize {
             match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {
-                Ok(Some(Ok(delivery))) => docs.push(
-                    serde_json::from_slice::<serde_json::Value>(&delivery.data).expect("JSON"),
-                ),
+                // A body is one document or an array of them, as the `json` codec reads it.
+                Ok(Some(Ok(delivery))) => {
+                    match serde_json::from_slice::<serde_json::Value>(&delivery.data).expect("JSON")
+                    {
+                        serde_json::Value::Array(items) => docs.extend(items),
+                        doc => docs.push(doc),
+                    }
+                }
                 _ => break,
             }
         }

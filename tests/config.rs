@@ -200,17 +200,24 @@ fn the_key_lists_hold_every_declared_setting() {
             None => assert!(logcollect::CONFIG_KEYS.contains(&key), "{key}"),
             Some((table, name)) => {
                 assert!(logcollect::CONFIG_KEYS.contains(&table), "{key}");
-                assert_eq!(table, "spool", "{key}");
-                assert!(logcollect::SPOOL_KEYS.contains(&name), "{key}");
+                let names = match table {
+                    "spool" => logcollect::SPOOL_KEYS,
+                    "batch" => logcollect::BATCH_KEYS,
+                    _ => panic!("{key}: an undeclared table"),
+                };
+                assert!(names.contains(&name), "{key}");
             }
         }
     }
     let declared = |key: &str| Config::SETTINGS.iter().any(|s| s.key() == key);
     for key in logcollect::CONFIG_KEYS {
-        assert!(declared(key) || *key == "spool", "{key}");
+        assert!(declared(key) || *key == "spool" || *key == "batch", "{key}");
     }
     for key in logcollect::SPOOL_KEYS {
         assert!(declared(&format!("spool.{key}")), "{key}");
+    }
+    for key in logcollect::BATCH_KEYS {
+        assert!(declared(&format!("batch.{key}")), "{key}");
     }
 }
 

@@ -256,7 +256,14 @@ fn a_sigkilled_process_loses_nothing_it_spooled_and_a_torn_record_is_skipped() {
     drop(guard);
     assert!(stats.recovered >= spooled, "{stats}");
     // Every message is valid JSON (documents() fails on anything else): nothing torn was sent.
-    let docs = documents(&capture.receive(stats.recovered as usize, Duration::from_secs(30)));
+    let messages = capture.receive(stats.recovered as usize, Duration::from_secs(30));
+    // The child spooled what it batched: records of many events, replayed whole.
+    assert!(
+        messages.iter().any(|m| m.documents().len() > 1),
+        "the spool holds and replays batches"
+    );
+    assert!(stats.messages_confirmed < stats.recovered, "{stats}");
+    let docs = documents(&messages);
     let (distinct, dups) = distinct_ints(&docs, SEQ);
     eprintln!(
         "child reported {spooled} spooled; replayed {} documents, {} distinct, {dups} duplicates, {} torn",

@@ -94,7 +94,7 @@ impl ErrorValue {
         }
         ErrorValue {
             message: err.to_string(),
-            type_name: type_name_from_debug(&format!("{err:?}")),
+            type_name: type_name_of(err),
             causes,
         }
     }
@@ -111,7 +111,31 @@ impl ErrorValue {
 }
 
 /// `dyn Error` has no type name at run time; the leading identifier of its `Debug` output
-/// (`ParseIntError { kind: .. }` → `ParseIntError`) is the best available hint.
+/// (`ParseIntError { kind: .. }` → `ParseIntError`) is the best available hint. Only that
+/// identifier is formatted: the writer stops the `Debug` output at its first other character,
+/// so a large error's whole `Debug` is never built on the logging thread.
+fn type_name_of(err: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut ident = LeadingIdent(String::new());
+    let _ = write!(ident, "{err:?}");
+    type_name_from_debug(&ident.0)
+}
+
+/// Keeps the leading identifier of what is written, then refuses more (ending the write).
+struct LeadingIdent(String);
+
+impl std::fmt::Write for LeadingIdent {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            if !(c.is_alphanumeric() || c == '_' || c == ':') || self.0.len() >= 256 {
+                return Err(std::fmt::Error);
+            }
+            self.0.push(c);
+        }
+        Ok(())
+    }
+}
+
 fn type_name_from_debug(debug: &str) -> String {
     let ident: String = debug
         .chars()
@@ -132,6 +156,8 @@ mod tests {
         let err = "x".parse::<i32>().unwrap_err();
         assert_eq!(ErrorValue::from_error(&err).type_name, "ParseIntError");
         assert_eq!(type_name_from_debug("\"just a string\""), "Error");
+        let io = std::io::Error::other("boom");
+        assert_eq!(ErrorValue::from_error(&io).type_name, "Custom");
         assert_eq!(type_name_from_debug(""), "Error");
     }
 }

@@ -1,15 +1,17 @@
 //! An AMQP message as the shipper holds it until the broker confirms it.
 
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use lapin::types::ShortString;
 use lapin::BasicProperties;
+use uuid::Uuid;
 
 use crate::capture::CapturedEvent;
 use crate::encoding::{self, Envelope, Format};
 use crate::identity::Identity;
 
-/// What turns captured events into messages.
+/// What turns captured events into documents, and documents into messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoder {
     pub format: Format,
@@ -17,69 +19,89 @@ pub(crate) struct Encoder {
     pub routing_key: String,
     pub max_field_bytes: usize,
     pub max_message_bytes: usize,
+    /// How many events, and bytes, one message may hold.
+    pub batch: BatchLimits,
+}
+
+/// The most one message holds (`batch.*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchLimits {
+    /// Events per message, at least 1.
+    pub max_events: usize,
+    /// Body bytes per message of several events; an event larger than this travels alone.
+    pub max_bytes: usize,
 }
 
 /// One message: one event (a JSON object) or several (a JSON array), encoded once and kept
-/// byte for byte until confirmed, so a republished event carries the same `event.id`.
+/// byte for byte until confirmed, so a republished event carries the same `event.id`. The body
+/// is shared: publishing it again, or handing it to the client, never copies it here.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
     pub routing_key: ShortString,
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub properties: BasicProperties,
     /// How many events the body holds.
     pub events: u64,
     /// The spool segment it was read from, if it was replayed from disk.
     pub origin: Option<u64>,
+    /// When each event was logged, for the delivery latency (empty when read from the spool).
+    pub born: Vec<SystemTime>,
 }
 
 impl Encoder {
-    /// Encodes events into one message. A single event is a JSON object, several a JSON array
-    /// (the Logstash `json` codec splits arrays into events). The routing key is the first
-    /// event's. `Err(n)` when the body would exceed `max_message_bytes`.
-    pub fn message(&self, events: &[CapturedEvent]) -> Result<Message, u64> {
-        let n = events.len() as u64;
-        let first = events.first().ok_or(0u64)?;
-        let mut body = Vec::with_capacity(512 * events.len());
-        let mut first_id = None;
-        if events.len() > 1 {
-            body.push(b'[');
-        }
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            let id = encoding::event_id(event);
-            first_id.get_or_insert(id);
-            let envelope = Envelope {
-                id,
-                identity: &self.identity,
-                max_field_bytes: self.max_field_bytes,
-            };
-            encoding::encode_into(self.format, event, &envelope, &mut body);
-        }
-        // A one-event message is identified by its event; a batch gets an id of its own.
-        let message_id = match first_id {
-            Some(id) if events.len() == 1 => id,
-            _ => {
-                body.push(b']');
-                uuid::Uuid::new_v4()
-            }
-        };
-        if self.max_message_bytes > 0 && body.len() > self.max_message_bytes {
-            return Err(n);
-        }
-        let routing_key = encoding::routing_key(
+    /// The routing key of an event: all events of one message share it.
+    pub fn routing_key_of(&self, event: &CapturedEvent) -> String {
+        encoding::routing_key(
             &self.routing_key,
-            &first.target,
-            first.level.as_str(),
+            &event.target,
+            event.level.as_str(),
             &self.identity.service_name,
-        );
-        let timestamp = first
-            .timestamp
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Ok(Message {
+        )
+    }
+
+    /// Appends one event's document to `out`; returns its `event.id`.
+    pub fn encode_into(&self, event: &CapturedEvent, out: &mut Vec<u8>) -> Uuid {
+        let id = encoding::event_id(event);
+        let envelope = Envelope {
+            id,
+            identity: &self.identity,
+            max_field_bytes: self.max_field_bytes,
+        };
+        encoding::encode_into(self.format, event, &envelope, out);
+        id
+    }
+
+    /// Whether a document of `len` bytes is too big to ship at all (`max_message_bytes`).
+    pub fn oversize(&self, len: usize) -> bool {
+        self.max_message_bytes > 0 && len > self.max_message_bytes
+    }
+
+    /// The body bytes a message of several events may hold: `batch.max_bytes`, and never more
+    /// than `max_message_bytes`.
+    pub fn batch_bytes(&self) -> usize {
+        let cap = self.batch.max_bytes.max(1);
+        if self.max_message_bytes > 0 {
+            cap.min(self.max_message_bytes)
+        } else {
+            cap
+        }
+    }
+
+    /// Seals a finished body into a message. `id` is the `event.id` of a one-event message; a
+    /// batch gets a message id of its own.
+    pub fn seal(
+        &self,
+        routing_key: String,
+        body: Bytes,
+        born: Vec<SystemTime>,
+        id: Option<Uuid>,
+    ) -> Message {
+        let timestamp = born
+            .first()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let message_id = id.unwrap_or_else(Uuid::new_v4);
+        Message {
             routing_key: short(routing_key),
             body,
             properties: properties(
@@ -88,9 +110,10 @@ impl Encoder {
                 timestamp,
                 ShortString::from(self.format.as_str()),
             ),
-            events: n,
+            events: born.len() as u64,
             origin: None,
-        })
+            born,
+        }
     }
 }
 

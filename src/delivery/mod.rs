@@ -1,41 +1,40 @@
 //! Delivery: the bounded queue, the shipper thread, publishing with confirms, retries.
 //!
 //! Data flows one way: the layer pushes [`CapturedEvent`](crate::capture::CapturedEvent)s into
-//! the queue; the shipper thread pops them, encodes them into messages and publishes them; a
-//! message leaves its custody only when the broker confirms it.
+//! the queue; the shipper thread pops them, packs them into messages of several events and
+//! publishes them; a message leaves its custody only when the broker confirms it.
+//!
+//! One owner per rule: `batch` packs events into messages, `order` decides what is published
+//! next and what goes back or to disk, `window` holds what awaits a confirm, `flow` says when
+//! publishing may go on, `publisher` runs one session with them, `shipper` the thread and its
+//! reconnect loop. Imports go one way, down that list.
 
+mod batch;
 mod diag;
+mod flow;
 mod message;
+mod order;
 mod publisher;
 mod queue;
 mod shipper;
 mod spool;
 mod stats;
+mod time;
+mod window;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub(crate) use message::Encoder;
+pub(crate) use message::{BatchLimits, Encoder};
 pub(crate) use publisher::Limits;
 pub use queue::Overflow;
 pub(crate) use queue::{Handoff, Shared};
 pub(crate) use shipper::ShipperConfig;
 pub use spool::WhenFull;
 pub(crate) use spool::{Spool, SpoolSettings};
-pub use stats::{Dropped, Stats};
-
-/// The instant `after` from now, or `None` when that is beyond what `Instant` can hold: a
-/// user's `Duration::MAX` means "no deadline", never an overflow.
-pub(crate) fn deadline_after(after: Duration) -> Option<Instant> {
-    Instant::now().checked_add(after)
-}
-
-/// How long until `deadline` (`None`: forever, saturated), never negative.
-pub(crate) fn until(deadline: Option<Instant>, now: Instant) -> Duration {
-    deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now))
-}
+pub use stats::{Dropped, Latency, Stats};
 
 /// A handle on the shipper: read its [`Stats`], or [`flush`](Shipper::flush) it. Cheap to clone.
 #[derive(Clone)]

@@ -5,16 +5,18 @@
 //! Each drop is counted.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
+use super::batch;
 use super::message::{Encoder, Message};
 use super::spool::Spool;
 use super::stats::{Counters, Stats};
+use super::time::{deadline_after, until};
 use crate::capture::CapturedEvent;
 
 crate::choice::choice! {
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// The shipper must stop now, abandoning what it still holds.
     pub abort: AtomicBool,
+    /// Flushes waiting now: nothing lingers while one waits.
+    pub flushing: AtomicUsize,
     /// Signalled by the shipper whenever events settle, for `flush` to wait on.
     progress: (Mutex<()>, Condvar),
     /// Turns events into messages (the shipper's job; a logging thread's only when it spills).
@@ -75,6 +79,7 @@ impl Shared {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
             progress: (Mutex::new(()), Condvar::new()),
             encoder,
             spooling: spool.is_some(),
@@ -111,20 +116,25 @@ impl Shared {
         let Some(mut spool) = self.spool() else {
             return Vec::new();
         };
-        let mut batch = Vec::with_capacity(limit.min(256));
-        for _ in 0..limit {
+        let mut events = Vec::with_capacity(limit.min(1024));
+        while events.len() < limit {
             let Some(event) = self.queue.pop() else {
                 break;
             };
-            match self.encoder.message(std::slice::from_ref(&event)) {
-                Ok(message) => batch.push(message),
-                Err(n) => Counters::add(&self.counters.dropped_oversize, n),
-            }
+            events.push(event);
         }
-        if batch.is_empty() {
-            return batch;
+        // Spooled in batches, one record each, no larger than a segment: a small spool keeps
+        // its byte bound and its drop policy at a few events' grain.
+        let (messages, oversize) = batch::pack_within(
+            &self.encoder,
+            events.iter().map(|e| &**e),
+            spool.record_bytes(),
+        );
+        Counters::add(&self.counters.dropped_oversize, oversize);
+        if messages.is_empty() {
+            return messages;
         }
-        spool.append(batch, &self.counters)
+        spool.append(messages, &self.counters)
     }
 
     /// Closes the spool (and unlocks its directory) for good.
@@ -140,8 +150,15 @@ impl Shared {
     /// Waits until every event accepted so far has settled, or `timeout` passes.
     /// Returns how many were still undelivered.
     pub fn wait_settled(&self, timeout: Duration) -> u64 {
+        self.flushing.fetch_add(1, Ordering::Relaxed);
+        let undelivered = self.wait_settled_inner(timeout);
+        self.flushing.fetch_sub(1, Ordering::Relaxed);
+        undelivered
+    }
+
+    fn wait_settled_inner(&self, timeout: Duration) -> u64 {
         let target = self.counters.accepted.load(Ordering::Relaxed);
-        let deadline = super::deadline_after(timeout);
+        let deadline = deadline_after(timeout);
         self.wake.notify_one();
         let Ok(mut guard) = self.progress.0.lock() else {
             return target.saturating_sub(self.counters.settled());
@@ -149,7 +166,7 @@ impl Shared {
         loop {
             let settled = self.counters.settled();
             let now = Instant::now();
-            let left = super::until(deadline, now);
+            let left = until(deadline, now);
             if settled >= target || left.is_zero() {
                 return target.saturating_sub(settled);
             }
@@ -237,11 +254,11 @@ impl Handoff {
     /// `block`: retries with short, growing sleeps until there is room or the timeout passes.
     fn wait_for_room(&self, mut event: Box<CapturedEvent>) {
         let shared = &self.shared;
-        let deadline = super::deadline_after(shared.block_timeout);
+        let deadline = deadline_after(shared.block_timeout);
         let mut pause = Duration::from_micros(50);
         shared.wake.notify_one();
         loop {
-            let left = super::until(deadline, Instant::now());
+            let left = until(deadline, Instant::now());
             if left.is_zero() || shared.closed.load(Ordering::Relaxed) {
                 return self.reject_full();
             }
@@ -271,23 +288,21 @@ impl Handoff {
         match shared.queue.push(event) {
             Ok(()) => self.accepted(),
             // Other threads took the room first: this one goes to disk directly.
-            Err(event) => match shared.encoder.message(std::slice::from_ref(&*event)) {
-                Err(n) => {
-                    Counters::add(&counters.accepted, n);
-                    Counters::add(&counters.dropped_oversize, n);
+            Err(event) => {
+                let (messages, oversize) = batch::pack(&shared.encoder, [&*event]);
+                // Counted as accepted first, so a flush never sees it settled before it was
+                // accepted.
+                Counters::add(&counters.accepted, 1);
+                if oversize > 0 {
+                    return Counters::add(&counters.dropped_oversize, oversize);
                 }
-                Ok(message) => {
-                    let Some(mut spool) = shared.spool() else {
-                        return self.reject_full();
-                    };
-                    // Counted as accepted first, so a flush never sees it settled before it was
-                    // accepted.
-                    Counters::add(&counters.accepted, 1);
-                    if !spool.append(vec![message], counters).is_empty() {
-                        Counters::add(&counters.evicted, 1);
-                    }
+                let Some(mut spool) = shared.spool() else {
+                    return Counters::add(&counters.evicted, 1);
+                };
+                if !spool.append(messages, counters).is_empty() {
+                    Counters::add(&counters.evicted, 1);
                 }
-            },
+            }
         }
     }
 }

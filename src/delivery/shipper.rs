@@ -6,7 +6,6 @@
 //! and reconnects with capped exponential backoff and jitter; it does not rely on lapin's
 //! automatic recovery.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,8 +13,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::diag::{self, Diagnostics};
-use super::message::Message;
-use super::publisher::{nothing_left, End, Limits, Publisher};
+use super::flow::Backoff;
+use super::order::Order;
+use super::publisher::{End, Limits, Publisher};
 use super::queue::Shared;
 use super::stats::Counters;
 use crate::broker::{self, Target};
@@ -26,6 +26,8 @@ use crate::own_threads;
 pub(crate) struct ShipperConfig {
     pub target: Target,
     pub limits: Limits,
+    /// `batch.linger_ms`.
+    pub linger: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub diagnostics_interval: Duration,
@@ -50,25 +52,20 @@ pub(crate) fn spawn(shared: Arc<Shared>, config: ShipperConfig) -> std::io::Resu
 
 async fn run(shared: Arc<Shared>, config: ShipperConfig) {
     let mut diag = Diagnostics::new(config.diagnostics_interval);
-    let mut pending = VecDeque::new();
+    let mut order = Order::new(config.linger);
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut connected_before = false;
     loop {
         if shared.abort.load(Relaxed) {
-            return exit(&shared, &mut pending);
+            return exit(&shared, &mut order);
         }
-        if shared.closed.load(Relaxed) && nothing_left(&shared, &pending) {
+        if shared.closed.load(Relaxed) && order.nothing_left(&shared) {
             return;
         }
-        let Some(opened) = while_away(
-            &shared,
-            &mut pending,
-            &mut diag,
-            broker::open(&config.target),
-        )
-        .await
+        let Some(opened) =
+            while_away(&shared, &mut order, &mut diag, broker::open(&config.target)).await
         else {
-            return exit(&shared, &mut pending);
+            return exit(&shared, &mut order);
         };
         match opened {
             Ok(session) => {
@@ -81,13 +78,13 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                     shared: &shared,
                     limits: &config.limits,
                     diag: &mut diag,
-                    pending: &mut pending,
+                    order: &mut order,
                 }
                 .serve(&session, &config.target)
                 .await;
                 if let End::Stopped = end {
                     // Spool what is left before the (bounded, but slow) close.
-                    exit(&shared, &mut pending);
+                    exit(&shared, &mut order);
                     broker::close(session).await;
                     return;
                 }
@@ -104,11 +101,11 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
         }
         diag.drops(&shared.stats());
         let delay = backoff.next();
-        if while_away(&shared, &mut pending, &mut diag, tokio::time::sleep(delay))
+        if while_away(&shared, &mut order, &mut diag, tokio::time::sleep(delay))
             .await
             .is_none()
         {
-            return exit(&shared, &mut pending);
+            return exit(&shared, &mut order);
         }
     }
 }
@@ -117,7 +114,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
 /// spool, what waits in memory goes to disk meanwhile. `None` if told to stop first.
 async fn while_away<T>(
     shared: &Shared,
-    pending: &mut VecDeque<Message>,
+    order: &mut Order,
     diag: &mut Diagnostics,
     work: impl Future<Output = T>,
 ) -> Option<T> {
@@ -126,7 +123,7 @@ async fn while_away<T>(
         if shared.abort.load(Relaxed) {
             return None;
         }
-        spill(shared, pending, true);
+        order.spill(shared, true);
         if let Some(mut spool) = shared.spool() {
             spool.sync(false);
         }
@@ -139,8 +136,8 @@ async fn while_away<T>(
 }
 
 /// The shipper stops: with a spool, what was not delivered is kept there for the next start.
-fn exit(shared: &Shared, pending: &mut VecDeque<Message>) {
-    let kept = spill(shared, pending, true);
+fn exit(shared: &Shared, order: &mut Order) {
+    let kept = order.spill(shared, true);
     if let Some(mut spool) = shared.spool() {
         spool.sync(true);
         if kept > 0 {
@@ -149,90 +146,5 @@ fn exit(shared: &Shared, pending: &mut VecDeque<Message>) {
                  on the next start"
             ));
         }
-    }
-}
-
-/// With a spool, moves what waits in memory to disk, oldest first: the pending messages not
-/// already there (if `with_pending`), then the queued events. Returns the events written.
-pub(super) fn spill(shared: &Shared, pending: &mut VecDeque<Message>, with_pending: bool) -> u64 {
-    if shared.spool().is_none_or(|spool| !spool.writable()) {
-        return 0;
-    }
-    let counters = &shared.counters;
-    let before = counters.spooled.load(Relaxed);
-    if with_pending && pending.iter().any(|m| m.origin.is_none()) {
-        let (on_disk, in_memory): (VecDeque<_>, VecDeque<_>) =
-            pending.drain(..).partition(|m| m.origin.is_some());
-        *pending = on_disk;
-        append(shared, pending, in_memory.into());
-    }
-    // What is queued now, in chunks, so a logging thread that spills too never waits long for
-    // the lock (and a producer faster than the disk cannot keep this loop going forever).
-    let mut left = shared.queue.len();
-    while left > 0 {
-        let chunk = left.min(256);
-        pending.extend(shared.spill_queue(chunk));
-        left -= chunk;
-    }
-    shared.signal_progress();
-    counters.spooled.load(Relaxed) - before
-}
-
-/// Appends to the spool; what an I/O error kept off the disk stays in memory.
-fn append(shared: &Shared, pending: &mut VecDeque<Message>, messages: Vec<Message>) {
-    if messages.is_empty() {
-        return;
-    }
-    if let Some(mut spool) = shared.spool() {
-        pending.extend(spool.append(messages, &shared.counters));
-    }
-}
-
-/// Capped exponential backoff with jitter: min, 2·min, 4·min… up to max, each delay scaled by a
-/// random factor in [0.5, 1.0] so many restarted apps do not reconnect in lockstep.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            current: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    fn next(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = self.current.saturating_mul(2).min(self.max);
-        // uuid's random bits are a ready source of jitter without another dependency.
-        let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-        delay.mul_f64(0.5 + f64::from(r) / 2000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..6).map(|_| b.next()).collect();
-        for (d, nominal) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
-            assert!(
-                *d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal),
-                "{d:?} vs {nominal}"
-            );
-        }
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
     }
 }

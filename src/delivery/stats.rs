@@ -35,7 +35,49 @@ pub(crate) struct Counters {
     /// Events of an earlier run dropped because the spool was full (not part of `accepted`).
     pub dropped_spool_full_recovered: AtomicU64,
     pub spool_torn: AtomicU64,
+    /// AMQP messages published (each holds one or more events; a republish counts again).
+    pub messages_published: AtomicU64,
+    /// AMQP messages the broker confirmed.
+    pub messages_confirmed: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Logging call to broker confirm, for the most recent events.
+    latency: Mutex<Latencies>,
+}
+
+/// How many recent events the latency percentiles cover.
+pub(crate) const LATENCY_WINDOW: usize = 4096;
+
+/// A ring of the latest delivery latencies, in microseconds.
+#[derive(Debug, Default)]
+struct Latencies {
+    samples: Vec<u64>,
+    next: usize,
+}
+
+impl Latencies {
+    fn push(&mut self, micros: u64) {
+        if self.samples.len() < LATENCY_WINDOW {
+            self.samples.push(micros);
+        } else {
+            self.samples[self.next] = micros;
+        }
+        self.next = (self.next + 1) % LATENCY_WINDOW;
+    }
+
+    fn summary(&self) -> Latency {
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| {
+            let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+            Duration::from_micros(sorted.get(i).copied().unwrap_or(0))
+        };
+        Latency {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: at(1.0),
+            samples: sorted.len(),
+        }
+    }
 }
 
 impl Counters {
@@ -70,6 +112,19 @@ impl Counters {
             0
         };
         Duration::from_millis(self.blocked_ms.load(Relaxed) + current)
+    }
+
+    /// Events logged at `born` were confirmed at `now`.
+    pub fn record_latency(&self, born: &[std::time::SystemTime], now: SystemTime) {
+        if born.is_empty() {
+            return;
+        }
+        if let Ok(mut latency) = self.latency.lock() {
+            for t in born {
+                let micros = now.duration_since(*t).unwrap_or_default().as_micros();
+                latency.push(u64::try_from(micros).unwrap_or(u64::MAX));
+            }
+        }
     }
 
     pub fn set_error(&self, error: impl fmt::Display) {
@@ -109,10 +164,17 @@ impl Counters {
                     + self.dropped_spool_full_recovered.load(Relaxed),
             },
             spool_torn: self.spool_torn.load(Relaxed),
+            messages_published: self.messages_published.load(Relaxed),
+            messages_confirmed: self.messages_confirmed.load(Relaxed),
+            latency: self.latency.lock().map(|l| l.summary()).unwrap_or_default(),
             queue_depth,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn now_ms() -> u64 {
@@ -121,7 +183,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A snapshot of the shipper's counters. Event counts, not message counts.
+/// A snapshot of the shipper's counters. Event counts, except the two `messages_*` ones.
 ///
 /// Events of this run are `accepted`, then either `confirmed` or dropped; events found in the
 /// spool from an earlier run are not `accepted` again: once delivered they count as `recovered`.
@@ -158,10 +220,32 @@ pub struct Stats {
     /// Torn or corrupt spool records skipped on replay (a write cut short by a crash): never
     /// published.
     pub spool_torn: u64,
+    /// AMQP messages published; each holds one event or a batch of them (a republished
+    /// message counts again).
+    pub messages_published: u64,
+    /// AMQP messages the broker confirmed (acked and routed).
+    pub messages_confirmed: u64,
+    /// From the logging call (the event's timestamp) to the broker's confirm, over the most
+    /// recent events (4096) confirmed by this run.
+    pub latency: Latency,
     /// Events waiting in the in-memory queue.
     pub queue_depth: usize,
     /// The latest delivery error, if any.
     pub last_error: Option<String>,
+}
+
+/// Delivery latency percentiles: event timestamp to broker confirm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Latency {
+    /// The median.
+    pub p50: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+    /// The longest.
+    pub max: Duration,
+    /// How many events these cover (0: none confirmed yet).
+    pub samples: usize,
 }
 
 /// Dropped events by reason.
@@ -194,7 +278,8 @@ impl fmt::Display for Stats {
             "accepted={} published={} confirmed={} returned={} nacked={} retried={} reconnects={} \
              recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
              dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} \
-             dropped_spool_full={} spool_torn={} queue_depth={}",
+             dropped_spool_full={} spool_torn={} messages_published={} messages_confirmed={} \
+             latency_p50_ms={:.3} latency_p99_ms={:.3} latency_max_ms={:.3} queue_depth={}",
             self.accepted,
             self.published,
             self.confirmed,
@@ -213,11 +298,47 @@ impl fmt::Display for Stats {
             self.dropped.closed,
             self.dropped.spool_full,
             self.spool_torn,
+            self.messages_published,
+            self.messages_confirmed,
+            ms(self.latency.p50),
+            ms(self.latency.p99),
+            ms(self.latency.max),
             self.queue_depth,
         )?;
         if let Some(error) = &self.last_error {
             write!(f, " last_error={error:?}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_cover_the_most_recent_events() {
+        let counters = Counters::default();
+        assert_eq!(counters.snapshot(0).latency, Latency::default());
+        let now = SystemTime::now();
+        let born: Vec<SystemTime> = (1..=100)
+            .map(|ms| now - Duration::from_millis(ms))
+            .collect();
+        counters.record_latency(&born, now);
+        let l = counters.snapshot(0).latency;
+        assert_eq!(l.samples, 100);
+        assert_eq!(l.max, Duration::from_millis(100));
+        assert!(l.p50 >= Duration::from_millis(50) && l.p50 <= Duration::from_millis(51));
+        assert_eq!(l.p99, Duration::from_millis(99));
+        // Newer events push the oldest out; a clock that went back counts as 0.
+        counters.record_latency(&vec![now; LATENCY_WINDOW], now);
+        counters.record_latency(&[now + Duration::from_secs(1)], now);
+        let l = counters.snapshot(0).latency;
+        assert_eq!((l.samples, l.max), (LATENCY_WINDOW, Duration::ZERO));
+        let line = counters.snapshot(0).to_string();
+        assert!(
+            line.contains(" latency_p50_ms=0.000 latency_p99_ms=0.000 "),
+            "{line}"
+        );
     }
 }

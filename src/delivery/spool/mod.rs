@@ -68,6 +68,10 @@ pub(crate) struct Spool {
     unsynced_since: Option<Instant>,
     /// After a write error, writing is paused until then.
     paused_until: Option<Instant>,
+    /// `drop_newest` refused a record: later ones are refused too until a segment is deleted,
+    /// so that a smaller record never slips in after a larger one was dropped (the spool keeps
+    /// a prefix of what was written to it).
+    refusing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +145,14 @@ impl Spool {
             bytes,
             unsynced_since: None,
             paused_until: None,
+            refusing: false,
         })
+    }
+
+    /// The largest message body worth packing for this spool: what fits in one segment.
+    pub fn record_bytes(&self) -> usize {
+        let overhead = MAGIC.len() as u64 + record::HEADER as u64 + 1024;
+        usize::try_from(self.segment_bytes.saturating_sub(overhead).max(1)).unwrap_or(usize::MAX)
     }
 
     /// Bytes the segment files hold.
@@ -222,9 +233,15 @@ impl Spool {
         if len + MAGIC.len() as u64 > self.max_bytes {
             return Ok(false);
         }
+        if self.refusing && self.when_full == WhenFull::DropNewest {
+            return Ok(false);
+        }
         while self.bytes + len > self.max_bytes {
             match self.when_full {
-                WhenFull::DropNewest => return Ok(false),
+                WhenFull::DropNewest => {
+                    self.refusing = true;
+                    return Ok(false);
+                }
                 WhenFull::DropOldest => {
                     if !self.evict_oldest(counters) {
                         return Ok(false);
@@ -388,6 +405,7 @@ impl Spool {
     fn delete(&mut self, id: u64) {
         if let Some(s) = self.segments.remove(&id) {
             self.bytes = self.bytes.saturating_sub(s.bytes);
+            self.refusing = false;
         }
         if self.writer.as_ref().is_some_and(|(w, _)| *w == id) {
             self.writer = None;

@@ -72,10 +72,11 @@ pub(super) fn decode(payload: &[u8], crc: u32, segment: u64) -> Option<Message> 
     let [routing_key, message_id, kind, app_id] = <[ShortString; 4]>::try_from(strings).ok()?;
     Some(Message {
         routing_key,
-        body: rest.to_vec(),
+        body: bytes::Bytes::copy_from_slice(rest),
         properties: properties(message_id, app_id, u64::from_le_bytes(*timestamp), kind),
         events: u64::from(u32::from_le_bytes(*events)),
         origin: Some(segment),
+        born: Vec::new(),
     })
 }
 
@@ -86,7 +87,7 @@ mod tests {
     fn message() -> Message {
         Message {
             routing_key: ShortString::from("logstash.app"),
-            body: br#"{"message":"hello"}"#.to_vec(),
+            body: bytes::Bytes::from_static(br#"{"message":"hello"}"#),
             properties: properties(
                 ShortString::from("0190c2d8-0000-7000-8000-000000000000"),
                 ShortString::from("app"),
@@ -95,6 +96,7 @@ mod tests {
             ),
             events: 1,
             origin: None,
+            born: Vec::new(),
         }
     }
 

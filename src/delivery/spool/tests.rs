@@ -18,7 +18,9 @@ fn config(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolSettings {
 fn message(seq: u64) -> Message {
     Message {
         routing_key: ShortString::from("logstash.test"),
-        body: format!(r#"{{"seq_no":{seq},"pad":"{}"}}"#, "x".repeat(200)).into_bytes(),
+        body: format!(r#"{{"seq_no":{seq},"pad":"{}"}}"#, "x".repeat(200))
+            .into_bytes()
+            .into(),
         properties: properties(
             ShortString::from(format!("id-{seq}")),
             ShortString::from("test"),
@@ -27,6 +29,7 @@ fn message(seq: u64) -> Message {
         ),
         events: 1,
         origin: None,
+        born: Vec::new(),
     }
 }
 

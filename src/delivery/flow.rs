@@ -1,0 +1,143 @@
+//! Flow control: when the shipper may publish. The broker may block us (a resource alarm);
+//! after a return or a nack we hold back for a delay that doubles while they go on; after a
+//! failed connection we wait a capped, jittered, doubling backoff.
+
+use std::time::{Duration, Instant};
+
+use super::time::deadline_after;
+
+/// Whether publishing may go on in this session.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    blocked: bool,
+    /// `Some(None)`: a hold too long for an `Instant`, i.e. for good.
+    hold_until: Option<Option<Instant>>,
+    hold: Duration,
+    retry_delay: Duration,
+    retry_delay_max: Duration,
+}
+
+impl Flow {
+    pub fn new(retry_delay: Duration, retry_delay_max: Duration) -> Self {
+        Flow {
+            blocked: false,
+            hold_until: None,
+            hold: retry_delay,
+            retry_delay,
+            retry_delay_max: retry_delay_max.max(retry_delay),
+        }
+    }
+
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// The broker blocks publishing; `true` if this starts a block.
+    pub fn block(&mut self) -> bool {
+        !std::mem::replace(&mut self.blocked, true)
+    }
+
+    /// The broker unblocked us; `true` if a block ended.
+    pub fn unblock(&mut self) -> bool {
+        std::mem::replace(&mut self.blocked, false)
+    }
+
+    /// A message came back (returned or nacked): hold back, for longer each time in a row.
+    pub fn refused(&mut self) {
+        self.hold_until = Some(deadline_after(self.hold));
+        self.hold = self.hold.saturating_mul(2).min(self.retry_delay_max);
+    }
+
+    /// A message was confirmed: the next refusal waits the shortest delay again.
+    pub fn accepted(&mut self) {
+        self.hold = self.retry_delay;
+    }
+
+    /// Whether a refusal's hold is still on at `now`.
+    pub fn holding(&self, now: Instant) -> bool {
+        self.hold_until.is_some_and(|t| t.is_none_or(|t| now < t))
+    }
+
+    /// Publishing may go on: not blocked, not holding.
+    pub fn open(&self, now: Instant) -> bool {
+        !self.blocked && !self.holding(now)
+    }
+}
+
+/// Capped exponential backoff with jitter: min, 2·min, 4·min… up to max, each delay scaled by a
+/// random factor in [0.5, 1.0] so many restarted apps do not reconnect in lockstep.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            current: min,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    pub fn next(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = self.current.saturating_mul(2).min(self.max);
+        // uuid's random bits are a ready source of jitter without another dependency.
+        let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        delay.mul_f64(0.5 + f64::from(r) / 2000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<_> = (0..6).map(|_| b.next()).collect();
+        for (d, nominal) in delays.iter().zip([100u64, 200, 400, 800, 800, 800]) {
+            assert!(
+                *d >= Duration::from_millis(nominal / 2) && *d <= Duration::from_millis(nominal),
+                "{d:?} vs {nominal}"
+            );
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn refusals_hold_publishing_for_a_doubling_delay_that_an_ack_resets() {
+        let mut f = Flow::new(Duration::from_secs(1), Duration::from_secs(3));
+        let now = Instant::now();
+        assert!(f.open(now));
+        f.refused();
+        assert!(f.holding(now) && !f.open(now));
+        assert!(!f.holding(now + Duration::from_millis(1100)));
+        f.refused(); // 2 s
+        assert!(f.holding(Instant::now() + Duration::from_millis(1900)));
+        f.refused(); // 3 s, the cap
+        f.refused();
+        assert!(!f.holding(Instant::now() + Duration::from_millis(3100)));
+        f.accepted();
+        f.refused();
+        assert!(!f.holding(Instant::now() + Duration::from_millis(1100)));
+    }
+
+    #[test]
+    fn a_block_is_reported_once_and_a_huge_delay_holds_for_good() {
+        let mut f = Flow::new(Duration::MAX, Duration::MAX);
+        assert!(f.block() && !f.block());
+        assert!(!f.open(Instant::now()));
+        assert!(f.unblock() && !f.unblock());
+        f.refused();
+        assert!(f.holding(Instant::now() + Duration::from_secs(1 << 40)));
+    }
+}
