@@ -199,6 +199,9 @@ impl Settings {
     }
 }
 
+/// A service's root table and its sub-facilities' tables, as written.
+type RawService = (Option<Raw>, Vec<(String, Raw)>);
+
 /// A service's facilities: its root, and its sub-facilities by logger prefix, longest first.
 #[derive(Debug, Clone)]
 struct Service {
@@ -264,7 +267,7 @@ impl Facilities {
              name (at least `backup_count` where it rotates)",
         )?;
         let default = Settings::check("default", &default_raw)?;
-        let mut services: HashMap<String, (Option<Raw>, Vec<(String, Raw)>)> = HashMap::new();
+        let mut services: HashMap<String, RawService> = HashMap::new();
         for (name, raw) in raws {
             let (service, sub) = match name.split_once(':') {
                 Some((s, sub)) => (s.to_string(), Some(sub.to_string())),
@@ -291,7 +294,7 @@ impl Facilities {
                     Settings::check(&format!("{service}:{prefix}"), &raw.over(&root_raw))?;
                 subs.push((prefix.clone(), prefix, settings));
             }
-            subs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            subs.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
             out.insert(service, Service { root, subs });
         }
         Ok(Facilities {
