@@ -3,6 +3,7 @@
 //! configuration (`LOGCOLLECT_*`, or `--config FILE`).
 
 mod check;
+mod collect;
 mod diagnose;
 mod json;
 mod levels;
@@ -64,6 +65,10 @@ enum Command {
     /// Ship MESSAGE, or each line of standard input, as an event
     #[command(after_help = send::AFTER_HELP)]
     Send(send::SendArgs),
+    /// Write the stream to files, one per facility, with rotation, compression, retention and
+    /// an optional live status page
+    #[command(after_help = collect::AFTER_HELP)]
+    Collect(collect::CollectArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +82,10 @@ fn main() -> ExitCode {
         },
         Command::Send(args) => match config {
             Ok(config) => send::run(config, &args),
+            Err(e) => config_error(&e),
+        },
+        Command::Collect(args) => match config {
+            Ok(config) => collect::run(&config, args),
             Err(e) => config_error(&e),
         },
     };

@@ -258,7 +258,7 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A value as `key=value` shows it: bare when it is one plain word, JSON-quoted otherwise.
-fn quote(value: &str) -> String {
+pub fn quote(value: &str) -> String {
     let plain = !value.is_empty()
         && !value
             .chars()

@@ -409,3 +409,170 @@ pub fn json_lines(stdout: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
 }
+
+impl Broker {
+    /// Messages ready in `queue` (passive declare), `None` when it does not exist.
+    pub fn queue_backlog(&mut self, queue: &str) -> Option<u32> {
+        let connection = &self.connection;
+        self.runtime.block_on(async {
+            let channel = connection.create_channel().await.ok()?;
+            let q = channel
+                .queue_declare(
+                    ShortString::from(queue),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .ok()?;
+            let _ = channel.close(200, ShortString::from("done")).await;
+            Some(q.message_count())
+        })
+    }
+
+    /// Deletes `queue` (a command declared it) now.
+    pub fn delete_queue(&mut self, queue: &str) {
+        let connection = &self.connection;
+        self.runtime.block_on(async {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .queue_delete(
+                        ShortString::from(queue),
+                        lapin::options::QueueDeleteOptions::default(),
+                    )
+                    .await;
+                let _ = channel.close(200, ShortString::from("done")).await;
+            }
+        });
+    }
+}
+
+/// A running `logcollect collect`, consuming (its queue bound) once `start` returns.
+pub struct Collect {
+    pub child: Option<Child>,
+    pub queue: String,
+    stderr_lines: mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Collect {
+    pub fn start(exchange: &str, queue: &str, dir: &std::path::Path, args: &[&str]) -> Collect {
+        let mut cmd = logcollect(exchange);
+        cmd.arg("collect")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--queue", queue])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start logcollect collect");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Collect {
+            child: Some(child),
+            queue: queue.to_string(),
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
+        c.wait_for_line("consuming queue", Duration::from_secs(60));
+        c
+    }
+
+    /// Waits for a stderr line containing `text`.
+    pub fn wait_for_line(&mut self, text: &str, limit: Duration) {
+        if self.stderr_seen.iter().any(|l| l.contains(text)) {
+            return;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.stderr_seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "logcollect collect did not print `{text}` within {limit:?}: {:?}",
+                    self.stderr_seen
+                ),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (TERM, HUP, KILL) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the exit within `limit`: status and everything printed on stderr.
+    pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "logcollect collect did not exit within {limit:?}: {:?}",
+                    self.stderr_seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        (status, self.stderr_seen.join("\n"))
+    }
+
+    /// SIGKILL, and waits for it to be gone.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Collect {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `check` holds, polling, within `limit`; panics with `what` past it.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

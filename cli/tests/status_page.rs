@@ -1,0 +1,263 @@
+//! The status page of `logcollect collect --http` in a real headless Chromium, driven over
+//! W3C WebDriver (chromedriver + fantoccini): it renders, an event shipped after the page
+//! loaded appears within 5 s, an ERROR row is styled as one, the filter hides what it should;
+//! plus `/api/recent`, `/api/stats` and `/healthz` over real HTTP. A screenshot is kept in
+//! target/test-artifacts/.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{unique, wait_until, Broker, Collect};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+
+const HOW_TO_GET_A_BROWSER: &str = "this test needs Debian's chromium and chromium-driver \
+(`scripts/test` installs them; or `sudo apt-get install chromium chromium-driver`)";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A chromedriver of the test's own, killed at the end.
+struct Driver(Child, u16);
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run chromedriver ({e}): {HOW_TO_GET_A_BROWSER}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}: {HOW_TO_GET_A_BROWSER}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Driver(child, port)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET: status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status page");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (code, body.to_string())
+}
+
+fn emit(exchange: &str, level: tracing::Level, message: &str) {
+    let (layer, guard) = logcollect::builder()
+        .broker_uri(common::broker_url())
+        .exchange(exchange)
+        .service_name("pagesvc")
+        .hostname("page-host")
+        .build()
+        .expect("build the shipper");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        if level == tracing::Level::ERROR {
+            tracing::error!(target: "pay", order = 7, "{message}");
+        } else {
+            tracing::info!(target: "pay", order = 7, "{message}");
+        }
+    });
+    assert!(guard.flush(Duration::from_secs(60)).is_complete());
+}
+
+#[test]
+fn the_status_page_shows_new_events_live_in_a_real_browser() {
+    let mut broker = Broker::connect();
+    let exchange = unique("lc-collect-page");
+    let queue = unique("lc-collect-page-q");
+    broker.forget_exchange_later(&exchange);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("collect-page"));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let collect = Collect::start(&exchange, &queue, &dir, &["--http", &addr]);
+    emit(&exchange, tracing::Level::INFO, "before the page");
+    let driver = Driver::start();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let exchange2 = exchange.clone();
+    runtime.block_on(async move {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                            "--disable-gpu", "--window-size=1280,900"]}),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("connector")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.1))
+            .await
+            .unwrap_or_else(|e| panic!("no browser session ({e}): {HOW_TO_GET_A_BROWSER}"));
+        client
+            .goto(&format!("http://{addr}/"))
+            .await
+            .expect("load the page");
+        // Rendered, live, and showing what was written before it loaded.
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("#conn.live"))
+            .await
+            .expect("the live feed connects");
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::XPath(
+                "//tr[contains(@class,'level-info')]/td[contains(.,'before the page')]",
+            ))
+            .await
+            .expect("the event written before the page loaded");
+
+        // Shipped after the page loaded: there within 5 s of the broker's confirm.
+        let text = unique("after-load");
+        let shipped = {
+            let (e, t) = (exchange2.clone(), text.clone());
+            tokio::task::spawn_blocking(move || emit(&e, tracing::Level::ERROR, &t))
+                .await
+                .expect("ship");
+            Instant::now()
+        };
+        let row_path = format!("//tr[contains(@class,'level-error')][td[contains(.,'{text}')]]");
+        let row = client
+            .wait()
+            .at_most(Duration::from_secs(5))
+            .for_element(Locator::XPath(&row_path))
+            .await
+            .unwrap_or_else(|e| panic!("the ERROR event did not appear within 5 s: {e}"));
+        eprintln!("appeared {:?} after the confirm", shipped.elapsed());
+        // Newest first: it is the first row.
+        let first = client
+            .find(Locator::Css("#events tbody tr"))
+            .await
+            .expect("a row");
+        assert!(first.text().await.expect("text").contains(&text));
+        // Styled as an error: red bold level, tinted row; an INFO level is not red.
+        let styles = client
+            .execute(
+                "const r = arguments[0]; const l = r.querySelector('td.level');
+                 const info = document.querySelector('tr.level-info td.level');
+                 return [getComputedStyle(l).color, getComputedStyle(l).fontWeight,
+                         getComputedStyle(r).backgroundColor, l.textContent,
+                         getComputedStyle(info).color];",
+                vec![serde_json::to_value(&row).expect("element")],
+            )
+            .await
+            .expect("computed styles");
+        assert_eq!(
+            styles,
+            json!([
+                "rgb(200, 0, 0)",
+                "700",
+                "rgb(255, 232, 232)",
+                "ERROR",
+                "rgb(42, 125, 42)"
+            ])
+        );
+        // The filter: level ≥ ERROR hides INFO rows and keeps the error.
+        client
+            .execute(
+                "const s = document.getElementById('f-level'); s.value = 'ERROR';
+                 s.dispatchEvent(new Event('input'));",
+                vec![],
+            )
+            .await
+            .expect("filter");
+        let shown: Value = client
+            .execute(
+                "return [...document.querySelectorAll('#events tbody tr')]
+                   .filter(r => !r.hidden).map(r => r.dataset.level);",
+                vec![],
+            )
+            .await
+            .expect("rows");
+        let shown = shown.as_array().expect("array").clone();
+        assert!(
+            !shown.is_empty() && shown.iter().all(|l| l == "ERROR"),
+            "{shown:?}"
+        );
+        // The figures are there.
+        let total = client
+            .find(Locator::Id("total"))
+            .await
+            .expect("figure")
+            .text()
+            .await
+            .expect("text");
+        assert!(total.parse::<u64>().expect("a number") >= 2, "{total}");
+
+        let png = client.screenshot().await.expect("screenshot");
+        let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target")
+            .join("test-artifacts");
+        std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+        std::fs::write(artifacts.join("collect-status-page.png"), &png)
+            .expect("keep the screenshot");
+        assert!(png.starts_with(b"\x89PNG"));
+        client.close().await.expect("close the browser");
+    });
+
+    // The same over plain HTTP.
+    let (code, body) = get(port, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, body) = get(port, "/api/recent");
+    assert_eq!(code, 200);
+    let recent: Vec<Value> = serde_json::from_str(&body).expect("JSON array");
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["level"], "ERROR");
+    assert_eq!(recent[1]["message"], "before the page");
+    assert_eq!(recent[1]["document"]["service"]["name"], "pagesvc");
+    assert_eq!(recent[1]["fields"]["order"], "7");
+    let (code, body) = get(port, "/api/stats");
+    assert_eq!(code, 200);
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(stats["events"], 2);
+    assert_eq!(stats["facilities"][0]["name"], "pagesvc:root");
+    assert_eq!(stats["facilities"][0]["events"], 2);
+    assert_eq!(stats["errors"], 0);
+    wait_until("the backlog figure", Duration::from_secs(30), || {
+        let (_, body) = get(port, "/api/stats");
+        serde_json::from_str::<Value>(&body).is_ok_and(|s| s["backlog"] == 0)
+    });
+    drop(collect);
+    broker.delete_queue(&queue);
+}
