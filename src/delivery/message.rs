@@ -12,6 +12,8 @@ use crate::identity::Identity;
 /// What turns captured events into messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoder {
+    /// Secrets out before encoding (on the shipper thread, like encoding).
+    pub redactor: crate::encoding::redact::Redactor,
     pub format: Format,
     pub identity: Identity,
     pub routing_key: String,
@@ -55,7 +57,8 @@ impl Encoder {
                 identity: &self.identity,
                 max_field_bytes: self.max_field_bytes,
             };
-            encoding::encode_into(self.format, event, &envelope, &mut body);
+            let event = self.redactor.event(event);
+            encoding::encode_into(self.format, &event, &envelope, &mut body);
         }
         // A one-event message is identified by its event; a batch gets an id of its own.
         let message_id = match first_id {

@@ -36,6 +36,8 @@ pub(crate) struct Counters {
     pub dropped_spool_full_recovered: AtomicU64,
     pub spool_torn: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// The broker node of the current session (credentials masked), `None` while disconnected.
+    pub node: Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -74,7 +76,16 @@ impl Counters {
 
     pub fn set_error(&self, error: impl fmt::Display) {
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error.to_string());
+            // A broker's words could quote a URI: never a password in the stats.
+            *last =
+                Some(crate::encoding::redact::mask_uri_passwords(&error.to_string()).into_owned());
+        }
+    }
+
+    /// The node in use, or `None` while disconnected.
+    pub fn set_node(&self, node: Option<&str>) {
+        if let Ok(mut current) = self.node.lock() {
+            *current = node.map(str::to_string);
         }
     }
 
@@ -111,6 +122,7 @@ impl Counters {
             spool_torn: self.spool_torn.load(Relaxed),
             queue_depth,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            node: self.node.lock().ok().and_then(|n| n.clone()),
         }
     }
 }
@@ -160,8 +172,11 @@ pub struct Stats {
     pub spool_torn: u64,
     /// Events waiting in the in-memory queue.
     pub queue_depth: usize,
-    /// The latest delivery error, if any.
+    /// The latest delivery error, if any (broker URIs in it have their password masked).
     pub last_error: Option<String>,
+    /// The broker node in use (`amqps://host:port/vhost`, no credentials); `None` while
+    /// disconnected. With several `broker_uri` nodes, the one failover chose.
+    pub node: Option<String>,
 }
 
 /// Dropped events by reason.
@@ -215,6 +230,9 @@ impl fmt::Display for Stats {
             self.spool_torn,
             self.queue_depth,
         )?;
+        if let Some(node) = &self.node {
+            write!(f, " node={node}")?;
+        }
         if let Some(error) = &self.last_error {
             write!(f, " last_error={error:?}")?;
         }
