@@ -995,17 +995,22 @@ impl Config {
     /// The TLS rules: a client certificate comes with its key, TLS settings mean every node
     /// is `amqps://` (never a silent fall back to plain AMQP), EXTERNAL needs a certificate.
     fn validate_tls(&self) -> Result<(), Error> {
+        // Each error names the setting that is set, with what it allows.
+        let invalid = |key: &str, reason: String| match Config::setting(key) {
+            Some(setting) => setting.invalid(Bad::because(reason)),
+            None => rule(key, &reason),
+        };
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) => {
-                return Err(rule(
-                    "tls_key_file",
-                    "is not set but tls_cert_file is; a client certificate needs its key",
+                return Err(invalid(
+                    "tls_cert_file",
+                    "is set without tls_key_file; a client certificate needs its key".into(),
                 ))
             }
             (None, Some(_)) => {
-                return Err(rule(
-                    "tls_cert_file",
-                    "is not set but tls_key_file is; set the client certificate too",
+                return Err(invalid(
+                    "tls_key_file",
+                    "is set without tls_cert_file; set the client certificate too".into(),
                 ))
             }
             _ => {}
@@ -1028,26 +1033,27 @@ impl Config {
         for (i, uri) in uris.iter().enumerate() {
             let plain = uri.scheme == lapin::uri::AMQPScheme::AMQP;
             if let (true, Some((key, _))) = (plain, tls_set.iter().find(|(_, set)| *set)) {
-                return Err(rule(
-                    "broker_uri",
-                    &format!(
-                        "(node {}) is amqp:// but `{key}` is set: TLS settings need amqps:// \
+                return Err(invalid(
+                    key,
+                    format!(
+                        "is set but `broker_uri` node {} is amqp://: TLS settings need amqps:// \
                          URIs, logcollect never falls back to plain AMQP",
                         i + 1
                     ),
                 ));
             }
             if external(uri) && self.tls_cert_file.is_none() {
-                return Err(rule(
+                return Err(invalid(
                     "auth_mechanism",
                     "is EXTERNAL, which logs in with the client certificate: set \
-                     tls_cert_file and tls_key_file, and use amqps://",
+                     tls_cert_file and tls_key_file, and use amqps://"
+                        .into(),
                 ));
             }
             if external(uri) && plain {
-                return Err(rule(
+                return Err(invalid(
                     "auth_mechanism",
-                    "is EXTERNAL, which needs TLS: use amqps:// URIs",
+                    "is EXTERNAL, which needs TLS: use amqps:// URIs".into(),
                 ));
             }
         }
