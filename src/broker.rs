@@ -154,7 +154,7 @@ fn certificates(key: &str, path: &Path, pem: &[u8]) -> Result<(), Error> {
 }
 
 /// Where and how to publish.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Target {
     /// The nodes, tried in order from `next` (failover); never empty.
     pub nodes: Vec<AMQPUri>,
@@ -168,6 +168,20 @@ pub(crate) struct Target {
     /// Shown in the broker's management UI, to tell connections apart.
     pub connection_name: String,
     pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for Target {
+    /// The nodes without credentials, never a password or the TLS key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(describe).collect();
+        f.debug_struct("Target")
+            .field("nodes", &nodes)
+            .field("tls", &self.tls)
+            .field("exchange", &self.exchange)
+            .field("exchange_type", &self.exchange_type)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl Target {
@@ -286,7 +300,11 @@ impl BrokerError {
     /// What lapin reported at `step` with node `uri`, classified by the broker's reply code.
     fn classify(step: Step, target: &Target, uri: &AMQPUri, error: &lapin::Error) -> BrokerError {
         let broker = describe(uri);
-        let user = uri.authority.userinfo.username.clone();
+        let user = if uri.query.auth_mechanism == Some(SASLMechanism::External) {
+            "the client certificate's subject, EXTERNAL".to_string()
+        } else {
+            uri.authority.userinfo.username.clone()
+        };
         let detail = mask_uri_passwords(&error.to_string()).into_owned();
         if let (Step::Connect, Some(problem)) = (step, tls_problem(uri, &target.tls, error)) {
             return BrokerError::Tls {
@@ -626,4 +644,55 @@ pub(crate) fn describe(uri: &AMQPUri) -> String {
         uri.authority.port,
         uri.vhost.replace('/', "%2f")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_about_nodes_never_show_a_password() {
+        let a: AMQPUri = "amqps://app:pw-a@rabbit-1:5671/%2f".parse().unwrap();
+        let b: AMQPUri = "amqp://app:pw-b@rabbit-2/logs".parse().unwrap();
+        assert_eq!(describe(&a), "amqps://rabbit-1:5671/%2f");
+        assert_eq!(describe(&b), "amqp://rabbit-2:5672/logs");
+        let target = Target {
+            nodes: vec![a.clone(), b.clone()],
+            current: Default::default(),
+            next: Default::default(),
+            tls: Tls::default(),
+            exchange: ShortString::from("logs"),
+            exchange_type: ExchangeType::Topic,
+            connection_name: "x".into(),
+            connect_timeout: Duration::from_secs(1),
+        };
+        let error = BrokerError::AllNodes {
+            errors: vec![
+                BrokerError::Unreachable {
+                    broker: describe(&a),
+                    detail: mask_uri_passwords("dns failed for amqps://app:pw-a@rabbit-1")
+                        .into_owned(),
+                },
+                BrokerError::LoginRefused {
+                    broker: describe(&b),
+                    user: "app".into(),
+                    detail: "ACCESS_REFUSED".into(),
+                },
+            ],
+        };
+        for shown in [
+            format!("{target:?}"),
+            error.to_string(),
+            format!("{error:?}"),
+            error.headline().to_string(),
+        ] {
+            assert!(
+                !shown.contains("pw-a") && !shown.contains("pw-b"),
+                "{shown}"
+            );
+        }
+        assert!(error
+            .to_string()
+            .contains("node 2: amqp://rabbit-2:5672/logs refused the login"));
+    }
 }

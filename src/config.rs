@@ -846,7 +846,7 @@ fn short_string(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn amqp_uris(s: &String) -> Result<(), String> {
+fn amqp_uris(s: &str) -> Result<(), String> {
     split_uris(s).map(drop)
 }
 
