@@ -247,6 +247,21 @@ fn a_server_certificate_from_another_ca_is_refused(s: &Setup) {
     assert_eq!(s.harness().drain(&queue).len(), 0);
 }
 
+fn a_client_certificate_from_another_ca_is_refused(s: &Setup) {
+    let other = Ca::new("a CA the broker does not trust");
+    let stranger = other.client(CLIENT_USER);
+    let mut config = s.config(&unique("tls-stranger"));
+    config.tls_cert_file = Some(s.file("stranger.pem", &stranger.cert_pem));
+    config.tls_key_file = Some(s.file("stranger.key", &stranger.key_pem));
+    let (layer, guard) = shipper(config);
+    with_layer(layer, || tracing::info!("never delivered"));
+    let error = refused(&guard, "refused the client certificate");
+    assert!(
+        error.contains("signed by a CA the broker trusts"),
+        "{error}"
+    );
+}
+
 fn a_name_mismatch_is_refused(s: &Setup) {
     let mut config = s.config(&unique("tls-name"));
     config.tls_server_name = Some("broker.elsewhere.example".to_string());
@@ -381,7 +396,7 @@ fn redaction_field_by_field_in_both_formats(s: &Setup) {
 fn tls_against_a_node_that_requires_client_certificates() {
     let setup = Setup::start();
     type Case = fn(&Setup);
-    let cases: [(&str, Case); 6] = [
+    let cases: [(&str, Case); 7] = [
         (
             "mutual_tls_delivers_documents_end_to_end",
             mutual_tls_delivers_documents_end_to_end,
@@ -397,6 +412,10 @@ fn tls_against_a_node_that_requires_client_certificates() {
         (
             "a_server_certificate_from_another_ca_is_refused",
             a_server_certificate_from_another_ca_is_refused,
+        ),
+        (
+            "a_client_certificate_from_another_ca_is_refused",
+            a_client_certificate_from_another_ca_is_refused,
         ),
         ("a_name_mismatch_is_refused", a_name_mismatch_is_refused),
         (
