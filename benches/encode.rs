@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logcollect::internals::{
-    encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, SpanSnapshot,
+    encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, Redactor, SpanSnapshot,
 };
 use logcollect::Format;
 
@@ -57,6 +57,58 @@ fn bench(c: &mut Criterion) {
                     max_field_bytes: 1 << 20,
                 };
                 encode_into(format, black_box(&event), &envelope, &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    // What the shipper does: redaction (the default rules) before encoding. `redacted` has
+    // secrets to replace (a copy of the event is made); `clean` has none (nothing copied).
+    let rules = [
+        ("mask", Redactor::defaults()),
+        (
+            "hash",
+            Redactor::new(
+                logcollect::internals::REDACT_DEFAULT_FIELDS.iter().copied(),
+                logcollect::Detector::ALL,
+                logcollect::RedactWith::Hash,
+                Some("bench-key"),
+            ),
+        ),
+    ];
+    let mut secret = event.clone();
+    secret.message = "login by alice with Bearer abcdefghijklmnop".to_string();
+    secret
+        .fields
+        .push(("password", FieldValue::Str("hunter2".into())));
+    for (name, redactor) in &rules {
+        for (kind, event) in [("clean", &event), ("redacted", &secret)] {
+            let mut out = Vec::with_capacity(1024);
+            group.bench_function(format!("ecs+redact_{name}_{kind}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    let envelope = Envelope {
+                        id: event_id(event),
+                        identity: &identity,
+                        max_field_bytes: 1 << 20,
+                    };
+                    let event = redactor.event(black_box(event));
+                    encode_into(Format::Ecs, &event, &envelope, &mut out);
+                    black_box(out.len())
+                })
+            });
+        }
+    }
+    {
+        let mut out = Vec::with_capacity(1024);
+        group.bench_function("ecs_secret_event_unredacted", |b| {
+            b.iter(|| {
+                out.clear();
+                let envelope = Envelope {
+                    id: event_id(&secret),
+                    identity: &identity,
+                    max_field_bytes: 1 << 20,
+                };
+                encode_into(Format::Ecs, black_box(&secret), &envelope, &mut out);
                 black_box(out.len())
             })
         });

@@ -7,7 +7,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::broker::ExchangeType;
-use crate::broker::Target;
+use crate::broker::{Target, Tls};
 use crate::capture::LogcollectLayer;
 use crate::config::Config;
 use crate::delivery::{
@@ -260,6 +260,7 @@ impl Builder {
     pub fn build(self) -> Result<(LogcollectLayer, Guard), Error> {
         let config = self.config;
         config.validate()?;
+        let redactor = config.redactor();
         let identity = Identity::detect(
             config.identity.clone(),
             config.hostname.clone(),
@@ -275,14 +276,19 @@ impl Builder {
             pid: self.pid.unwrap_or(identity.pid),
             ..identity
         };
+        let identity = redactor.identity(identity);
         let target = Target {
-            uri: config.amqp_uri()?,
+            nodes: config.amqp_uris()?,
+            current: Default::default(),
+            next: Default::default(),
+            tls: Tls::load(&config)?,
             exchange: lapin::types::ShortString::from(config.exchange.as_str()),
             exchange_type: config.exchange_type,
             connection_name: format!("logcollect {}@{}", identity.service_name, identity.hostname),
             connect_timeout: config.connect_timeout,
         };
         let encoder = Encoder {
+            redactor,
             format: config.format,
             identity,
             routing_key: config.routing_key.clone(),

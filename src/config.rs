@@ -17,10 +17,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::broker::ExchangeType;
+use crate::broker::{AuthMechanism, ExchangeType};
 use crate::choice::{self, Choice};
 use crate::delivery::{Overflow, WhenFull};
+use crate::encoding::redact::{mask_uri_passwords, DEFAULT_FIELDS as DEFAULT_REDACT_FIELDS};
 use crate::encoding::Format;
+use crate::encoding::{Detector, RedactWith};
 use crate::Error;
 
 /// Defaults shared with the Logstash pipeline in `logstash/` (tests check they agree).
@@ -79,6 +81,7 @@ macro_rules! settings {
                 $(, allowed $allowed:expr)?
                 $(, default_doc $default_doc:expr)?
                 $(, check $check:expr)?
+                $(, read $read:expr)?
                 ;
             )*
         }
@@ -92,13 +95,14 @@ macro_rules! settings {
                     $(, allowed $tallowed:expr)?
                     $(, default_doc $tdefault_doc:expr)?
                     $(, check $tcheck:expr)?
+                    $(, read $tread:expr)?
                     ;
                 )*
             }
         )*
     ) => {
         $(#[doc = $config_doc])*
-        #[derive(Debug, Clone, PartialEq)]
+        #[derive(Clone, PartialEq)]
         #[non_exhaustive]
         pub struct Config {
             $(
@@ -111,6 +115,16 @@ macro_rules! settings {
                 $(#[doc = $table_doc])*
                 pub $table: $Table,
             )*
+        }
+
+        /// Every setting, with the passwords of broker URIs and the redaction hash key masked.
+        impl fmt::Debug for Config {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Config")
+                    $(.field(stringify!($field), &Masked(stringify!($field), &self.$field)))*
+                    $(.field(stringify!($table), &Masked(stringify!($table), &self.$table)))*
+                    .finish()
+            }
         }
 
         impl Default for Config {
@@ -135,14 +149,16 @@ macro_rules! settings {
                     setting!(
                         [$field] $field: $ty, $doc,
                         table [], key [$($key)?], allowed [$($allowed)?],
-                        default_doc [$($default_doc)?], check [$($check)?]
+                        default_doc [$($default_doc)?], check [$($check)?],
+                        read [$($read)?]
                     ),
                 )*
                 $($(
                     setting!(
                         [$table . $tfield] $tfield: $tty, $tdoc,
                         table [$table], key [$($tkey)?], allowed [$($tallowed)?],
-                        default_doc [$($tdefault_doc)?], check [$($tcheck)?]
+                        default_doc [$($tdefault_doc)?], check [$($tcheck)?],
+                        read [$($tread)?]
                     ),
                 )*)*
             ];
@@ -213,12 +229,23 @@ macro_rules! check_or_none {
     };
 }
 
+/// The given reader, or the type's.
+macro_rules! read_or_kind {
+    ($ty:ty;) => {
+        <$ty as Kind>::read
+    };
+    ($ty:ty; $read:expr) => {
+        $read
+    };
+}
+
 /// One [`Setting`]: `[path . to . field] field: Type, doc, …`.
 macro_rules! setting {
     (
         [$($path:ident).+] $field:ident : $ty:ty, $doc:literal,
         table [$($table:ident)?], key [$($key:literal)?], allowed [$($allowed:expr)?],
-        default_doc [$($default_doc:expr)?], check [$($check:expr)?]
+        default_doc [$($default_doc:expr)?], check [$($check:expr)?],
+        read [$($read:expr)?]
     ) => {
         Setting {
             key: full_key!($($table)?; $($key)?; $field),
@@ -228,7 +255,7 @@ macro_rules! setting {
             entries: <$ty as Kind>::ENTRIES,
             type_allowed: <$ty as Kind>::allowed,
             read: |c: &mut Config, value: config::Value| {
-                <$ty as Kind>::read(&mut c.$($path).+, value)
+                (read_or_kind!($ty; $($read)?))(&mut c.$($path).+, value)
             },
             show: |c: &Config| <$ty as Kind>::show(&c.$($path).+),
             check: |c: &Config| (check_or_none!($($check)?))(&c.$($path).+),
@@ -239,10 +266,30 @@ macro_rules! setting {
 settings! {
     /// Every setting, with its default. Build one in code, or read it with [`Config::from_env`].
     pub struct Config {
-        /// The broker; the `heartbeat` (default 10 s) and `connection_timeout` query parameters are honoured.
+        /// The broker, or a cluster's nodes tried in order (failover); query `heartbeat` (default 10 s), `connection_timeout` and `auth_mechanism` honoured.
         broker_uri: String = defaults::BROKER_URI.to_string(),
-            allowed "an amqp:// or amqps:// URI, e.g. amqp://user:password@host:5672/%2f",
-            check amqp_uri;
+            allowed "an amqp:// or amqps:// URI, e.g. amqp://user:password@host:5672/%2f; several separated by commas (a list in a file)",
+            check amqp_uris,
+            read read_uri_list;
+        /// PEM file of the CA certificate(s) that sign the broker's certificate, trusted besides the system's roots.
+        tls_ca_file: Option<PathBuf> = None,
+            allowed "a PEM file path",
+            default_doc "the system's roots only";
+        /// PEM file of the client certificate (chain, leaf first) shown to the broker: mutual TLS.
+        tls_cert_file: Option<PathBuf> = None,
+            allowed "a PEM file path (with `tls_key_file`)",
+            default_doc "none (no client certificate)";
+        /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+        tls_key_file: Option<PathBuf> = None,
+            allowed "a PEM file path (with `tls_cert_file`)",
+            default_doc "none";
+        /// The name the broker's certificate must carry, when it is not the host of the URI.
+        tls_server_name: Option<String> = None,
+            allowed "a DNS name or IP address",
+            default_doc "the host of each URI";
+        /// The SASL mechanism: `external` logs in as the client certificate's subject, with no password.
+        auth_mechanism: Option<AuthMechanism> = None,
+            default_doc "the URI's `auth_mechanism` parameter, else `plain`";
         /// The exchange to publish to, declared durable by the shipper.
         exchange: String = defaults::EXCHANGE.to_string(),
             allowed "an exchange name of at most 255 bytes",
@@ -315,6 +362,21 @@ settings! {
         backoff_max: Duration = Duration::from_secs(30), key "backoff_max_ms";
         /// The pause after a message is returned unroutable or nacked (it doubles while they go on).
         retry_delay: Duration = Duration::from_secs(1), key "retry_delay_ms";
+        /// Field names whose values are replaced whole (event, span and identity fields; any case; matched as words); replaces the default list.
+        redact_fields: Vec<String> = DEFAULT_REDACT_FIELDS.iter().map(|s| s.to_string()).collect(),
+            allowed "field names separated by commas (a list in a file); empty for none";
+        /// More field names to redact, added to `redact_fields`.
+        redact_fields_extra: Vec<String> = Vec::new(),
+            allowed "field names separated by commas (a list in a file)",
+            default_doc "none";
+        /// The detectors of secrets in messages and string values; leave one out to switch it off.
+        redact_detectors: Vec<Detector> = Detector::ALL.to_vec(),
+            allowed "detectors separated by commas (a list in a file), of bearer, jwt, uri_password, aws_access_key, card_number; empty for none";
+        /// What replaces a secret: `mask` (`[REDACTED]`) or `hash` (`[REDACTED:<keyed hash>]`, equal for equal secrets).
+        redact_with: RedactWith = RedactWith::DEFAULT;
+        /// The key of `redact_with = hash` (never printed); processes sharing it give equal hashes.
+        redact_hash_key: Option<String> = None,
+            default_doc "a random key per process";
         /// At most one stderr message of a kind per interval.
         diagnostics_interval: Duration = Duration::from_secs(10), key "diagnostics_interval_ms";
     }
@@ -619,6 +681,172 @@ impl Kind for BTreeMap<String, String> {
     }
 }
 
+/// What a list holds: names, or the words of a [`choice!`] enum.
+pub(crate) trait Item: Sized {
+    fn allowed_item() -> String;
+    fn parse_item(s: &str) -> Result<Self, Option<String>>;
+    fn show_item(&self) -> String;
+}
+
+impl Item for String {
+    fn allowed_item() -> String {
+        "text".into()
+    }
+    fn parse_item(s: &str) -> Result<Self, Option<String>> {
+        Ok(s.to_string())
+    }
+    fn show_item(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<T: Choice> Item for T {
+    fn allowed_item() -> String {
+        choice::allowed::<T>()
+    }
+    fn parse_item(s: &str) -> Result<Self, Option<String>> {
+        choice::find(s)
+            .ok_or_else(|| Some(format!("`{s}` is not one of {}", choice::allowed::<T>())))
+    }
+    fn show_item(&self) -> String {
+        self.name().to_string()
+    }
+}
+
+/// A list: an array in a file, comma-separated text in a variable; an empty value is an empty
+/// list, an empty entry an error.
+impl<T: Item> Kind for Vec<T> {
+    fn allowed() -> String {
+        format!("a list of {} separated by commas", T::allowed_item())
+    }
+    fn parse(s: &str) -> Result<Self, Option<String>> {
+        if s.is_empty() {
+            return Ok(Vec::new());
+        }
+        s.split(',')
+            .enumerate()
+            .map(|(i, entry)| match entry.trim() {
+                "" => Err(Some(format!("entry {} of the list is empty", i + 1))),
+                entry => T::parse_item(entry),
+            })
+            .collect()
+    }
+    fn show(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.iter().map(T::show_item).collect::<Vec<_>>().join(", "))
+    }
+    fn read(slot: &mut Self, value: config::Value) -> Result<(), Bad> {
+        match value.clone().into_array() {
+            Ok(entries) => {
+                let mut list = Vec::with_capacity(entries.len());
+                for (i, entry) in entries.into_iter().enumerate() {
+                    let entry = entry
+                        .into_string()
+                        .map_err(|e| Bad::because(format!("entry {}: {e}", i + 1)))?;
+                    match entry.trim() {
+                        "" => {
+                            return Err(Bad::because(format!(
+                                "entry {} of the list is empty",
+                                i + 1
+                            )))
+                        }
+                        item => list.push(T::parse_item(item).map_err(|reason| Bad {
+                            value: Some(entry.clone()),
+                            reason,
+                        })?),
+                    }
+                }
+                *slot = list;
+                Ok(())
+            }
+            Err(_) => {
+                let s = value
+                    .into_string()
+                    .map_err(|e| Bad::because(e.to_string()))?;
+                *slot = Self::parse(s.trim()).map_err(|reason| Bad {
+                    value: Some(s),
+                    reason,
+                })?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `broker_uri`: one URI, comma-separated URIs, or (in a file) a list of URIs, kept as
+/// comma-separated text. Never repeats the value (it may hold a password).
+fn read_uri_list(slot: &mut String, value: config::Value) -> Result<(), Bad> {
+    match value.clone().into_array() {
+        Ok(entries) => {
+            let mut uris = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.into_iter().enumerate() {
+                let entry = entry
+                    .into_string()
+                    .map_err(|_| Bad::because(format!("entry {} is not a string", i + 1)))?;
+                uris.push(entry.trim().to_string());
+            }
+            if uris.is_empty() {
+                return Err(Bad::because("the list is empty"));
+            }
+            *slot = uris.join(",");
+        }
+        Err(_) => {
+            *slot = value
+                .into_string()
+                .map_err(|_| Bad::because("must be text"))?
+                .trim()
+                .to_string();
+        }
+    }
+    Ok(())
+}
+
+/// A field in `Config`'s `Debug`: passwords in URIs and the hash key masked.
+struct Masked<'a, T: fmt::Debug>(&'static str, &'a T);
+
+impl<T: fmt::Debug> fmt::Debug for Masked<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = if f.alternate() {
+            format!("{:#?}", self.1)
+        } else {
+            format!("{:?}", self.1)
+        };
+        if self.0 == "redact_hash_key" && shown != "None" {
+            return f.write_str("Some(\"***\")");
+        }
+        f.write_str(&mask_uri_passwords(&shown))
+    }
+}
+
+/// The entries of a `broker_uri` list, parsed; an error names the entry, never its text.
+pub(crate) fn split_uris(s: &str) -> Result<Vec<lapin::uri::AMQPUri>, String> {
+    let entries: Vec<&str> = s.split(',').map(str::trim).collect();
+    let several = entries.len() > 1;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let which = if several {
+                format!("entry {} ", i + 1)
+            } else {
+                String::new()
+            };
+            if entry.is_empty() {
+                return Err(if several {
+                    format!("{which}of the list is empty")
+                } else {
+                    "is empty".to_string()
+                });
+            }
+            entry.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+                format!(
+                    "{which}is not a valid AMQP URI ({})",
+                    mask_uri_passwords(&e.to_string())
+                )
+            })
+        })
+        .collect()
+}
+
 // Checks of single values (a rule involving two settings is in `Config::validate`).
 
 fn no_check<T>(_: &T) -> Result<(), String> {
@@ -649,10 +877,8 @@ fn short_string(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn amqp_uri(s: &str) -> Result<(), String> {
-    s.parse::<lapin::uri::AMQPUri>()
-        .map(drop)
-        .map_err(|e| format!("not a valid AMQP URI ({e})"))
+fn amqp_uris(s: &str) -> Result<(), String> {
+    split_uris(s).map(drop)
 }
 
 fn env_filter(directives: &str) -> Result<(), String> {
@@ -756,6 +982,7 @@ impl Config {
         for setting in Config::SETTINGS {
             (setting.check)(self).map_err(|reason| setting.invalid(Bad::because(reason)))?;
         }
+        self.validate_tls()?;
         if self.routing_key.is_empty() && self.exchange_type == ExchangeType::Direct {
             return Err(rule(
                 "routing_key",
@@ -796,16 +1023,103 @@ impl Config {
         })
     }
 
-    /// The broker URI, parsed; a heartbeat of 10 s is asked for unless the URI sets one.
-    pub(crate) fn amqp_uri(&self) -> Result<lapin::uri::AMQPUri, Error> {
-        let mut uri: lapin::uri::AMQPUri = self.broker_uri.parse().map_err(|e| {
+    /// The TLS rules: a client certificate comes with its key, TLS settings mean every node
+    /// is `amqps://` (never a silent fall back to plain AMQP), EXTERNAL needs a certificate.
+    fn validate_tls(&self) -> Result<(), Error> {
+        // Each error names the setting that is set, with what it allows.
+        let invalid = |key: &str, reason: String| match Config::setting(key) {
+            Some(setting) => setting.invalid(Bad::because(reason)),
+            None => rule(key, &reason),
+        };
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls_cert_file",
+                    "is set without tls_key_file; a client certificate needs its key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls_key_file",
+                    "is set without tls_cert_file; set the client certificate too".into(),
+                ))
+            }
+            _ => {}
+        }
+        let uris = split_uris(&self.broker_uri).map_err(|reason| {
             Error::Config(format!(
-                "`broker_uri` is not a valid AMQP URI ({e}); expected e.g. \
-                 amqp://user:password@host:5672/%2f or amqps://…"
+                "`broker_uri` (variable LOGCOLLECT_BROKER_URI) {reason}"
             ))
         })?;
-        uri.query.heartbeat.get_or_insert(10);
-        Ok(uri)
+        let tls_set = [
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+            ("tls_server_name", self.tls_server_name.is_some()),
+        ];
+        let external = |uri: &lapin::uri::AMQPUri| match self.auth_mechanism {
+            Some(mechanism) => mechanism == AuthMechanism::External,
+            None => uri.query.auth_mechanism == Some(lapin::uri::SASLMechanism::External),
+        };
+        for (i, uri) in uris.iter().enumerate() {
+            let plain = uri.scheme == lapin::uri::AMQPScheme::AMQP;
+            if let (true, Some((key, _))) = (plain, tls_set.iter().find(|(_, set)| *set)) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "is set but `broker_uri` node {} is amqp://: TLS settings need amqps:// \
+                         URIs, logcollect never falls back to plain AMQP",
+                        i + 1
+                    ),
+                ));
+            }
+            if external(uri) && self.tls_cert_file.is_none() {
+                return Err(invalid(
+                    "auth_mechanism",
+                    "is EXTERNAL, which logs in with the client certificate: set \
+                     tls_cert_file and tls_key_file, and use amqps://"
+                        .into(),
+                ));
+            }
+            if external(uri) && plain {
+                return Err(invalid(
+                    "auth_mechanism",
+                    "is EXTERNAL, which needs TLS: use amqps:// URIs".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker URIs, parsed, in order; a heartbeat of 10 s is asked for unless a URI sets
+    /// one, and `auth_mechanism`, when set, applies to every one.
+    pub(crate) fn amqp_uris(&self) -> Result<Vec<lapin::uri::AMQPUri>, Error> {
+        let mut uris = split_uris(&self.broker_uri).map_err(|reason| {
+            Error::Config(format!(
+                "`broker_uri` {reason}; expected e.g. amqp://user:password@host:5672/%2f or \
+                 amqps://…, several separated by commas"
+            ))
+        })?;
+        for uri in &mut uris {
+            uri.query.heartbeat.get_or_insert(10);
+            if let Some(mechanism) = self.auth_mechanism {
+                uri.query.auth_mechanism = Some(mechanism.sasl());
+            }
+        }
+        Ok(uris)
+    }
+
+    /// The redaction rules these settings give.
+    pub(crate) fn redactor(&self) -> crate::encoding::redact::Redactor {
+        crate::encoding::redact::Redactor::new(
+            self.redact_fields
+                .iter()
+                .chain(&self.redact_fields_extra)
+                .map(String::as_str),
+            &self.redact_detectors,
+            self.redact_with,
+            self.redact_hash_key.as_deref(),
+        )
     }
 }
 

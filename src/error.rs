@@ -18,6 +18,9 @@ pub enum Error {
     /// The spool directory cannot be used: not creatable, not readable, or locked by another
     /// process.
     Spool(String),
+    /// A TLS file (`tls_ca_file`, `tls_cert_file`, `tls_key_file`) is missing, unreadable or
+    /// not what it should be; the message names the setting and the file.
+    Tls(String),
 }
 
 impl fmt::Display for Error {
@@ -34,6 +37,7 @@ impl fmt::Display for Error {
             ),
             Error::Spawn(e) => write!(f, "logcollect: cannot start the shipper thread: {e}"),
             Error::Spool(m) => write!(f, "logcollect spool: {m}"),
+            Error::Tls(m) => write!(f, "logcollect TLS: {m}"),
         }
     }
 }

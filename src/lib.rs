@@ -39,14 +39,14 @@ mod panic;
 pub mod trace;
 
 pub use boot::{builder, builder_from_env, init, Builder, CargoPackage};
-pub use broker::ExchangeType;
+pub use broker::{AuthMechanism, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{
     defaults, BatchConfig, Config, Setting, SpoolConfig, BATCH_KEYS, KEYS as CONFIG_KEYS,
     SPOOL_KEYS,
 };
 pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
-pub use encoding::Format;
+pub use encoding::{Detector, Format, RedactWith};
 pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
@@ -59,6 +59,9 @@ pub use panic::install_panic_hook;
 #[allow(missing_docs)]
 pub mod internals {
     pub use crate::capture::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
+    pub use crate::encoding::redact::{
+        mask_uri_passwords, Redactor, DEFAULT_FIELDS as REDACT_DEFAULT_FIELDS,
+    };
     pub use crate::encoding::{
         encode, encode_into, event_id, routing_key, Envelope, CLASSIC_RESERVED,
         MAX_ROUTING_KEY_BYTES,

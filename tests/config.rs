@@ -453,3 +453,86 @@ fn the_builder_rejects_bad_input_with_an_error_not_a_panic() {
         .expect_err("error");
     assert!(e.to_string().contains("queue_capacity"), "{e}");
 }
+
+#[test]
+fn broker_uri_is_a_list_of_nodes_in_a_file_or_comma_separated_in_a_variable() {
+    let c = Config::from_vars(vars(&[(
+        "LOGCOLLECT_BROKER_URI",
+        " amqps://u:p@rabbit-1:5671/%2f , amqps://u:p@rabbit-2:5671/%2f",
+    )]))
+    .unwrap();
+    assert_eq!(
+        c.broker_uri,
+        "amqps://u:p@rabbit-1:5671/%2f , amqps://u:p@rabbit-2:5671/%2f"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("logcollect.toml");
+    std::fs::write(
+        &file,
+        "broker_uri = [\"amqp://u:p@a:5672/%2f\", \"amqp://u:p@b:5672/%2f\"]\n\
+         redact_fields = [\"password\", \"PIN\"]\n\
+         redact_detectors = [\"jwt\", \"card_number\"]\n\
+         redact_with = \"hash\"\n",
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let c = Config::from_vars(vars(&[("LOGCOLLECT_CONFIG", path.as_str())])).unwrap();
+    assert_eq!(c.broker_uri, "amqp://u:p@a:5672/%2f,amqp://u:p@b:5672/%2f");
+    assert_eq!(c.redact_fields, ["password", "PIN"]);
+    assert_eq!(
+        c.redact_detectors,
+        [logcollect::Detector::Jwt, logcollect::Detector::CardNumber]
+    );
+    assert_eq!(c.redact_with, logcollect::RedactWith::Hash);
+
+    // An empty entry, a bad entry: errors that name the entry, never its text.
+    let e = error(&[(
+        "LOGCOLLECT_BROKER_URI",
+        "amqp://u:s3cret@a:5672/%2f,,amqp://b",
+    )]);
+    assert!(
+        e.contains("`broker_uri`") && e.contains("entry 2") && e.contains("empty"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = error(&[(
+        "LOGCOLLECT_BROKER_URI",
+        "amqp://u:s3cret@a:5672/%2f,amqp://u:s3cret@b:notaport/%2f",
+    )]);
+    assert!(
+        e.contains("entry 2") && e.contains("not a valid AMQP URI"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = error(&[("LOGCOLLECT_REDACT_DETECTORS", "jwt,,bearer")]);
+    assert!(
+        e.contains("redact_detectors") && e.contains("entry 2"),
+        "{e}"
+    );
+    let e = error(&[("LOGCOLLECT_REDACT_DETECTORS", "jwt,ssn")]);
+    assert!(e.contains("redact_detectors") && e.contains("`ssn`"), "{e}");
+    // Empty: no detectors, no names.
+    let c = Config::from_vars(vars(&[
+        ("LOGCOLLECT_REDACT_DETECTORS", ""),
+        ("LOGCOLLECT_REDACT_FIELDS", ""),
+    ]))
+    .unwrap();
+    assert!(c.redact_detectors.is_empty() && c.redact_fields.is_empty());
+}
+
+#[test]
+fn debug_of_config_masks_every_password_and_the_hash_key() {
+    let mut c = Config::default();
+    c.broker_uri = "amqps://app:pw-one@a:5671/%2f,amqp://app:pw-two@b:5672/%2f".to_string();
+    c.redact_hash_key = Some("hash-key-secret".to_string());
+    for shown in [format!("{c:?}"), format!("{c:#?}")] {
+        for secret in ["pw-one", "pw-two", "hash-key-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("amqps://app:***@a:5671/%2f"), "{shown}");
+        assert!(shown.contains("amqp://app:***@b:5672/%2f"), "{shown}");
+        assert!(shown.contains("exchange"), "{shown}");
+    }
+    // The default guest password too.
+    assert!(!format!("{:?}", Config::default()).contains("guest:guest"));
+}

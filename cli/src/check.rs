@@ -125,8 +125,8 @@ pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
 
 /// The steps; `Err` at the first break.
 async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Result<(), Diagnosis> {
-    let uri: AMQPUri = config
-        .broker_uri
+    // With a cluster's list of nodes, the first one is checked.
+    let uri: AMQPUri = first_node(&config.broker_uri)
         .parse()
         .map_err(|e: String| diagnose::config_invalid(format!("`broker_uri`: {e}")))?;
     let user = uri.authority.userinfo.username.clone();
@@ -519,4 +519,9 @@ fn print_human(report: &Report) -> std::io::Result<()> {
         )?,
     }
     out.flush()
+}
+
+/// The first node of a `broker_uri` list (the whole value when it is one URI).
+pub(crate) fn first_node(broker_uri: &str) -> &str {
+    broker_uri.split(',').next().unwrap_or_default().trim()
 }

@@ -127,7 +127,7 @@ pub fn run(config: &Config, args: TailArgs) -> u8 {
 }
 
 async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
-    let uri: AMQPUri = match config.broker_uri.parse() {
+    let uri: AMQPUri = match crate::check::first_node(&config.broker_uri).parse() {
         Ok(uri) => uri,
         Err(e) => return End::Failed(diagnose::config_invalid(format!("`broker_uri`: {e}"))),
     };

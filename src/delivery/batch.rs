@@ -169,6 +169,7 @@ mod tests {
 
     fn encoder(max_events: usize, max_bytes: usize, max_message_bytes: usize) -> Encoder {
         Encoder {
+            redactor: crate::encoding::redact::Redactor::none(),
             format: Format::Ecs,
             identity: test_support::identity(),
             routing_key: "logstash.{target}".into(),

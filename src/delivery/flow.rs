@@ -91,7 +91,9 @@ impl Backoff {
         self.current = self.current.saturating_mul(2).min(self.max);
         // uuid's random bits are a ready source of jitter without another dependency.
         let r = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-        delay.mul_f64(0.5 + f64::from(r) / 2000.0)
+        let factor = 0.5 + f64::from(r) / 2000.0;
+        // `mul_f64` panics when the product does not fit; a user's `Duration::MAX` must not.
+        Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(delay)
     }
 }
 
@@ -139,5 +141,17 @@ mod tests {
         assert!(f.unblock() && !f.unblock());
         f.refused();
         assert!(f.holding(Instant::now() + Duration::from_secs(1 << 40)));
+    }
+
+    #[test]
+    fn huge_backoffs_saturate_instead_of_panicking() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        for _ in 0..100 {
+            assert!(b.next() >= Duration::MAX / 2);
+        }
+        let mut b = Backoff::new(Duration::from_secs(u64::MAX / 3), Duration::MAX);
+        for _ in 0..100 {
+            let _ = b.next();
+        }
     }
 }

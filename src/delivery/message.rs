@@ -14,6 +14,8 @@ use crate::identity::Identity;
 /// What turns captured events into documents, and documents into messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoder {
+    /// Secrets out before encoding (on the shipper thread, like encoding).
+    pub redactor: crate::encoding::redact::Redactor,
     pub format: Format,
     pub identity: Identity,
     pub routing_key: String,
@@ -67,7 +69,8 @@ impl Encoder {
             identity: &self.identity,
             max_field_bytes: self.max_field_bytes,
         };
-        encoding::encode_into(self.format, event, &envelope, out);
+        let event = self.redactor.event(event);
+        encoding::encode_into(self.format, &event, &envelope, out);
         id
     }
 

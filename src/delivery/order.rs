@@ -193,6 +193,7 @@ mod tests {
 
     fn shared(max_events: usize, capacity: usize) -> std::sync::Arc<Shared> {
         let encoder = Encoder {
+            redactor: crate::encoding::redact::Redactor::none(),
             format: Format::Ecs,
             identity: test_support::identity(),
             routing_key: "logstash.{target}".into(),

@@ -74,6 +74,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                 }
                 connected_before = true;
                 backoff.reset();
+                shared.counters.set_node(Some(&session.node));
                 let end = Publisher {
                     shared: &shared,
                     limits: &config.limits,
@@ -89,6 +90,7 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
                     return;
                 }
                 broker::close(session).await;
+                shared.counters.set_node(None);
                 if let End::Failed(reason) = end {
                     shared.counters.set_error(&reason);
                     diag.error(reason.headline(), &reason.to_string());

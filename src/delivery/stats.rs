@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub last_error: Mutex<Option<String>>,
     /// Logging call to broker confirm, for the most recent events.
     latency: Mutex<Latencies>,
+    /// The broker node of the current session (credentials masked), `None` while disconnected.
+    pub node: Mutex<Option<String>>,
 }
 
 /// How many recent events the latency percentiles cover.
@@ -129,7 +131,16 @@ impl Counters {
 
     pub fn set_error(&self, error: impl fmt::Display) {
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error.to_string());
+            // A broker's words could quote a URI: never a password in the stats.
+            *last =
+                Some(crate::encoding::redact::mask_uri_passwords(&error.to_string()).into_owned());
+        }
+    }
+
+    /// The node in use, or `None` while disconnected.
+    pub fn set_node(&self, node: Option<&str>) {
+        if let Ok(mut current) = self.node.lock() {
+            *current = node.map(str::to_string);
         }
     }
 
@@ -169,6 +180,7 @@ impl Counters {
             latency: self.latency.lock().map(|l| l.summary()).unwrap_or_default(),
             queue_depth,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            node: self.node.lock().ok().and_then(|n| n.clone()),
         }
     }
 }
@@ -230,8 +242,11 @@ pub struct Stats {
     pub latency: Latency,
     /// Events waiting in the in-memory queue.
     pub queue_depth: usize,
-    /// The latest delivery error, if any.
+    /// The latest delivery error, if any (broker URIs in it have their password masked).
     pub last_error: Option<String>,
+    /// The broker node in use (`amqps://host:port/vhost`, no credentials); `None` while
+    /// disconnected. With several `broker_uri` nodes, the one failover chose.
+    pub node: Option<String>,
 }
 
 /// Delivery latency percentiles: event timestamp to broker confirm.
@@ -305,6 +320,9 @@ impl fmt::Display for Stats {
             ms(self.latency.max),
             self.queue_depth,
         )?;
+        if let Some(node) = &self.node {
+            write!(f, " node={node}")?;
+        }
         if let Some(error) = &self.last_error {
             write!(f, " last_error={error:?}")?;
         }

@@ -6,6 +6,7 @@
 mod classic;
 mod ecs;
 mod known;
+pub(crate) mod redact;
 mod routing;
 mod value;
 
@@ -15,6 +16,7 @@ use crate::capture::CapturedEvent;
 use crate::identity::Identity;
 
 pub use classic::RESERVED as CLASSIC_RESERVED;
+pub use redact::{Detector, RedactWith};
 pub use routing::{routing_key, MAX_ROUTING_KEY_BYTES};
 
 crate::choice::choice! {
