@@ -127,6 +127,8 @@ fn main() -> ExitCode {
             "binding_key": defaults::BINDING_KEY,
             "ecs_id_field": "[event][id]",
             "classic_id_field": "[event_id]",
+            "batch_max_events": defaults::BATCH_MAX_EVENTS,
+            "batch_max_bytes": defaults::BATCH_MAX_BYTES,
         },
         "ecs": doc(Format::Ecs),
         "classic": doc(Format::Classic),

@@ -70,7 +70,11 @@ fn init_reads_the_environment_and_ships_tracing_and_log_events() {
         assert_eq!(d["project"], "billing");
         assert_eq!(d["application"], "init-test");
     }
-    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+    // Each event's routing key (a message's events share its key).
+    let keys: Vec<&str> = messages
+        .iter()
+        .flat_map(|m| std::iter::repeat_n(m.routing_key.as_str(), m.documents().len()))
+        .collect();
     assert_eq!(
         keys,
         [

@@ -48,6 +48,9 @@ pub(crate) struct Packer<'a> {
     open: Vec<Open>,
     done: Vec<Message>,
     oversize: u64,
+    /// The routing key of the last event's target and level: consecutive events of one call
+    /// site (the common case) reuse it instead of expanding the template again.
+    last_key: Option<(String, tracing::Level, String)>,
 }
 
 impl<'a> Packer<'a> {
@@ -60,15 +63,17 @@ impl<'a> Packer<'a> {
             open: Vec::new(),
             done: Vec::new(),
             oversize: 0,
+            last_key: None,
         }
     }
 
     /// Adds one event to its key's batch (after the events of that key added before it).
     pub fn add(&mut self, event: &CapturedEvent) {
-        let key = self.encoder.routing_key_of(event);
+        let key = key_of(&mut self.last_key, self.encoder, event);
         let i = match self.open.iter().position(|o| o.routing_key == key) {
             Some(i) => i,
             None => {
+                let key = key.to_string();
                 if self.open.len() >= MAX_OPEN {
                     let oldest = self.open.remove(0);
                     self.close(oldest);
@@ -133,6 +138,22 @@ impl<'a> Packer<'a> {
         self.done
             .push(self.encoder.seal(open.routing_key, body, open.born, id));
     }
+}
+
+/// The routing key of `event`'s batch (the template expanded for its target and level),
+/// cached in `last` for the next event of the same target and level.
+fn key_of<'k>(
+    last: &'k mut Option<(String, tracing::Level, String)>,
+    encoder: &Encoder,
+    event: &CapturedEvent,
+) -> &'k str {
+    let hit = matches!(&*last,
+        Some((target, level, _)) if *level == event.level && *target == *event.target);
+    if !hit {
+        let key = encoder.routing_key_of(event);
+        *last = Some((event.target.to_string(), event.level, key));
+    }
+    last.as_ref().map_or("", |(_, _, key)| key)
 }
 
 /// Packs `events` in one pass.

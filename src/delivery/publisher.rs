@@ -45,6 +45,11 @@ pub(crate) enum End {
     Failed(BrokerError),
 }
 
+/// With a spool, the most events the queue holds before the shipper moves them to disk. It
+/// does not bound memory when logging outpaces encoding and writing (the queue then fills to
+/// `queue_capacity` all the same; BENCHMARKS.md, "Memory with a spool").
+const SPILL_AT_MOST: usize = 4096;
+
 type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
 
 /// One session's publishing.
@@ -85,9 +90,11 @@ impl Publisher<'_> {
         let shared = self.shared;
         let counters = &shared.counters;
         let mut events = session.connection.events_listener();
-        // With a spool, events go to disk once the queue is half full, long before it
-        // overflows, and all the time while the broker blocks us.
-        let spill_at = (shared.queue.capacity() / 2).max(1);
+        // With a spool, events go to disk once the queue is half full or holds SPILL_AT_MOST
+        // events, long before it overflows, and all the time while the broker blocks us. A
+        // broker that blocks us before saying so (its alarm set before we connected) looks
+        // merely slow until the confirm timeout: the fixed bound spills meanwhile too.
+        let spill_at = (shared.queue.capacity() / 2).clamp(1, SPILL_AT_MOST);
         let spooling = shared.spooling();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
 

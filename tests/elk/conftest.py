@@ -72,7 +72,7 @@ def sample():
 def crate_defaults(sample):
     d = sample["defaults"]
     expected = {"exchange", "exchange_type", "durable", "routing_key", "binding_key",
-                "ecs_id_field", "classic_id_field"}
+                "ecs_id_field", "classic_id_field", "batch_max_events", "batch_max_bytes"}
     assert expected <= set(d), f"sample_documents defaults lack {expected - set(d)}"
     return d
 

@@ -575,6 +575,14 @@ class NormalisationSpec:
         return doc
 
 
+def pipeline_events(spec: "NormalisationSpec", body: bytes, properties: dict | None = None,
+                    ruby=None) -> list[dict]:
+    """A message body through the pipeline model: the rabbitmq input's json codec splits it
+    into events (an array body: one event per element, in order), then each event goes through
+    the filter section on its own, with the message's AMQP properties as its metadata."""
+    return [spec.apply(doc, properties, ruby=ruby) for doc in json_codec_decode(body)]
+
+
 class RubyRunner:
     """Runs a ruby filter of the pipeline (its init and code, verbatim) with ruby_filter_harness.rb."""
 

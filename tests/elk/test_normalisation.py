@@ -2,6 +2,8 @@
 and maps parsed out of logstash/pipeline/logcollect.conf, on the crate's real documents."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import elkmodel as m
@@ -165,3 +167,33 @@ def test_identity_keys_are_configurable(normalisation, compose, env_file):
     doc = {"@version": "1", "host": "h", "levelname": "INFO", "event_id": "e", "team": "t", "project": "p"}
     out = normalisation.apply(doc, identity_keys=["team"])
     assert out["labels"] == {"team": "t"} and out["fields"] == {"project": "p"}
+
+
+def _with_id(doc: dict, fmt: str, event_id: str) -> dict:
+    out = json.loads(json.dumps(doc))
+    if fmt == "ecs":
+        out["event"]["id"] = event_id
+    else:
+        out["event_id"] = event_id
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 256])
+def test_batched_message_gives_one_event_per_document(sample, normalisation, n):
+    """A batch (a JSON array body) goes through the pipeline as n events, in order, each
+    normalised as if it had come alone; the message's properties reach each of them."""
+    docs = [_with_id(sample["ecs" if i % 2 else "classic"], "ecs" if i % 2 else "classic",
+                     f"00000000-0000-7000-8000-{i:012x}") for i in range(n)]
+    body = json.dumps(docs).encode()
+    props = {"app-id": "sample", "content-type": "application/json"}
+    events = m.pipeline_events(normalisation, body, props)
+    assert len(events) == n
+    assert events == [normalisation.apply(d, props) for d in docs]
+    assert [m._get(e, ["event", "id"]) for e in events] == [f"00000000-0000-7000-8000-{i:012x}" for i in range(n)]
+    # A single object body stays one event, the same as a one-element array.
+    assert m.pipeline_events(normalisation, json.dumps(docs[0]).encode(), props) == events[:1]
+
+
+def test_array_of_non_objects_is_not_split_into_events(normalisation):
+    with pytest.raises(ValueError):
+        m.pipeline_events(normalisation, b'[{"message": "a"}, 1]')

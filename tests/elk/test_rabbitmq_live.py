@@ -348,3 +348,82 @@ def test_definitions_file_imports_and_users_can_do_exactly_their_job(
         if conn.is_open:
             conn.close()
     check_published(got, {"ecs": published}, exchange, rabbitmq_input["key"], crate_defaults)
+
+
+def _seq_no(doc: dict):
+    flat = m.flatten(doc)
+    found = [v for k, v in flat.items() if k == "seq_no" or k.endswith(".seq_no")]
+    return found[0] if len(found) == 1 else None
+
+
+@pytest.mark.parametrize("fmt", ["ecs", "classic"])
+def test_a_batch_the_crate_publishes_is_one_event_per_document(fmt, rabbitmq_input, normalisation):
+    """The crate packs events into one message (a JSON array); through the queue as the pipeline
+    binds it, the json codec and the filter section, it is N events, each once, in order."""
+    n = 300
+    suffix = uuid.uuid4().hex[:12]
+    exchange = f"logstash-elktest-batch-{suffix}"
+    conn = connect()
+    try:
+        ch = conn.channel()
+        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+        queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(queue, exchange, routing_key=rabbitmq_input["key"])
+        try:
+            if m.using_fixture():
+                # Development only: stand in for the crate with pika, one array body.
+                data = json.loads(m.FIXTURE.read_text())
+                docs = []
+                for i in range(n):
+                    d = json.loads(json.dumps(data[fmt]))
+                    d.setdefault("labels" if fmt == "ecs" else "fields", {})["seq_no"] = i
+                    docs.append(d)
+                ch.confirm_delivery()
+                ch.basic_publish(exchange, "logstash.loadgen", json.dumps(docs).encode(),
+                                 pika.BasicProperties(delivery_mode=2, content_type="application/json"))
+            else:
+                # One full batch of n events: linger long enough that it is sent only once full
+                # (the flush at exit sends what is left, so a stalled run still delivers all).
+                cmd = ["cargo", "run", "-q", "--example", "loadgen", "--",
+                       "--events", str(n), "--threads", "1"]
+                proc = subprocess.run(cmd, cwd=m.ROOT, capture_output=True, text=True, timeout=1800,
+                                      env=m.crate_env({
+                                          "LOGCOLLECT_BROKER_URI": AMQP_URL,
+                                          "LOGCOLLECT_EXCHANGE": exchange,
+                                          "LOGCOLLECT_FORMAT": fmt,
+                                          "LOGCOLLECT_BATCH__MAX_EVENTS": str(n),
+                                          "LOGCOLLECT_BATCH__MAX_BYTES": str(4 << 20),
+                                          "LOGCOLLECT_BATCH__LINGER_MS": "60000",
+                                      }))
+                assert proc.returncode == 0, f"loadgen failed:\n{proc.stdout}\n{proc.stderr}"
+            bodies = []
+            deadline = time.monotonic() + HANG_GUARD_SECONDS
+            events: list[dict] = []
+            while sum(1 for e in events if _seq_no(e) is not None) < n:
+                method, props, body = ch.basic_get(queue, auto_ack=True)
+                if method is None:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"only {len(events)} events reached {queue}")
+                    time.sleep(0.05)
+                    continue
+                bodies.append(body)
+                properties = {"content-type": props.content_type, "app-id": props.app_id,
+                              "message-id": props.message_id, "type": props.type}
+                events.extend(m.pipeline_events(normalisation, body, properties))
+        finally:
+            cleanup = ch if ch.is_open else conn.channel()
+            cleanup.exchange_delete(exchange)
+    finally:
+        if conn.is_open:
+            conn.close()
+
+    arrays = [b for b in bodies if b.lstrip().startswith(b"[")]
+    assert arrays, "no message held a batch"
+    assert len(bodies) < n, f"{n} events came in {len(bodies)} messages: not batched"
+    assert sum(len(m.json_codec_decode(b)) for b in bodies) == len(events)
+    load = [e for e in events if _seq_no(e) is not None]
+    assert [_seq_no(e) for e in load] == list(range(n)), "each event once, in the order logged"
+    for e in load:
+        # What Logstash indexes: ECS objects, an id to deduplicate by.
+        assert isinstance(e.get("event"), dict) and isinstance(e["event"].get("id"), str), e
+        assert isinstance(e.get("log"), dict), e
