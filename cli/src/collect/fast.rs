@@ -313,6 +313,19 @@ impl<'a> Event<'a> {
     }
 }
 
+/// `quote`, without a new string for the usual plain value.
+fn push_quoted(out: &mut String, value: &str) {
+    let plain = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=');
+    if plain {
+        out.push_str(value);
+    } else {
+        out.push_str(&quote(value));
+    }
+}
+
 /// ` key=value` for every field, nested objects under dotted names, the first field whose
 /// value is the error message left out.
 fn fields(
@@ -345,7 +358,7 @@ fn fields(
             out.push(' ');
             out.push_str(&escape(name));
             out.push('=');
-            out.push_str(&quote(value));
+            push_quoted(out, value);
         }
         name.truncate(len);
     }

@@ -63,7 +63,8 @@ pub struct CollectArgs {
     pub keys: Vec<String>,
 
     /// Facilities file (TOML): files, rotation, compression, retention, fsync cadence.
-    /// Without one: DIR/<service>/root.log, text lines, synced every event, never rotated
+    /// Without one: DIR/<service>/root.log, text lines, synced every 1000 events (and every
+    /// 200 ms), never rotated
     #[arg(long, value_name = "FILE")]
     pub facilities: Option<PathBuf>,
 
