@@ -76,8 +76,8 @@ pub struct CollectArgs {
     #[arg(long, value_name = "FILE", requires = "http")]
     pub css: Option<PathBuf>,
 
-    /// Messages delivered and not yet acked at most (the memory bound)
-    #[arg(long, value_name = "N", default_value_t = 2000,
+    /// Messages delivered and not yet acked at most (the memory bound: N × the largest body)
+    #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 }
