@@ -203,7 +203,7 @@ fn main() {
             while let Some(d) = consumer.next().await {
                 let d = d.expect("delivery");
                 seen += 1;
-                if seen % u64::from(prefetch / 2).max(1) == 0 || seen == messages {
+                if seen.is_multiple_of(u64::from(prefetch / 2).max(1)) || seen == messages {
                     ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
                         .await
                         .expect("ack");

@@ -463,7 +463,9 @@ async fn consume(
     end
 }
 
-/// One document of a message: read for its `text` line alone, or as a whole.
+/// One document of a message: read for its `text` line alone, or as a whole. Unboxed: the
+/// vector lives for one message, and a box would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Doc<'a> {
     Fast(fast::Event<'a>),
     Whole(crate::json::Json),
