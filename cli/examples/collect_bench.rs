@@ -7,8 +7,11 @@
 //! ```text
 //! cargo build --release -p logcollect-cli --bin logcollect --example collect_bench
 //! LOGCOLLECT_BROKER_URI=amqp://guest:guest@127.0.0.1:5672/%2f \
-//!   target/release/examples/collect_bench --events 1000000 --batch 100
+//!   target/release/examples/collect_bench --events 1000000 --batch 100 --ceiling 1
 //! ```
+//!
+//! `--prefetch N` is passed to `collect` (and the ceiling consumer); `--ceiling 1` also drains
+//! a copy of the backlog with a consumer that only acks, for a same-run broker ceiling.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,9 +19,11 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -63,6 +68,10 @@ fn main() {
     let n = arg("--events", 1_000_000);
     let batch = arg("--batch", 100).max(1);
     let port = u16::try_from(arg("--port", 9029)).expect("port");
+    let prefetch = u16::try_from(arg("--prefetch", 2000)).expect("prefetch");
+    // `--ceiling 1`: the same backlog also goes to a second queue, drained first by a plain
+    // consumer that acks without parsing or writing: what the broker and AMQP alone allow.
+    let ceiling = arg("--ceiling", 0) != 0;
     let uri = std::env::var("LOGCOLLECT_BROKER_URI")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let id = std::process::id();
@@ -109,6 +118,27 @@ fn main() {
         )
         .await
         .expect("bind");
+        if ceiling {
+            ch.queue_declare(
+                ShortString::from(format!("{queue}-ceiling").as_str()),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+            ch.queue_bind(
+                ShortString::from(format!("{queue}-ceiling").as_str()),
+                ShortString::from(exchange.as_str()),
+                ShortString::from("#"),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        }
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
@@ -152,6 +182,51 @@ fn main() {
         c
     });
 
+    if ceiling {
+        let messages = n.div_ceil(batch);
+        let secs = rt.block_on(async {
+            let ch = connection.create_channel().await.expect("channel");
+            ch.basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .expect("qos");
+            let mut consumer = ch
+                .basic_consume(
+                    ShortString::from(format!("{queue}-ceiling").as_str()),
+                    ShortString::from("ceiling"),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume");
+            let started = Instant::now();
+            let mut seen = 0u64;
+            while let Some(d) = consumer.next().await {
+                let d = d.expect("delivery");
+                seen += 1;
+                if seen.is_multiple_of(u64::from(prefetch / 2).max(1)) || seen == messages {
+                    ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true })
+                        .await
+                        .expect("ack");
+                }
+                if seen == messages {
+                    break;
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let _ = ch
+                .queue_delete(
+                    ShortString::from(format!("{queue}-ceiling").as_str()),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+            secs
+        });
+        println!(
+            "broker_ceiling events={n} batch={batch} prefetch={prefetch} drained_s={secs:.2} events_per_s={:.0}",
+            n as f64 / secs
+        );
+    }
+
     let facilities = dir.join("facilities.toml");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
@@ -169,7 +244,13 @@ fn main() {
     let mut child = Command::new(&bin)
         .args(["collect", "--dir"])
         .arg(dir.join("files"))
-        .args(["--queue", &queue, "--facilities"])
+        .args([
+            "--queue",
+            &queue,
+            "--prefetch",
+            &prefetch.to_string(),
+            "--facilities",
+        ])
         .arg(&facilities)
         .args(["--http", &format!("127.0.0.1:{port}")])
         .env("LOGCOLLECT_BROKER_URI", &uri)
@@ -227,7 +308,7 @@ fn main() {
         .filter_map(|l| l.split(" seq_no=").nth(1)?.split(' ').next())
         .collect();
     println!(
-        "collect_bench events={n} batch={batch} drained_s={:.2} events_per_s={:.0} peak_rss_mib={:.1} distinct_seq_no={} file_bytes={}",
+        "collect_bench events={n} batch={batch} prefetch={prefetch} drained_s={:.2} events_per_s={:.0} peak_rss_mib={:.1} distinct_seq_no={} file_bytes={}",
         drained.as_secs_f64(),
         n as f64 / drained.as_secs_f64(),
         peak_kb as f64 / 1024.0,

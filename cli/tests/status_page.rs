@@ -261,3 +261,37 @@ fn the_status_page_shows_new_events_live_in_a_real_browser() {
     drop(collect);
     broker.delete_queue(&queue);
 }
+
+#[test]
+fn a_css_file_replaces_the_built_in_stylesheet_and_edits_show_at_once() {
+    let mut broker = Broker::connect();
+    let exchange = unique("lc-collect-css");
+    let queue = unique("lc-collect-css-q");
+    broker.forget_exchange_later(&exchange);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("collect-css"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let css = dir.join("mine.css");
+    std::fs::write(&css, "body { background: #123456; }\n").expect("css");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let css_arg = css.display().to_string();
+    let collect = Collect::start(
+        &exchange,
+        &queue,
+        &dir.join("files"),
+        &["--http", &addr, "--css", &css_arg],
+    );
+    let (code, body) = get(port, "/style.css");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "body { background: #123456; }\n")
+    );
+    std::fs::write(&css, "body { background: #654321; }\n").expect("css");
+    let (code, body) = get(port, "/style.css");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "body { background: #654321; }\n")
+    );
+    drop(collect);
+    broker.delete_queue(&queue);
+}

@@ -13,7 +13,7 @@ use crate::json::Json;
 use crate::render::View;
 
 use super::compress::{self, Compressor, Job};
-use super::facilities::{path_component, Facilities, Settings};
+use super::facilities::{path_component, Facilities, LineFormat, Settings};
 use super::format;
 use super::status::{FacilityStats, Status};
 
@@ -255,6 +255,7 @@ pub struct Writers {
     status: Arc<Status>,
     line: Vec<u8>,
     key: String,
+    facility: String,
     /// A file was synced since the last ack: a good moment to sync the rest and ack.
     synced: bool,
 }
@@ -274,6 +275,7 @@ impl Writers {
             status,
             line: Vec::with_capacity(1024),
             key: String::new(),
+            facility: String::new(),
             synced: false,
         }
     }
@@ -290,6 +292,38 @@ impl Writers {
         self.line = line;
         r?;
         Ok(facility)
+    }
+
+    /// The format of the file an event of `service` and `logger` goes to.
+    pub fn format_of(&self, service: &str, logger: &str) -> LineFormat {
+        self.facilities.route(service, logger).settings.format
+    }
+
+    /// `service:facility` of an event (the status page's label).
+    pub fn label(&self, service: &str, logger: &str) -> String {
+        format!(
+            "{service}:{}",
+            self.facilities.route(service, logger).facility
+        )
+    }
+
+    /// Writes one `text` line, already formatted, to its facility's file.
+    pub fn write_line(
+        &mut self,
+        service: &str,
+        logger: &str,
+        host: &str,
+        line: &[u8],
+        now: DateTime<Local>,
+    ) -> io::Result<()> {
+        let route = self.facilities.route(service, logger);
+        let host = route.settings.file_per_host.then_some(host);
+        let mut facility = std::mem::take(&mut self.facility);
+        facility.clear();
+        facility.push_str(route.facility);
+        let r = self.append(service, &facility, host, line, now);
+        self.facility = facility;
+        r
     }
 
     /// A message that is not a document: one raw line in the `_raw` service's file.

@@ -3,6 +3,7 @@
 
 mod compress;
 mod facilities;
+mod fast;
 mod file;
 mod format;
 mod status;
@@ -26,9 +27,11 @@ use logcollect::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit;
-use crate::render::{self, View};
+use crate::render::View;
 use facilities::Facilities;
+use facilities::LineFormat;
 use file::Writers;
+use serde_json::value::RawValue;
 use status::Status;
 
 pub const AFTER_HELP: &str = "\
@@ -60,7 +63,8 @@ pub struct CollectArgs {
     pub keys: Vec<String>,
 
     /// Facilities file (TOML): files, rotation, compression, retention, fsync cadence.
-    /// Without one: DIR/<service>/root.log, text lines, synced every event, never rotated
+    /// Without one: DIR/<service>/root.log, text lines, synced every 1000 events (and every
+    /// 200 ms), never rotated
     #[arg(long, value_name = "FILE")]
     pub facilities: Option<PathBuf>,
 
@@ -72,8 +76,8 @@ pub struct CollectArgs {
     #[arg(long, value_name = "FILE", requires = "http")]
     pub css: Option<PathBuf>,
 
-    /// Messages delivered and not yet acked at most (the memory bound)
-    #[arg(long, value_name = "N", default_value_t = 2000,
+    /// Messages delivered and not yet acked at most (the memory bound: N × the largest body)
+    #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 }
@@ -353,7 +357,7 @@ async fn consume(
     };
     let mut backoff = Duration::from_millis(500);
     let prefetch = usize::from(args.prefetch);
-    let mut recent = Vec::with_capacity(64);
+    let mut line = String::with_capacity(1024);
     let end = loop {
         let delivery = tokio::select! {
             _ = &mut interrupt => break End::Stopped,
@@ -404,13 +408,12 @@ async fn consume(
             }
         };
         let now = chrono::Local::now();
-        let written = write_message(&delivery, &mut writers, &status, now, &mut recent);
+        let written = write_message(&delivery, &mut writers, &status, now, &mut line);
         match written {
             Ok(()) => {
                 backoff = Duration::from_millis(500);
                 acks.last = Some(delivery.delivery_tag);
                 acks.pending += 1;
-                status.recent(recent.drain(..));
                 if writers.ack_point() || acks.pending >= prefetch / 2 {
                     if let Err(e) = acks.ack(channel, &mut writers).await {
                         break End::Failed(e);
@@ -420,7 +423,6 @@ async fn consume(
             Err(e) => {
                 // Nothing is acked that is not on disk: this message and those written since
                 // the last ack go back to the queue; a pause keeps a full disk from spinning.
-                recent.clear();
                 status.error(format!(
                     "cannot write: {e}; the message goes back to the queue"
                 ));
@@ -461,36 +463,92 @@ async fn consume(
     end
 }
 
+/// One document of a message: read for its `text` line alone, or as a whole. Unboxed: the
+/// vector lives for one message, and a box would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Doc<'a> {
+    Fast(fast::Event<'a>),
+    Whole(crate::json::Json),
+}
+
+/// The documents' JSON texts of a body (an object, or an array of objects); `None` when the
+/// body is not documents.
+fn split(body: &[u8]) -> Option<Vec<&RawValue>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let docs = if text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('[')
+    {
+        serde_json::from_str::<Vec<&RawValue>>(text).ok()?
+    } else {
+        vec![serde_json::from_str::<&RawValue>(text).ok()?]
+    };
+    docs.iter()
+        .all(|d| d.get().starts_with('{'))
+        .then_some(docs)
+}
+
 /// Writes every event of one message (an object, or an array of documents); a body that is
-/// not documents is written raw, never dropped.
+/// not documents is written raw, never dropped. Only the newest `RECENT` events of a message
+/// are handed to the status page's ring (the older ones would leave it at once).
 fn write_message(
     delivery: &lapin::message::Delivery,
     writers: &mut Writers,
     status: &Status,
     now: chrono::DateTime<chrono::Local>,
-    recent: &mut Vec<(View, String, crate::json::Json)>,
+    line: &mut String,
 ) -> std::io::Result<()> {
     status.messages.fetch_add(1, Ordering::Relaxed);
     let app_id = delivery.properties.app_id().as_ref().map(|s| s.as_str());
-    let docs = match render::documents(&delivery.data) {
-        Ok(docs)
-            if docs
-                .iter()
-                .all(|d| matches!(d, crate::json::Json::Object(_))) =>
-        {
-            docs
-        }
-        _ => {
-            status.raw_messages.fetch_add(1, Ordering::Relaxed);
-            return writers.write_raw(delivery.routing_key.as_str(), &delivery.data, now);
-        }
+    let raw = |writers: &mut Writers| {
+        status.raw_messages.fetch_add(1, Ordering::Relaxed);
+        writers.write_raw(delivery.routing_key.as_str(), &delivery.data, now)
     };
-    for doc in docs {
-        let view = View::of(&doc, app_id);
-        let facility = writers.write(&view, &doc, now)?;
-        status.events.fetch_add(1, Ordering::Relaxed);
-        let label = format!("{}:{facility}", view.service);
-        recent.push((view, label, doc));
+    let Some(texts) = split(&delivery.data) else {
+        return raw(writers);
+    };
+    // Every document is read before any is written: a body with one unreadable document is
+    // written raw as a whole, as before.
+    let mut docs = Vec::with_capacity(texts.len());
+    for text in &texts {
+        let doc = match fast::Event::parse(text.get()) {
+            Some(e) if writers.format_of(&e.service(app_id), &e.logger()) == LineFormat::Text => {
+                Doc::Fast(e)
+            }
+            _ => match serde_json::from_str(text.get()) {
+                Ok(json) => Doc::Whole(json),
+                Err(_) => return raw(writers),
+            },
+        };
+        docs.push(doc);
     }
+    let keep_from = texts.len().saturating_sub(status::RECENT);
+    let app: Option<Arc<str>> = app_id.map(Arc::from);
+    let mut recent = Vec::new();
+    for (i, (text, doc)) in texts.iter().zip(&docs).enumerate() {
+        let label = match doc {
+            Doc::Fast(e) => {
+                let (service, logger) = (e.service(app_id), e.logger());
+                line.clear();
+                e.text(line);
+                writers.write_line(&service, &logger, &e.host(), line.as_bytes(), now)?;
+                (i >= keep_from).then(|| writers.label(&service, &logger))
+            }
+            Doc::Whole(json) => {
+                let view = View::of(json, app_id);
+                let facility = writers.write(&view, json, now)?;
+                (i >= keep_from).then(|| format!("{}:{facility}", view.service))
+            }
+        };
+        status.events.fetch_add(1, Ordering::Relaxed);
+        if let Some(facility) = label {
+            recent.push(status::RecentEvent {
+                doc: text.get().into(),
+                facility,
+                app_id: app.clone(),
+            });
+        }
+    }
+    status.recent(keep_from as u64, recent);
     Ok(())
 }

@@ -51,11 +51,21 @@ impl FacilityStats {
     }
 }
 
+/// A recent event as written: its document's JSON text, viewed only when the page asks
+/// (so the writer pays a copy per event, not a parsed tree).
 struct Recent {
     n: u64,
-    view: View,
     facility: String,
-    doc: Json,
+    app_id: Option<Arc<str>>,
+    doc: Box<str>,
+}
+
+/// One event for the recent ring: the document's JSON text, its `service:facility`, and the
+/// message's `app_id`.
+pub struct RecentEvent {
+    pub doc: Box<str>,
+    pub facility: String,
+    pub app_id: Option<Arc<str>>,
 }
 
 pub struct Status {
@@ -132,9 +142,17 @@ impl Status {
     }
 
     /// The events just written, in order: only the latest `RECENT` are kept.
-    pub fn recent(&self, events: impl IntoIterator<Item = (View, String, Json)>) {
+    /// `skipped` events were written before these and are counted, not kept (a batch larger
+    /// than the ring keeps its newest only).
+    pub fn recent(&self, skipped: u64, events: impl IntoIterator<Item = RecentEvent>) {
         let mut recent = lock(&self.recent);
-        for (view, facility, doc) in events {
+        recent.0 = recent.0.saturating_add(skipped);
+        for RecentEvent {
+            doc,
+            facility,
+            app_id,
+        } in events
+        {
             recent.0 += 1;
             let n = recent.0;
             if recent.1.len() >= RECENT {
@@ -142,8 +160,8 @@ impl Status {
             }
             recent.1.push_back(Recent {
                 n,
-                view,
                 facility,
+                app_id,
                 doc,
             });
         }
@@ -158,30 +176,32 @@ impl Status {
             .rev()
             .take_while(|r| r.n > after)
             .map(|r| {
-                let fields: Map<String, Value> = r
-                    .view
+                // Written as a document, so it parses; `Null` would only show an empty view.
+                let doc: Json = serde_json::from_str(&r.doc).unwrap_or(Json::Null);
+                let view = View::of(&doc, r.app_id.as_deref());
+                let fields: Map<String, Value> = view
                     .fields
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect();
                 let mut v = json!({
                     "n": r.n,
-                    "time": r.view.time,
-                    "level": r.view.level.map_or(r.view.level_text.as_str(), |l| l.as_str()),
-                    "service": r.view.service,
-                    "host": r.view.host,
-                    "pid": r.view.pid,
-                    "logger": r.view.logger,
-                    "message": r.view.message,
+                    "time": view.time,
+                    "level": view.level.map_or(view.level_text.as_str(), |l| l.as_str()),
+                    "service": view.service,
+                    "host": view.host,
+                    "pid": view.pid,
+                    "logger": view.logger,
+                    "message": view.message,
                     "fields": fields,
-                    "error": r.view.error,
+                    "error": view.error,
                     "facility": r.facility,
                 });
                 if with_document {
                     if let Value::Object(m) = &mut v {
                         m.insert(
                             "document".into(),
-                            serde_json::to_value(&r.doc).unwrap_or(Value::Null),
+                            serde_json::to_value(&doc).unwrap_or(Value::Null),
                         );
                     }
                 }
