@@ -61,6 +61,21 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The same `ecs` document built the general way (a path list, then nested): the direct
+    // writer's gain, in this run.
+    let mut out = Vec::with_capacity(1024);
+    group.bench_function("ecs_general", |b| {
+        b.iter(|| {
+            out.clear();
+            let envelope = Envelope {
+                id: event_id(&event),
+                identity: &identity,
+                max_field_bytes: 1 << 20,
+            };
+            logcollect::internals::encode_ecs_general(black_box(&event), &envelope, &mut out);
+            black_box(out.len())
+        })
+    });
     // What the shipper does: redaction (the default rules) before encoding. `redacted` has
     // secrets to replace (a copy of the event is made); `clean` has none (nothing copied).
     let rules = [

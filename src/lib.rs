@@ -63,7 +63,7 @@ pub mod internals {
         mask_uri_passwords, Redactor, DEFAULT_FIELDS as REDACT_DEFAULT_FIELDS,
     };
     pub use crate::encoding::{
-        encode, encode_into, event_id, routing_key, Envelope, CLASSIC_RESERVED,
+        encode, encode_ecs_general, encode_into, event_id, routing_key, Envelope, CLASSIC_RESERVED,
         MAX_ROUTING_KEY_BYTES,
     };
     pub use crate::identity::Identity;

@@ -45,9 +45,9 @@ pub(crate) enum End {
     Failed(BrokerError),
 }
 
-/// With a spool, the most events the queue holds before the shipper moves them to disk. It
-/// does not bound memory when logging outpaces encoding and writing (the queue then fills to
-/// `queue_capacity` all the same; BENCHMARKS.md, "Memory with a spool").
+/// With a spool, the most events the queue holds before the shipper moves them to disk. When
+/// logging outpaces encoding and writing the queue fills all the same, up to its capacity
+/// (`SPOOLED_QUEUE_CAPACITY` with a spool), and the logging thread spills.
 const SPILL_AT_MOST: usize = 4096;
 
 type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;

@@ -61,7 +61,13 @@ pub(crate) struct Shared {
     pub block_timeout: Duration,
 }
 
+/// With a spool, the most events held in memory whatever `queue_capacity` says: beyond this
+/// they go to disk (`overflow = spill`), so memory stays bounded (~1.2 KiB per captured event:
+/// 8192 events ≈ 10 MiB) while logging outpaces the broker or the broker blocks us.
+pub(crate) const SPOOLED_QUEUE_CAPACITY: usize = 8192;
+
 impl Shared {
+    /// `capacity` is `queue_capacity`; with a spool, at most [`SPOOLED_QUEUE_CAPACITY`].
     pub fn new(
         capacity: usize,
         encoder: Encoder,
@@ -73,6 +79,10 @@ impl Shared {
         if let Some(spool) = &spool {
             Counters::store(&counters.spool_bytes, spool.bytes());
         }
+        let capacity = match spool {
+            Some(_) => capacity.min(SPOOLED_QUEUE_CAPACITY),
+            None => capacity,
+        };
         Arc::new(Shared {
             queue: ArrayQueue::new(capacity.max(1)),
             counters,
