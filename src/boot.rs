@@ -298,6 +298,7 @@ impl Builder {
                 max_events: config.batch.max_events,
                 max_bytes: config.batch.max_bytes,
             },
+            doc_bytes: Default::default(),
         };
         let spool = match &config.spool.dir {
             Some(dir) => Some(

@@ -38,6 +38,38 @@ pub struct CapturedEvent {
     pub trace: Option<crate::trace::TraceIds>,
 }
 
+impl CapturedEvent {
+    /// An event with nothing in it, to be filled.
+    pub(crate) fn blank() -> Self {
+        CapturedEvent {
+            timestamp: std::time::UNIX_EPOCH,
+            level: Level::INFO,
+            target: Cow::Borrowed(""),
+            module_path: None,
+            file: None,
+            line: None,
+            thread_name: None,
+            thread_id: 0,
+            message: String::new(),
+            fields: Vec::new(),
+            spans: Vec::new(),
+            trace: None,
+        }
+    }
+
+    /// Empties the event, keeping the capacity of its message, field and span lists.
+    pub(crate) fn empty(&mut self) {
+        self.target = Cow::Borrowed("");
+        self.module_path = None;
+        self.file = None;
+        self.thread_name = None;
+        self.message.clear();
+        self.fields.clear();
+        self.spans.clear();
+        self.trace = None;
+    }
+}
+
 /// A span's name and fields as they were when the event happened.
 #[derive(Debug, Clone, Default)]
 pub struct SpanSnapshot {

@@ -144,30 +144,30 @@ where
             )
         };
 
-        let mut message = String::new();
-        let mut fields = Vec::new();
+        // Filled in place: a blank the shipper gave back keeps its buffers' capacity.
+        let mut captured = self.handoff.blank();
+        let CapturedEvent {
+            message,
+            fields,
+            spans,
+            ..
+        } = &mut *captured;
         event.record(&mut FieldCollector {
-            fields: &mut fields,
-            message: Some(&mut message),
+            fields,
+            message: Some(message),
             skip_log_fields: is_log,
         });
 
         let mut trace = None;
-        let spans = ctx
-            .event_scope(event)
-            .map(|scope| {
-                scope
-                    .from_root()
-                    .filter_map(|span| {
-                        let extensions = span.extensions();
-                        if let Some(t) = extensions.get::<super::context::SpanTrace>() {
-                            trace = Some(t.0.ids());
-                        }
-                        extensions.get::<SpanFields>().map(|s| s.0.clone())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        if let Some(scope) = ctx.event_scope(event) {
+            spans.extend(scope.from_root().filter_map(|span| {
+                let extensions = span.extensions();
+                if let Some(t) = extensions.get::<super::context::SpanTrace>() {
+                    trace = Some(t.0.ids());
+                }
+                extensions.get::<SpanFields>().map(|s| s.0.clone())
+            }));
+        }
         #[cfg(feature = "otel")]
         if let Some(ids) = ctx.event_span(event).and_then(|leaf| {
             let dispatch = self.dispatch.get().and_then(|d| d.upgrade());
@@ -176,20 +176,16 @@ where
             trace = Some(ids);
         }
 
-        self.handoff.offer(CapturedEvent {
-            timestamp: SystemTime::now(),
-            level: *meta.level(),
-            target,
-            module_path,
-            file,
-            line: meta.line(),
-            thread_name,
-            thread_id,
-            message,
-            fields,
-            spans,
-            trace,
-        });
+        captured.timestamp = SystemTime::now();
+        captured.level = *meta.level();
+        captured.target = target;
+        captured.module_path = module_path;
+        captured.file = file;
+        captured.line = meta.line();
+        captured.thread_name = thread_name;
+        captured.thread_id = thread_id;
+        captured.trace = trace;
+        self.handoff.offer_boxed(captured);
     }
 }
 

@@ -27,13 +27,13 @@ struct Open {
 }
 
 impl Open {
-    fn new(routing_key: String, capacity: usize) -> Self {
+    fn new(routing_key: String, capacity: usize, max_events: usize) -> Self {
         let mut body = Vec::with_capacity(capacity);
         body.push(b'[');
         Open {
             routing_key,
             body,
-            born: Vec::new(),
+            born: Vec::with_capacity(max_events.min(4096)),
             first_id: None,
         }
     }
@@ -78,9 +78,12 @@ impl<'a> Packer<'a> {
                     let oldest = self.open.remove(0);
                     self.close(oldest);
                 }
-                // A first guess of a batch's size, never more than its ceiling.
-                let capacity = self.max_bytes.min(self.max_events.saturating_mul(640)) + 2;
-                self.open.push(Open::new(key, capacity.min(1 << 20)));
+                // About the batch's final size (an eighth more than recent documents need),
+                // never more than its ceiling.
+                let doc = self.encoder.doc_bytes.get().saturating_add(1);
+                let guess = self.max_events.saturating_mul(doc.saturating_add(doc / 8));
+                let capacity = self.max_bytes.min(guess).saturating_add(2);
+                self.open.push(Open::new(key, capacity.min(1 << 20), self.max_events));
                 self.open.len() - 1
             }
         };
@@ -100,7 +103,11 @@ impl<'a> Packer<'a> {
         // `+ 1`: the closing bracket.
         if !first && open.body.len() + 1 > self.max_bytes {
             // It does not fit: it starts the next batch of its key.
-            let mut next = Open::new(open.routing_key.clone(), open.body.capacity());
+            let mut next = Open::new(
+                open.routing_key.clone(),
+                open.body.capacity(),
+                self.max_events,
+            );
             next.body.extend_from_slice(&open.body[start..]);
             open.body.truncate(mark);
             let full = std::mem::replace(open, next);
@@ -126,6 +133,9 @@ impl<'a> Packer<'a> {
     }
 
     fn close(&mut self, mut open: Open) {
+        if open.born.len() > 1 {
+            self.encoder.doc_bytes.observe(open.body.len(), open.born.len());
+        }
         let (body, id) = match open.born.len() {
             0 => return,
             // One event: a plain JSON object, identified by its event.
@@ -200,6 +210,7 @@ mod tests {
                 max_events,
                 max_bytes,
             },
+            doc_bytes: Default::default(),
         }
     }
 

@@ -23,6 +23,31 @@ pub(crate) struct Encoder {
     pub max_message_bytes: usize,
     /// How many events, and bytes, one message may hold.
     pub batch: BatchLimits,
+    /// The size of recent documents, so a new batch's body is allocated once at about its final
+    /// size instead of growing (and copying) as events join it.
+    pub doc_bytes: DocBytes,
+}
+
+/// The mean document size of the last batch closed, shared by the clones of one encoder.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DocBytes(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl DocBytes {
+    /// Before any batch: a guess a little above the usual document (docs/formats.md).
+    const FIRST_GUESS: usize = 640;
+
+    pub fn get(&self) -> usize {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Self::FIRST_GUESS,
+            n => n,
+        }
+    }
+
+    pub fn observe(&self, body_bytes: usize, events: usize) {
+        if let Some(mean) = body_bytes.checked_div(events) {
+            self.0.store(mean.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The most one message holds (`batch.*` settings).

@@ -65,6 +65,7 @@ impl Order {
             return None;
         }
         let (messages, oversize) = batch::pack(&shared.encoder, drained.iter().map(|e| &**e));
+        shared.recycle(drained);
         if oversize > 0 {
             Counters::add(&shared.counters.dropped_oversize, oversize);
             shared.signal_progress();
@@ -203,6 +204,7 @@ mod tests {
                 max_events,
                 max_bytes: 1 << 20,
             },
+            doc_bytes: Default::default(),
         };
         Shared::new(
             capacity,

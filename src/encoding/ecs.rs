@@ -14,7 +14,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -61,8 +60,7 @@ fn write_plain(
     let max = envelope.max_field_bytes;
     let identity = envelope.identity;
     out.extend_from_slice(b"{\"@timestamp\":\"");
-    write!(out, "{}", humantime::format_rfc3339_micros(event.timestamp))
-        .map_err(serde_json::Error::io)?;
+    super::timestamp_into(event.timestamp, out);
     out.extend_from_slice(b"\",\"log\":{\"level\":");
     json(out, event.level.as_str())?;
     out.extend_from_slice(b",\"logger\":");
@@ -121,12 +119,13 @@ fn write_plain(
     json(out, ECS_VERSION)?;
     out.push(b'}');
     if let Some(trace) = &event.trace {
-        write!(
-            out,
-            ",\"trace\":{{\"id\":\"{}\"}},\"span\":{{\"id\":\"{}\"}},\"transaction\":{{\"id\":\"{}\"}}",
-            trace.trace_id, trace.span_id, trace.transaction_id
-        )
-        .map_err(serde_json::Error::io)?;
+        out.extend_from_slice(b",\"trace\":{\"id\":\"");
+        hex(out, trace.trace_id.to_u128(), 32);
+        out.extend_from_slice(b"\"},\"span\":{\"id\":\"");
+        hex(out, u128::from(trace.span_id.to_u64()), 16);
+        out.extend_from_slice(b"\"},\"transaction\":{\"id\":\"");
+        hex(out, u128::from(trace.transaction_id.to_u64()), 16);
+        out.extend_from_slice(b"\"}");
     }
     if let Some(container) = &identity.container_id {
         out.extend_from_slice(b",\"container\":{\"id\":");
@@ -179,6 +178,15 @@ fn write_plain(
     write_fields(event, max, out)?;
     out.push(b'}');
     Ok(())
+}
+
+/// The low `digits` hex digits of `value`, lower case, zero-padded (as W3C trace context and
+/// the ids' `Display` write them).
+fn hex(out: &mut Vec<u8>, value: u128, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = (value >> (i * 4)) & 0xf;
+        out.push(b"0123456789abcdef"[nibble as usize]);
+    }
 }
 
 /// `"fields":{…}`: span fields root to leaf, then the event's, merged by name as
