@@ -26,17 +26,33 @@ impl FieldCollector<'_> {
                 if let FieldValue::Str(s) = value {
                     *message = s;
                 } else {
+                    message.clear();
                     let _ = write!(message, "{}", DisplayValue(&value));
                 }
                 return;
             }
         }
-        // A span field recorded twice (`Span::record`) keeps only its latest value.
-        if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
-            slot.1 = value;
-        } else {
-            self.fields.push((name, value));
+        // A span field recorded twice (`Span::record`) keeps only its latest value. An event's
+        // fields are recorded once each (the encoders merge any repeated name), so only spans
+        // pay for the scan.
+        if self.message.is_none() {
+            if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == name) {
+                slot.1 = value;
+                return;
+            }
         }
+        self.fields.push((name, value));
+    }
+
+    /// The event's message buffer when `field` is its `message`, emptied: text is written
+    /// straight into it (it may be a reused buffer), not into a new string first.
+    fn message_for(&mut self, field: &Field) -> Option<&mut String> {
+        if field.name() != "message" {
+            return None;
+        }
+        let message = self.message.as_deref_mut()?;
+        message.clear();
+        Some(message)
     }
 }
 
@@ -60,6 +76,9 @@ impl Visit for FieldCollector<'_> {
         self.put(field, FieldValue::Bool(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        if let Some(message) = self.message_for(field) {
+            return message.push_str(value);
+        }
         self.put(field, FieldValue::Str(value.to_owned()));
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
@@ -72,6 +91,10 @@ impl Visit for FieldCollector<'_> {
         self.put(field, FieldValue::Error(ErrorValue::from_error(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if let Some(message) = self.message_for(field) {
+            let _ = write!(message, "{value:?}");
+            return;
+        }
         self.put(field, FieldValue::Str(format!("{value:?}")));
     }
 }
