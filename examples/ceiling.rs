@@ -5,12 +5,16 @@
 //!
 //! ```text
 //! cargo run --release --example ceiling -- --events 1000000 [--batch 256] [--doc-bytes 560] [--window 64]
+//! cargo run --release --example ceiling -- --events 10000 --batch 1 --rate 1000   # latency
 //! cargo run --release --example ceiling -- --setup QUEUE      # durable queue bound with logstash.#
 //! cargo run --release --example ceiling -- --teardown QUEUE   # delete it
 //! ```
 //!
 //! The broker is `LOGCOLLECT_BROKER_URI`, the exchange `logstash` (declared as the shipper
-//! does). The bench queue drops its oldest messages beyond 64 MiB (`x-max-length-bytes`,
+//! does). With `--rate R`, messages are published at R per second and each one's time from
+//! the publish call to its confirm is reported (`latency_p50_ms`, `latency_p99_ms`,
+//! `latency_max_ms`): the broker's own share of the shipper's delivery latency under light load.
+//! The bench queue drops its oldest messages beyond 64 MiB (`x-max-length-bytes`,
 //! `drop-head`), so long runs never fill the broker's memory or disk; every message is still
 //! routed, persisted and confirmed.
 
@@ -30,6 +34,8 @@ struct Args {
     batch: u64,
     doc_bytes: usize,
     window: usize,
+    /// Messages per second; 0: as fast as the window allows.
+    rate: u64,
     setup: Option<String>,
     teardown: Option<String>,
 }
@@ -40,6 +46,7 @@ fn parse() -> Result<Args, String> {
         batch: logcollect::defaults::BATCH_MAX_EVENTS as u64,
         doc_bytes: 560,
         window: 64,
+        rate: 0,
         setup: None,
         teardown: None,
     };
@@ -52,6 +59,7 @@ fn parse() -> Result<Args, String> {
             "--batch" => a.batch = number(value()?)?.max(1),
             "--doc-bytes" => a.doc_bytes = number(value()?)?.max(16) as usize,
             "--window" => a.window = number(value()?)?.max(1) as usize,
+            "--rate" => a.rate = number(value()?)?,
             "--setup" => a.setup = Some(value()?),
             "--teardown" => a.teardown = Some(value()?),
             _ => return Err(format!("unknown argument `{flag}`; see the example's docs")),
@@ -172,6 +180,9 @@ async fn run(args: Args) -> Result<String, String> {
         .with_content_type("application/json".into());
     let routing_key = ShortString::from("logstash.loadgen");
     let messages = args.events.div_ceil(args.batch);
+    if args.rate > 0 {
+        return paced(&channel, &exchange, &routing_key, &body, &properties, messages, &args).await;
+    }
     let started = Instant::now();
     let mut in_flight = VecDeque::new();
     let mut confirmed = 0u64;
@@ -208,6 +219,74 @@ async fn run(args: Args) -> Result<String, String> {
         body.len(),
         args.window,
         events as f64 / elapsed
+    ))
+}
+
+/// `--rate`: one message every 1/R s, each confirm awaited on its own, latencies reported.
+async fn paced(
+    channel: &lapin::Channel,
+    exchange: &ShortString,
+    routing_key: &ShortString,
+    body: &[u8],
+    properties: &BasicProperties,
+    messages: u64,
+    args: &Args,
+) -> Result<String, String> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let started = Instant::now();
+    let interval = std::time::Duration::from_secs(1).checked_div(args.rate as u32);
+    let interval = interval.unwrap_or_default();
+    let mut in_flight = FuturesUnordered::new();
+    let mut latencies = Vec::with_capacity(messages as usize);
+    let mut settled = 0u64;
+    for i in 0..messages {
+        let due = started + interval.saturating_mul(i.min(u64::from(u32::MAX)) as u32);
+        // Settle what confirms arrive while waiting for the next message's time.
+        loop {
+            tokio::select! {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (sent, result): (Instant, Result<u64, String>) = done;
+                    settled += result?;
+                    latencies.push(sent.elapsed());
+                }
+                _ = tokio::time::sleep_until(due.into()) => break,
+            }
+        }
+        let sent = Instant::now();
+        let confirm = channel
+            .basic_publish(
+                exchange.clone(),
+                routing_key.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                properties.clone(),
+            )
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        in_flight.push(async move { (sent, settle(Some(confirm)).await) });
+    }
+    while let Some((sent, result)) = in_flight.next().await {
+        settled += result?;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let ms = |q: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(format!(
+        "ceiling events={} messages={settled} batch={} rate={} total_s={:.3} \
+         latency_p50_ms={:.3} latency_p99_ms={:.3} latency_max_ms={:.3}",
+        settled * args.batch,
+        args.batch,
+        args.rate,
+        started.elapsed().as_secs_f64(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0)
     ))
 }
 
