@@ -181,7 +181,16 @@ async fn run(args: Args) -> Result<String, String> {
     let routing_key = ShortString::from("logstash.loadgen");
     let messages = args.events.div_ceil(args.batch);
     if args.rate > 0 {
-        return paced(&channel, &exchange, &routing_key, &body, &properties, messages, &args).await;
+        return paced(
+            &channel,
+            &exchange,
+            &routing_key,
+            &body,
+            &properties,
+            messages,
+            &args,
+        )
+        .await;
     }
     let started = Instant::now();
     let mut in_flight = VecDeque::new();

@@ -8,8 +8,14 @@ use tracing_subscriber::Registry;
 
 use crate::trace::SpanContext;
 
-/// A span's trace context, in its extensions.
-pub(crate) struct SpanTrace(pub SpanContext);
+/// What logcollect keeps in a span's extensions: its trace context and the snapshot of its
+/// fields, in one entry (one allocation and one lookup per span, not two).
+pub(crate) struct SpanState {
+    pub trace: SpanContext,
+    /// `None` for a span the layer did not capture (one given a context by
+    /// [`set_span_context`] only).
+    pub fields: Option<std::sync::Arc<crate::capture::SpanSnapshot>>,
+}
 
 /// The context of a new span: its parent's child, or the root of a new trace.
 pub(crate) fn for_new_span<'a, R: LookupSpan<'a>>(span: &SpanRef<'a, R>) -> SpanContext {
@@ -17,8 +23,8 @@ pub(crate) fn for_new_span<'a, R: LookupSpan<'a>>(span: &SpanRef<'a, R>) -> Span
         .and_then(|parent| {
             parent
                 .extensions()
-                .get::<SpanTrace>()
-                .map(|t| t.0.new_child())
+                .get::<SpanState>()
+                .map(|state| state.trace.new_child())
         })
         .unwrap_or_else(SpanContext::new_root)
 }
@@ -41,7 +47,10 @@ pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<Registry>()?;
         let span = registry.span(id)?;
-        let own = span.extensions().get::<SpanTrace>().map(|t| t.0.clone());
+        let own = span
+            .extensions()
+            .get::<SpanState>()
+            .map(|state| state.trace.clone());
         #[cfg(feature = "otel")]
         let own = otel::span_context(&span, dispatch, own);
         own
@@ -52,7 +61,14 @@ pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
 /// Replaces a span's context (its children created later inherit the new one).
 pub(crate) fn set_span_context(span: &tracing::Span, context: SpanContext) -> bool {
     with_registry(span, |span| {
-        span.extensions_mut().replace(SpanTrace(context));
+        let mut extensions = span.extensions_mut();
+        match extensions.get_mut::<SpanState>() {
+            Some(state) => state.trace = context,
+            None => extensions.insert(SpanState {
+                trace: context,
+                fields: None,
+            }),
+        }
         Some(())
     })
     .is_some()

@@ -12,6 +12,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+use super::context::SpanState;
 use super::event::{CapturedEvent, SpanSnapshot};
 use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
@@ -65,10 +66,6 @@ impl LogcollectLayer {
     }
 }
 
-/// The snapshot of a span's fields, kept in the span's extensions and shared (not copied) by
-/// every event inside it.
-struct SpanFields(Arc<SpanSnapshot>);
-
 impl<S> Layer<S> for LogcollectLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -93,15 +90,20 @@ where
             skip_log_fields: false,
         });
         let trace = super::context::for_new_span(&span);
-        let mut extensions = span.extensions_mut();
-        extensions.insert(SpanFields(Arc::new(snapshot)));
-        extensions.insert(super::context::SpanTrace(trace));
+        // The snapshot is shared (not copied) by every event inside the span.
+        span.extensions_mut().insert(SpanState {
+            trace,
+            fields: Some(Arc::new(snapshot)),
+        });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(snapshot)) = extensions.get_mut::<SpanFields>() {
+        if let Some(snapshot) = extensions
+            .get_mut::<SpanState>()
+            .and_then(|state| state.fields.as_mut())
+        {
             // Copy-on-write: events already captured keep the values they saw.
             let snapshot = Arc::make_mut(snapshot);
             values.record(&mut FieldCollector {
@@ -162,10 +164,9 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             spans.extend(scope.from_root().filter_map(|span| {
                 let extensions = span.extensions();
-                if let Some(t) = extensions.get::<super::context::SpanTrace>() {
-                    trace = Some(t.0.ids());
-                }
-                extensions.get::<SpanFields>().map(|s| s.0.clone())
+                let state = extensions.get::<SpanState>()?;
+                trace = Some(state.trace.ids());
+                state.fields.clone()
             }));
         }
         #[cfg(feature = "otel")]

@@ -83,7 +83,8 @@ impl<'a> Packer<'a> {
                 let doc = self.encoder.doc_bytes.get().saturating_add(1);
                 let guess = self.max_events.saturating_mul(doc.saturating_add(doc / 8));
                 let capacity = self.max_bytes.min(guess).saturating_add(2);
-                self.open.push(Open::new(key, capacity.min(1 << 20), self.max_events));
+                self.open
+                    .push(Open::new(key, capacity.min(1 << 20), self.max_events));
                 self.open.len() - 1
             }
         };
@@ -134,7 +135,9 @@ impl<'a> Packer<'a> {
 
     fn close(&mut self, mut open: Open) {
         if open.born.len() > 1 {
-            self.encoder.doc_bytes.observe(open.body.len(), open.born.len());
+            self.encoder
+                .doc_bytes
+                .observe(open.body.len(), open.born.len());
         }
         let (body, id) = match open.born.len() {
             0 => return,

@@ -45,7 +45,8 @@ impl DocBytes {
 
     pub fn observe(&self, body_bytes: usize, events: usize) {
         if let Some(mean) = body_bytes.checked_div(events) {
-            self.0.store(mean.max(1), std::sync::atomic::Ordering::Relaxed);
+            self.0
+                .store(mean.max(1), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -470,13 +470,18 @@ mod tests {
             any::<f64>().prop_map(FieldValue::F64),
             any::<bool>().prop_map(FieldValue::Bool),
             ".{0,40}".prop_map(FieldValue::Str),
-            (".{0,20}", "[A-Za-z]{1,8}", proptest::collection::vec(".{0,10}", 0..3)).prop_map(
-                |(message, type_name, causes)| FieldValue::Error(ErrorValue {
-                    message,
-                    type_name,
-                    causes,
-                })
-            ),
+            (
+                ".{0,20}",
+                "[A-Za-z]{1,8}",
+                proptest::collection::vec(".{0,10}", 0..3)
+            )
+                .prop_map(|(message, type_name, causes)| FieldValue::Error(
+                    ErrorValue {
+                        message,
+                        type_name,
+                        causes,
+                    }
+                )),
         ]
     }
 
