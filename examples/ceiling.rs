@@ -13,7 +13,7 @@
 //! The broker is `LOGCOLLECT_BROKER_URI`, the exchange `logstash` (declared as the shipper
 //! does). With `--rate R`, messages are published at R per second and each one's time from
 //! the publish call to its confirm is reported (`latency_p50_ms`, `latency_p99_ms`,
-//! `latency_max_ms`): the broker's own share of the shipper's delivery latency under light load.
+//! `latency_max_ms`, over the last 4096 messages like the shipper's stats): the broker's own share of the shipper's delivery latency under light load.
 //! The bench queue drops its oldest messages beyond 64 MiB (`x-max-length-bytes`,
 //! `drop-head`), so long runs never fill the broker's memory or disk; every message is still
 //! routed, persisted and confirmed.
@@ -281,6 +281,8 @@ async fn paced(
         settled += result?;
         latencies.push(sent.elapsed());
     }
+    // Over the last 4096 confirms, as the shipper's `Stats` reports its latency.
+    let mut latencies = latencies.split_off(latencies.len().saturating_sub(4096));
     latencies.sort();
     let ms = |q: f64| {
         let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
