@@ -4,7 +4,7 @@
 //! runs it and `loadgen` back to back and prints both rates and their ratio.
 //!
 //! ```text
-//! cargo run --release --example ceiling -- --events 1000000 [--batch 256] [--doc-bytes 560] [--window 64]
+//! cargo run --release --example ceiling -- --events 1000000 [--batch 256] [--doc-bytes 648] [--window 64]
 //! cargo run --release --example ceiling -- --events 10000 --batch 1 --rate 1000   # latency
 //! cargo run --release --example ceiling -- --setup QUEUE      # durable queue bound with logstash.#
 //! cargo run --release --example ceiling -- --teardown QUEUE   # delete it
@@ -44,7 +44,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         events: 1_000_000,
         batch: logcollect::defaults::BATCH_MAX_EVENTS as u64,
-        doc_bytes: 560,
+        doc_bytes: 648,
         window: 64,
         rate: 0,
         setup: None,
