@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::known::{self, Known, KnownValue};
-use super::value::{bounded, first_error, merged_fields, FieldMap, Json};
+use super::value::{bounded, first_error, merged_fields, write_str, FieldMap, Json};
 use super::Envelope;
 use crate::capture::{CapturedEvent, FieldValue};
 
@@ -62,15 +62,15 @@ fn write_plain(
     out.extend_from_slice(b"{\"@timestamp\":\"");
     super::timestamp_into(event.timestamp, out);
     out.extend_from_slice(b"\",\"log\":{\"level\":");
-    json(out, event.level.as_str())?;
+    write_str(out, event.level.as_str());
     out.extend_from_slice(b",\"logger\":");
-    json(out, &*event.target)?;
+    write_str(out, &event.target);
     let module = event.module_path.as_deref();
     if event.file.is_some() || module.is_some() {
         out.extend_from_slice(b",\"origin\":{");
         if let Some(file) = event.file.as_deref() {
             out.extend_from_slice(b"\"file\":{\"name\":");
-            json(out, file)?;
+            write_str(out, file);
             if let Some(line) = event.line {
                 out.extend_from_slice(b",\"line\":");
                 json(out, &line)?;
@@ -82,41 +82,41 @@ fn write_plain(
         }
         if let Some(module) = module {
             out.extend_from_slice(b"\"module\":");
-            json(out, module)?;
+            write_str(out, module);
         }
         out.push(b'}');
     }
     out.extend_from_slice(b"},\"message\":");
-    json(out, &*bounded(&event.message, max))?;
+    write_str(out, &bounded(&event.message, max));
     out.extend_from_slice(b",\"process\":{\"pid\":");
     json(out, &identity.pid)?;
     out.extend_from_slice(b",\"thread\":{");
     if let Some(name) = event.thread_name.as_deref() {
         out.extend_from_slice(b"\"name\":");
-        json(out, name)?;
+        write_str(out, name);
         out.push(b',');
     }
     out.extend_from_slice(b"\"id\":");
     json(out, &event.thread_id)?;
     out.extend_from_slice(b"}},\"host\":{\"hostname\":");
-    json(out, &identity.hostname)?;
+    write_str(out, &identity.hostname);
     out.extend_from_slice(b"},\"service\":{\"name\":");
-    json(out, &identity.service_name)?;
+    write_str(out, &identity.service_name);
     if let Some(version) = &identity.service_version {
         out.extend_from_slice(b",\"version\":");
-        json(out, version)?;
+        write_str(out, version);
     }
     if let Some(environment) = &identity.service_environment {
         out.extend_from_slice(b",\"environment\":");
-        json(out, environment)?;
+        write_str(out, environment);
     }
     out.extend_from_slice(b"},\"event\":{\"id\":\"");
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(envelope.id.hyphenated().encode_lower(&mut id).as_bytes());
     out.extend_from_slice(b"\",\"dataset\":");
-    json(out, identity.dataset())?;
+    write_str(out, identity.dataset());
     out.extend_from_slice(b"},\"ecs\":{\"version\":");
-    json(out, ECS_VERSION)?;
+    write_str(out, ECS_VERSION);
     out.push(b'}');
     if let Some(trace) = &event.trace {
         out.extend_from_slice(b",\"trace\":{\"id\":\"");
@@ -129,7 +129,7 @@ fn write_plain(
     }
     if let Some(container) = &identity.container_id {
         out.extend_from_slice(b",\"container\":{\"id\":");
-        json(out, container)?;
+        write_str(out, container);
         out.push(b'}');
     }
     if let Some(k8s) = &identity.kubernetes {
@@ -144,7 +144,7 @@ fn write_plain(
                 out.extend_from_slice(if first { b",\"kubernetes\":{" } else { b"," });
                 first = false;
                 out.extend_from_slice(open);
-                json(out, value)?;
+                write_str(out, value);
                 out.extend_from_slice(close);
             }
         }
@@ -162,17 +162,17 @@ fn write_plain(
             if i > 0 {
                 out.push(b',');
             }
-            json(out, span.name)?;
+            write_str(out, span.name);
         }
         out.push(b']');
     }
     if let Some(e) = first_error(event) {
         out.extend_from_slice(b",\"error\":{\"message\":");
-        json(out, &*bounded(&e.message, max))?;
+        write_str(out, &bounded(&e.message, max));
         out.extend_from_slice(b",\"type\":");
-        json(out, &e.type_name)?;
+        write_str(out, &e.type_name);
         out.extend_from_slice(b",\"stack_trace\":");
-        json(out, &*bounded(&e.stack_trace(), max))?;
+        write_str(out, &bounded(&e.stack_trace(), max));
         out.push(b'}');
     }
     write_fields(event, max, out)?;
@@ -212,9 +212,12 @@ fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_j
         let Some(value) = value else { continue };
         out.extend_from_slice(if first { b",\"fields\":{" } else { b"," });
         first = false;
-        json(out, *name)?;
+        write_str(out, *name);
         out.push(b':');
-        json(out, &Json(value, max))?;
+        match value {
+            FieldValue::Str(v) => write_str(out, &bounded(v, max)),
+            _ => json(out, &Json(value, max))?,
+        }
     }
     if !first {
         out.push(b'}');

@@ -19,6 +19,52 @@ pub(crate) fn bounded(s: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}…[truncated {} bytes]", &s[..end], s.len() - end))
 }
 
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (`\"`, `\\`, the
+/// short escapes `\b \f \n \r \t`, other control characters as `\u00xx`). Runs of 16 bytes
+/// with nothing to escape — nearly all text — are checked in one vectorised step and copied
+/// whole, instead of byte by byte.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    fn plain(b: u8) -> bool {
+        b >= 0x20 && b != b'"' && b != b'\\'
+    }
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 16) {
+            if chunk.iter().fold(true, |all, &b| all & plain(b)) {
+                i += 16;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        if !plain(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[usize::from(b >> 4)]);
+                    out.push(HEX[usize::from(b & 0xf)]);
+                }
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 /// A field value with the string limit applied.
 pub(crate) struct Json<'a>(pub &'a FieldValue, pub usize);
 
@@ -95,6 +141,35 @@ pub(crate) fn first_error(event: &CapturedEvent) -> Option<&crate::capture::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(s in "\\PC*|[\\x00-\\x7f]{0,80}") {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn every_control_character_and_quote_is_escaped_in_long_and_short_runs() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        for s in [
+            all.clone(),
+            all.repeat(3),
+            format!("{}\"{}\\", "x".repeat(31), "é".repeat(9)),
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&s).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn bounded_cuts_at_a_char_boundary_and_says_how_much() {
