@@ -212,7 +212,7 @@ fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_j
         let Some(value) = value else { continue };
         out.extend_from_slice(if first { b",\"fields\":{" } else { b"," });
         first = false;
-        write_str(out, *name);
+        write_str(out, name);
         out.push(b':');
         match value {
             FieldValue::Str(v) => write_str(out, &bounded(v, max)),
