@@ -57,12 +57,12 @@ impl CapturedEvent {
         }
     }
 
-    /// Empties the event, keeping the capacity of its message, field and span lists.
+    /// Empties the event, keeping the capacity of its message, field and span lists, and its
+    /// thread name (the logging thread that fills it next is most often the same one).
     pub(crate) fn empty(&mut self) {
         self.target = Cow::Borrowed("");
         self.module_path = None;
         self.file = None;
-        self.thread_name = None;
         self.message.clear();
         self.fields.clear();
         self.spans.clear();

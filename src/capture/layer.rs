@@ -118,7 +118,6 @@ where
         if own_threads::is_current() {
             return;
         }
-        let (thread_name, thread_id) = current_thread_info();
         let normalized = event.normalized_metadata();
         let is_log = normalized.is_some();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
@@ -183,27 +182,37 @@ where
         captured.module_path = module_path;
         captured.file = file;
         captured.line = meta.line();
-        captured.thread_name = thread_name;
-        captured.thread_id = thread_id;
+        set_thread_info(&mut captured);
         captured.trace = trace;
         self.handoff.offer_boxed(captured);
     }
 }
 
-/// The thread's name and numeric id, computed once per thread.
-fn current_thread_info() -> (Option<Arc<str>>, u64) {
+/// Sets the event's thread name and numeric id, computed once per thread. A reused event
+/// usually comes back from this same thread and still holds its name: then the name's
+/// reference count is left alone (it is shared with the shipper's thread, which would
+/// otherwise take it back and forth once per event).
+fn set_thread_info(event: &mut CapturedEvent) {
     THREAD_INFO.with(|cell| {
-        cell.borrow_mut()
-            .get_or_insert_with(|| {
-                let thread = std::thread::current();
-                // `ThreadId::as_u64` is unstable; its Debug form is `ThreadId(N)`.
-                let id = format!("{:?}", thread.id())
-                    .trim_start_matches("ThreadId(")
-                    .trim_end_matches(')')
-                    .parse()
-                    .unwrap_or(0);
-                (thread.name().map(Arc::from), id)
-            })
-            .clone()
+        let mut cell = cell.borrow_mut();
+        let (name, id) = cell.get_or_insert_with(|| {
+            let thread = std::thread::current();
+            // `ThreadId::as_u64` is unstable; its Debug form is `ThreadId(N)`.
+            let id = format!("{:?}", thread.id())
+                .trim_start_matches("ThreadId(")
+                .trim_end_matches(')')
+                .parse()
+                .unwrap_or(0);
+            (thread.name().map(Arc::from), id)
+        });
+        event.thread_id = *id;
+        let same = match (&*name, &event.thread_name) {
+            (Some(ours), Some(held)) => Arc::ptr_eq(ours, held),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            event.thread_name = name.clone();
+        }
     })
 }
