@@ -20,9 +20,9 @@ pub(crate) fn bounded(s: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (`\"`, `\\`, the
-/// short escapes `\b \f \n \r \t`, other control characters as `\u00xx`). Runs of 16 bytes
-/// with nothing to escape — nearly all text — are checked in one vectorised step and copied
-/// whole, instead of byte by byte.
+/// short escapes `\b \f \n \r \t`, other control characters as `\u00xx`). Each run of up to
+/// 16 bytes is checked in one vectorised step; runs with nothing to escape (nearly all text)
+/// are copied whole, only the others byte by byte.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     fn plain(b: u8) -> bool {
         b >= 0x20 && b != b'"' && b != b'\\'
@@ -31,16 +31,15 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 16) {
-            if chunk.iter().fold(true, |all, &b| all & plain(b)) {
-                i += 16;
+    for (n, chunk) in bytes.chunks(16).enumerate() {
+        if chunk.iter().fold(true, |all, &b| all & plain(b)) {
+            continue;
+        }
+        for (j, &b) in chunk.iter().enumerate() {
+            if plain(b) {
                 continue;
             }
-        }
-        let b = bytes[i];
-        if !plain(b) {
+            let i = n * 16 + j;
             out.extend_from_slice(&bytes[start..i]);
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
@@ -59,7 +58,6 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
             }
             start = i + 1;
         }
-        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
