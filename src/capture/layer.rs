@@ -88,6 +88,7 @@ where
             fields: &mut snapshot.fields,
             message: None,
             skip_log_fields: false,
+            new_string: &String::new,
         });
         let trace = super::context::for_new_span(&span);
         // The snapshot is shared (not copied) by every event inside the span.
@@ -110,6 +111,7 @@ where
                 fields: &mut snapshot.fields,
                 message: None,
                 skip_log_fields: false,
+                new_string: &String::new,
             });
         }
     }
@@ -157,6 +159,7 @@ where
             fields,
             message: Some(message),
             skip_log_fields: is_log,
+            new_string: &|| self.handoff.string(),
         });
 
         let mut trace = None;

@@ -13,6 +13,9 @@ pub(crate) struct FieldCollector<'a> {
     pub message: Option<&'a mut String>,
     /// `log` records carry their metadata as `log.*` fields; those are skipped.
     pub skip_log_fields: bool,
+    /// Where string values are written: an empty string with capacity, reused when the
+    /// shipper gave one back ([`Handoff::string`](crate::delivery::Handoff::string)).
+    pub new_string: &'a dyn Fn() -> String,
 }
 
 impl FieldCollector<'_> {
@@ -79,7 +82,9 @@ impl Visit for FieldCollector<'_> {
         if let Some(message) = self.message_for(field) {
             return message.push_str(value);
         }
-        self.put(field, FieldValue::Str(value.to_owned()));
+        let mut owned = (self.new_string)();
+        owned.push_str(value);
+        self.put(field, FieldValue::Str(owned));
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
         self.put(
@@ -95,7 +100,9 @@ impl Visit for FieldCollector<'_> {
             let _ = write!(message, "{value:?}");
             return;
         }
-        self.put(field, FieldValue::Str(format!("{value:?}")));
+        let mut owned = (self.new_string)();
+        let _ = write!(owned, "{value:?}");
+        self.put(field, FieldValue::Str(owned));
     }
 }
 

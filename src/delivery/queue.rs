@@ -17,7 +17,7 @@ use super::message::{Encoder, Message};
 use super::spool::Spool;
 use super::stats::{Counters, Stats};
 use super::time::{deadline_after, until};
-use crate::capture::CapturedEvent;
+use crate::capture::{CapturedEvent, FieldValue};
 
 crate::choice::choice! {
     /// What the application's logging call does when the in-memory queue is full.
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub queue: ArrayQueue<Box<CapturedEvent>>,
     /// Events the shipper has encoded and emptied, for the logging threads to fill again.
     blanks: ArrayQueue<Box<CapturedEvent>>,
+    /// The emptied string values of those events, for the logging threads' string fields.
+    strings: ArrayQueue<String>,
     pub counters: Counters,
     /// Wakes the shipper: an event arrived, or shutdown was asked for.
     pub wake: Notify,
@@ -66,8 +68,9 @@ pub(crate) struct Shared {
 /// Emptied events kept for reuse. A captured event is built on a logging thread and freed on
 /// the shipper's: its box, message, field list and span list made four malloc/free pairs
 /// across threads per event, which glibc serves slowly (arena locks, heap trimmed and grown
-/// again). Reused, they cost nothing in the steady state. Bounds what is kept: at most this
-/// many events, each with small buffers (`Shared::recycle`).
+/// again). Reused, they cost nothing in the steady state; so do string field values (up to four
+/// per kept event). Bounds what is kept: at most this many events, each with small buffers,
+/// and four times as many strings of at most 1 KiB (`Shared::recycle`).
 const BLANKS: usize = 1024;
 
 /// With a spool, the most events held in memory whatever `queue_capacity` says: beyond this
@@ -95,6 +98,7 @@ impl Shared {
         Arc::new(Shared {
             queue: ArrayQueue::new(capacity.max(1)),
             blanks: ArrayQueue::new(BLANKS),
+            strings: ArrayQueue::new(BLANKS * 4),
             counters,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -121,6 +125,14 @@ impl Shared {
                 || event.spans.capacity() > 32
             {
                 continue;
+            }
+            for (_, value) in event.fields.drain(..) {
+                if let FieldValue::Str(mut s) = value {
+                    if s.capacity() <= 1024 && !self.strings.is_full() {
+                        s.clear();
+                        let _ = self.strings.push(s);
+                    }
+                }
             }
             event.empty();
             // Full meanwhile (another thread recycled): it is simply freed.
@@ -269,6 +281,11 @@ impl Handoff {
             .blanks
             .pop()
             .unwrap_or_else(|| Box::new(CapturedEvent::blank()))
+    }
+
+    /// An empty string for a field value: one the shipper gave back, or a new one.
+    pub fn string(&self) -> String {
+        self.shared.strings.pop().unwrap_or_default()
     }
 
     /// Queues an event for shipping; when the queue is full the overflow policy applies.
