@@ -13,7 +13,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use super::context::SpanState;
-use super::event::{CapturedEvent, SpanSnapshot};
+use super::event::CapturedEvent;
 use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
 use crate::own_threads;
@@ -80,21 +80,22 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
-        let mut snapshot = SpanSnapshot {
-            name: attrs.metadata().name(),
-            fields: Vec::new(),
-        };
-        attrs.record(&mut FieldCollector {
-            fields: &mut snapshot.fields,
-            message: None,
-            skip_log_fields: false,
-            new_string: &String::new,
-        });
+        // A snapshot the shipper gave back (its only holder), or a new one.
+        let mut shared = self.handoff.span_snapshot();
+        if let Some(snapshot) = Arc::get_mut(&mut shared) {
+            snapshot.name = attrs.metadata().name();
+            attrs.record(&mut FieldCollector {
+                fields: &mut snapshot.fields,
+                message: None,
+                skip_log_fields: false,
+                new_string: &|| self.handoff.string(),
+            });
+        }
         let trace = super::context::for_new_span(&span);
         // The snapshot is shared (not copied) by every event inside the span.
         span.extensions_mut().insert(SpanState {
             trace,
-            fields: Some(Arc::new(snapshot)),
+            fields: Some(shared),
         });
     }
 

@@ -17,7 +17,7 @@ use super::message::{Encoder, Message};
 use super::spool::Spool;
 use super::stats::{Counters, Stats};
 use super::time::{deadline_after, until};
-use crate::capture::{CapturedEvent, FieldValue};
+use crate::capture::{CapturedEvent, FieldValue, SpanSnapshot};
 
 crate::choice::choice! {
     /// What the application's logging call does when the in-memory queue is full.
@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     blanks: ArrayQueue<Box<CapturedEvent>>,
     /// The emptied string values of those events, for the logging threads' string fields.
     strings: ArrayQueue<String>,
+    /// Span snapshots whose span had closed by the time its last event was encoded: emptied,
+    /// held only here, for the logging threads' new spans.
+    snapshots: ArrayQueue<Arc<SpanSnapshot>>,
     pub counters: Counters,
     /// Wakes the shipper: an event arrived, or shutdown was asked for.
     pub wake: Notify,
@@ -69,8 +72,9 @@ pub(crate) struct Shared {
 /// the shipper's: its box, message, field list and span list made four malloc/free pairs
 /// across threads per event, which glibc serves slowly (arena locks, heap trimmed and grown
 /// again). Reused, they cost nothing in the steady state; so do string field values (up to four
-/// per kept event). Bounds what is kept: at most this many events, each with small buffers,
-/// and four times as many strings of at most 1 KiB (`Shared::recycle`).
+/// per kept event) and span snapshots whose span has closed. Bounds what is kept: at most this
+/// many events and snapshots, each with small buffers, and four times as many strings of at
+/// most 1 KiB (`Shared::recycle`).
 const BLANKS: usize = 1024;
 
 /// With a spool, the most events held in memory whatever `queue_capacity` says: beyond this
@@ -99,6 +103,7 @@ impl Shared {
             queue: ArrayQueue::new(capacity.max(1)),
             blanks: ArrayQueue::new(BLANKS),
             strings: ArrayQueue::new(BLANKS * 4),
+            snapshots: ArrayQueue::new(BLANKS),
             counters,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -126,17 +131,33 @@ impl Shared {
             {
                 continue;
             }
-            for (_, value) in event.fields.drain(..) {
-                if let FieldValue::Str(mut s) = value {
-                    if s.capacity() <= 1024 && !self.strings.is_full() {
-                        s.clear();
-                        let _ = self.strings.push(s);
-                    }
+            self.keep_strings(event.fields.drain(..));
+            for mut span in event.spans.drain(..) {
+                // Only a snapshot no span or other event holds any more.
+                let Some(snapshot) = Arc::get_mut(&mut span) else {
+                    continue;
+                };
+                if snapshot.fields.capacity() > 32 || self.snapshots.is_full() {
+                    continue;
                 }
+                self.keep_strings(snapshot.fields.drain(..));
+                let _ = self.snapshots.push(span);
             }
             event.empty();
             // Full meanwhile (another thread recycled): it is simply freed.
             let _ = self.blanks.push(event);
+        }
+    }
+
+    /// Keeps the small string values among `values` for reuse; the rest is freed.
+    fn keep_strings(&self, values: impl Iterator<Item = (&'static str, FieldValue)>) {
+        for (_, value) in values {
+            if let FieldValue::Str(mut s) = value {
+                if s.capacity() <= 1024 && !self.strings.is_full() {
+                    s.clear();
+                    let _ = self.strings.push(s);
+                }
+            }
         }
     }
 
@@ -281,6 +302,15 @@ impl Handoff {
             .blanks
             .pop()
             .unwrap_or_else(|| Box::new(CapturedEvent::blank()))
+    }
+
+    /// An empty span snapshot held only by the caller: one the shipper gave back, or a new one.
+    pub fn span_snapshot(&self) -> Arc<SpanSnapshot> {
+        self.shared
+            .snapshots
+            .pop()
+            .filter(|s| Arc::strong_count(s) == 1 && Arc::weak_count(s) == 0)
+            .unwrap_or_default()
     }
 
     /// An empty string for a field value: one the shipper gave back, or a new one.
