@@ -248,6 +248,72 @@ mod tests {
     }
 
     #[test]
+    fn encoded_events_come_back_emptied_with_their_strings_and_closed_spans() {
+        use crate::capture::{FieldValue, SpanSnapshot};
+        use crate::delivery::Handoff;
+        use std::sync::Arc;
+        let s = shared(10, 1000);
+        let closed = Arc::new(SpanSnapshot {
+            name: "closed",
+            fields: vec![("w", FieldValue::Str("span value".into()))],
+        });
+        let open = Arc::new(SpanSnapshot {
+            name: "open",
+            fields: vec![("x", FieldValue::Str("still open".into()))],
+        });
+        let still_held = open.clone();
+        let mut a = test_support::event(vec![
+            ("s", FieldValue::Str("value of a".into())),
+            ("n", FieldValue::I64(1)),
+        ]);
+        a.spans = vec![closed];
+        let mut b = test_support::event(vec![("s", FieldValue::Str("value of b".into()))]);
+        b.spans = vec![open];
+        let mut big = test_support::event(Vec::new());
+        big.message = "m".repeat(2000);
+        for event in [a, b, big] {
+            let _ = s.queue.push(Box::new(event));
+        }
+        let message = Order::new(Duration::ZERO)
+            .next(&s, 1, Instant::now())
+            .expect("a batch");
+        assert_eq!(message.events, 3);
+
+        let handoff = Handoff::new(s.clone());
+        for _ in 0..2 {
+            let blank = handoff.blank();
+            assert!(blank.message.is_empty() && blank.fields.is_empty() && blank.spans.is_empty());
+            assert!(
+                blank.fields.capacity() >= 1,
+                "the field list's buffer is kept"
+            );
+            assert!(blank.trace.is_none() && blank.file.is_none() && blank.target.is_empty());
+        }
+        let fresh = handoff.blank();
+        assert_eq!(
+            fresh.message.capacity(),
+            0,
+            "the event with a 2000-byte message was freed"
+        );
+
+        // Two event strings and the closed span's string; not the open span's.
+        let strings: Vec<String> = (0..4).map(|_| handoff.string()).collect();
+        assert!(strings.iter().all(String::is_empty));
+        assert_eq!(strings.iter().filter(|s| s.capacity() >= 10).count(), 3);
+
+        let reused = handoff.span_snapshot();
+        assert_eq!(Arc::strong_count(&reused), 1);
+        assert!(reused.fields.is_empty() && reused.fields.capacity() >= 1);
+        let new = handoff.span_snapshot();
+        assert_eq!(
+            new.fields.capacity(),
+            0,
+            "the open span's snapshot was not taken"
+        );
+        assert_eq!(still_held.fields.len(), 1, "and is untouched");
+    }
+
+    #[test]
     fn linger_holds_a_partial_batch_until_it_fills_or_the_time_is_up() {
         let s = shared(10, 1000);
         let mut order = Order::new(Duration::from_millis(50));
