@@ -199,19 +199,7 @@ async fn run(args: Args) -> Result<String, String> {
         if in_flight.len() >= args.window {
             confirmed += settle(in_flight.pop_front()).await?;
         }
-        let confirm = channel
-            .basic_publish(
-                exchange.clone(),
-                routing_key.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &body,
-                properties.clone(),
-            )
-            .await
-            .map_err(|e| format!("publish: {e}"))?;
+        let confirm = publish(&channel, &exchange, &routing_key, &body, &properties).await?;
         in_flight.push_back(confirm);
     }
     while let Some(c) = in_flight.pop_front() {
@@ -229,6 +217,29 @@ async fn run(args: Args) -> Result<String, String> {
         args.window,
         events as f64 / elapsed
     ))
+}
+
+/// Publishes one body as the shipper does: persistent properties, `mandatory`.
+async fn publish(
+    channel: &lapin::Channel,
+    exchange: &ShortString,
+    routing_key: &ShortString,
+    body: &[u8],
+    properties: &BasicProperties,
+) -> Result<lapin::PublisherConfirm, String> {
+    channel
+        .basic_publish(
+            exchange.clone(),
+            routing_key.clone(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            properties.clone(),
+        )
+        .await
+        .map_err(|e| format!("publish: {e}"))
 }
 
 /// `--rate`: one message every 1/R s, each confirm awaited on its own, latencies reported.
@@ -262,19 +273,7 @@ async fn paced(
             }
         }
         let sent = Instant::now();
-        let confirm = channel
-            .basic_publish(
-                exchange.clone(),
-                routing_key.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body,
-                properties.clone(),
-            )
-            .await
-            .map_err(|e| format!("publish: {e}"))?;
+        let confirm = publish(channel, exchange, routing_key, body, properties).await?;
         in_flight.push(async move { (sent, settle(Some(confirm)).await) });
     }
     while let Some((sent, result)) = in_flight.next().await {
