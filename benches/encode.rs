@@ -8,7 +8,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use logcollect::internals::{
     encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, Redactor, SpanSnapshot,
 };
@@ -47,35 +48,23 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(1));
     for format in [Format::Ecs, Format::Classic] {
-        let mut out = Vec::with_capacity(1024);
-        group.bench_function(format.as_str(), |b| {
-            b.iter(|| {
-                out.clear();
-                let envelope = Envelope {
-                    id: event_id(&event),
-                    identity: &identity,
-                    max_field_bytes: 1 << 20,
-                };
-                encode_into(format, black_box(&event), &envelope, &mut out);
-                black_box(out.len())
-            })
-        });
+        bench_encode(
+            &mut group,
+            format.as_str(),
+            &identity,
+            &event,
+            |e, env, out| encode_into(format, e, env, out),
+        );
     }
     // The same `ecs` document built the general way (a path list, then nested): the direct
     // writer's gain, in this run.
-    let mut out = Vec::with_capacity(1024);
-    group.bench_function("ecs_general", |b| {
-        b.iter(|| {
-            out.clear();
-            let envelope = Envelope {
-                id: event_id(&event),
-                identity: &identity,
-                max_field_bytes: 1 << 20,
-            };
-            logcollect::internals::encode_ecs_general(black_box(&event), &envelope, &mut out);
-            black_box(out.len())
-        })
-    });
+    bench_encode(
+        &mut group,
+        "ecs_general",
+        &identity,
+        &event,
+        logcollect::internals::encode_ecs_general,
+    );
     // What the shipper does: redaction (the default rules) before encoding. `redacted` has
     // secrets to replace (a copy of the event is made); `clean` has none (nothing copied).
     let rules = [
@@ -97,38 +86,44 @@ fn bench(c: &mut Criterion) {
         .push(("password", FieldValue::Str("hunter2".into())));
     for (name, redactor) in &rules {
         for (kind, event) in [("clean", &event), ("redacted", &secret)] {
-            let mut out = Vec::with_capacity(1024);
-            group.bench_function(format!("ecs+redact_{name}_{kind}"), |b| {
-                b.iter(|| {
-                    out.clear();
-                    let envelope = Envelope {
-                        id: event_id(event),
-                        identity: &identity,
-                        max_field_bytes: 1 << 20,
-                    };
-                    let event = redactor.event(black_box(event));
-                    encode_into(Format::Ecs, &event, &envelope, &mut out);
-                    black_box(out.len())
-                })
+            let name = format!("ecs+redact_{name}_{kind}");
+            bench_encode(&mut group, &name, &identity, event, |e, env, out| {
+                encode_into(Format::Ecs, &redactor.event(e), env, out)
             });
         }
     }
-    {
-        let mut out = Vec::with_capacity(1024);
-        group.bench_function("ecs_secret_event_unredacted", |b| {
-            b.iter(|| {
-                out.clear();
-                let envelope = Envelope {
-                    id: event_id(&secret),
-                    identity: &identity,
-                    max_field_bytes: 1 << 20,
-                };
-                encode_into(Format::Ecs, black_box(&secret), &envelope, &mut out);
-                black_box(out.len())
-            })
-        });
-    }
+    bench_encode(
+        &mut group,
+        "ecs_secret_event_unredacted",
+        &identity,
+        &secret,
+        |e, env, out| encode_into(Format::Ecs, e, env, out),
+    );
     group.finish();
+}
+
+/// Benches `encode` on `event` as the shipper calls it: a fresh event id each time, one reused
+/// output buffer.
+fn bench_encode(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    identity: &Identity,
+    event: &CapturedEvent,
+    encode: impl Fn(&CapturedEvent, &Envelope<'_>, &mut Vec<u8>),
+) {
+    let mut out = Vec::with_capacity(1024);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            out.clear();
+            let envelope = Envelope {
+                id: event_id(event),
+                identity,
+                max_field_bytes: 1 << 20,
+            };
+            encode(black_box(event), &envelope, &mut out);
+            black_box(out.len())
+        })
+    });
 }
 
 criterion_group!(benches, bench);

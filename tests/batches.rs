@@ -46,6 +46,15 @@ fn log(layer: LogcollectLayer, range: std::ops::Range<u64>, targets: u64) {
     });
 }
 
+/// Flushes, failing the test with the stats when something is left after `secs` seconds.
+fn flushed(guard: &Guard, secs: u64) {
+    assert!(
+        guard.flush(Duration::from_secs(secs)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+}
+
 fn seq_nos(docs: &[Value]) -> Vec<i64> {
     docs.iter()
         .map(|d| {
@@ -64,11 +73,7 @@ fn arrays_on_the_wire_hold_every_event_once_and_counts_are_in_events_and_message
         c.batch.linger = LONG;
     });
     log(layer, 0..500, 1);
-    assert!(
-        guard.flush(Duration::from_secs(60)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 60);
     let stats = guard.stats();
     assert_eq!(
         (stats.accepted, stats.published, stats.confirmed),
@@ -127,11 +132,7 @@ fn each_message_holds_one_routing_key_and_each_keys_order_is_kept() {
         c.batch.linger = LONG;
     });
     log(layer, 0..30, 3);
-    assert!(
-        guard.flush(Duration::from_secs(60)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 60);
     let messages = capture.receive(30, Duration::from_secs(30));
     assert_eq!(documents(&messages).len(), 30);
     for (key, first) in [("batch_a", 0), ("batch_b", 1), ("batch_c", 2)] {
@@ -203,11 +204,7 @@ fn an_oversize_event_is_dropped_from_its_batch_and_the_rest_delivered() {
             }
         }
     });
-    assert!(
-        guard.flush(Duration::from_secs(60)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 60);
     let stats = guard.stats();
     assert_eq!(
         (stats.accepted, stats.confirmed, stats.dropped.oversize),
@@ -232,11 +229,7 @@ fn an_event_logged_alone_travels_as_one_object_and_tiny_max_bytes_sends_each_alo
     let mut capture = Capture::fresh();
     let (layer, guard) = shipper(&capture.exchange, |_| {});
     log(layer, 0..1, 1);
-    assert!(
-        guard.flush(Duration::from_secs(30)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 30);
     let messages = capture.receive(1, Duration::from_secs(30));
     assert!(messages[0].body.starts_with(b"{"), "a plain object");
     let doc = &messages[0].documents()[0];
@@ -258,11 +251,7 @@ fn an_event_logged_alone_travels_as_one_object_and_tiny_max_bytes_sends_each_alo
         c.batch.linger = LONG;
     });
     log(layer, 0..5, 1);
-    assert!(
-        guard.flush(Duration::from_secs(30)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 30);
     let messages = capture.receive(5, Duration::from_secs(30));
     assert_eq!(
         messages.len(),
@@ -281,11 +270,7 @@ fn a_flush_sends_what_lingers() {
         c.batch.linger = Duration::MAX;
     });
     log(layer, 0..7, 1);
-    assert!(
-        guard.flush(Duration::from_secs(30)).is_complete(),
-        "{}",
-        guard.stats()
-    );
+    flushed(&guard, 30);
     let messages = capture.receive(7, Duration::from_secs(30));
     assert_eq!(seq_nos(&documents(&messages)), (0..7).collect::<Vec<_>>());
 }

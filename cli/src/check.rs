@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anstyle::{AnsiColor, Style};
 use clap::Args;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, LongString, ShortString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use logcollect::internals::{self as encoding, CapturedEvent, Envelope, FieldValue, Identity};
@@ -277,15 +277,7 @@ async fn on_the_broker(
     let kind = config.exchange_type.as_str();
     let x = ShortString::from(exchange);
     let channel = open_channel(connection, timeout).await?;
-    let declare = channel.exchange_declare(
-        x.clone(),
-        crate::diagnose::exchange_kind(config.exchange_type.as_str()),
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    );
+    let declare = diagnose::declare_exchange(&channel, config);
     match tokio::time::timeout(timeout, declare).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -378,17 +370,7 @@ async fn open_channel(
 async fn exists_passively(connection: &Connection, x: &ShortString, timeout: Duration) -> bool {
     let passive = async {
         let channel = connection.create_channel().await?;
-        let declared = channel
-            .exchange_declare(
-                x.clone(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let declared = diagnose::find_exchange(&channel, x.as_str()).await;
         let _ = channel.close(200, ShortString::from("checked")).await;
         declared
     };

@@ -70,6 +70,41 @@ pub fn exchange_kind(name: &str) -> lapin::ExchangeKind {
     }
 }
 
+/// Declares the configured exchange as the shipper declares it (its type, durable), so a
+/// command can start before any application has.
+pub async fn declare_exchange(
+    channel: &lapin::Channel,
+    config: &logcollect::Config,
+) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            config.exchange.as_str().into(),
+            exchange_kind(config.exchange_type.as_str()),
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+}
+
+/// Whether the exchange exists, without changing anything: a passive declare (which closes
+/// the channel when it does not).
+pub async fn find_exchange(channel: &lapin::Channel, exchange: &str) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+}
+
 /// The broker's reply inside a lapin error: its reply code and text (`ACCESS_REFUSED - …`).
 pub fn broker_reply(e: &lapin::Error) -> Option<(u16, String)> {
     match e.kind() {

@@ -7,8 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
@@ -233,17 +232,7 @@ async fn subscribe(
         .create_channel()
         .await
         .map_err(|e| failed("open a channel", e))?;
-    let passive = channel
-        .exchange_declare(
-            exchange.clone(),
-            crate::diagnose::exchange_kind(config.exchange_type.as_str()),
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let passive = diagnose::find_exchange(&channel, &config.exchange).await;
     if let Err(e) = passive {
         if !matches!(diagnose::broker_reply(&e), Some((404, _))) {
             return Err(failed(&format!("find exchange `{exchange}`"), e));
@@ -252,16 +241,7 @@ async fn subscribe(
             .create_channel()
             .await
             .map_err(|e| failed("open a channel", e))?;
-        channel
-            .exchange_declare(
-                exchange.clone(),
-                crate::diagnose::exchange_kind(config.exchange_type.as_str()),
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        diagnose::declare_exchange(&channel, config)
             .await
             .map_err(|e| diagnose::exchange_failure(&config.exchange, kind, uri, &e, None))?;
         eprintln!(

@@ -18,7 +18,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
@@ -218,17 +218,8 @@ async fn subscribe(
         .create_channel()
         .await
         .map_err(|e| format!("cannot open a channel: {e}"))?;
-    // Declared as the shipper declares it (durable), so the collector can start first.
-    channel
-        .exchange_declare(
-            exchange.clone(),
-            crate::diagnose::exchange_kind(config.exchange_type.as_str()),
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    // Declared as the shipper declares it, so the collector can start first.
+    crate::diagnose::declare_exchange(&channel, config)
         .await
         .map_err(|e| format!("cannot declare exchange `{exchange}`: {e}"))?;
     let channel = if channel.status().connected() {
