@@ -7,8 +7,9 @@
 //! Configure it like any application: `LOGCOLLECT_IDENTITY__PROJECT=demo`,
 //! `LOGCOLLECT_CONSOLE=true`, `LOGCOLLECT_FORMAT=classic`, … (see README.md).
 //!
-//! Exits 0 once the broker has confirmed every event; 1 when it has not within
-//! [`DELIVERY_WAIT`] (the broker never answered); 2 on an invalid configuration.
+//! Exits 0 once the broker has confirmed every event and every document was read back; 1 when
+//! they were not confirmed within [`DELIVERY_WAIT`] (the broker never answered) or could not be
+//! read back; 2 on an invalid configuration.
 
 use std::time::Duration;
 
@@ -95,13 +96,24 @@ fn main() {
         "all {} events confirmed by the broker; as they arrived:",
         stats.confirmed
     );
-    match peek {
-        Ok(mut peek) => {
-            for doc in peek.documents(stats.confirmed as usize) {
-                println!("{doc}");
-            }
+    // A batch arrives as one message whose body is an array of documents: each is shown alone.
+    let shown = match peek {
+        Ok(mut peek) => peek.documents(stats.confirmed as usize),
+        Err(e) => {
+            eprintln!("cannot read the documents back: {e}");
+            std::process::exit(1);
         }
-        Err(e) => println!("(cannot show them: {e})"),
+    };
+    for doc in &shown {
+        println!("{doc}");
+    }
+    if (shown.len() as u64) < stats.confirmed {
+        eprintln!(
+            "only {} of the {} confirmed events were read back from the exchange",
+            shown.len(),
+            stats.confirmed
+        );
+        std::process::exit(1);
     }
 }
 
@@ -204,9 +216,10 @@ mod peek {
             })
         }
 
-        /// The first `n` documents this process shipped, as they arrived (with their routing
-        /// keys), waiting at most a few seconds. Documents of other applications publishing to
-        /// the same exchange (a shared broker) are left out.
+        /// The first `n` documents this process shipped, one per line as they arrived (with
+        /// their routing keys; a batch's array split into its documents), waiting at most a few
+        /// seconds. Documents of other applications publishing to the same exchange (a shared
+        /// broker) are left out.
         pub fn documents(&mut self, n: usize) -> Vec<String> {
             let pid = u64::from(std::process::id());
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -215,12 +228,13 @@ mod peek {
                 let mut out = Vec::new();
                 while out.len() < n {
                     match tokio::time::timeout_at(deadline, consumer.next()).await {
-                        Ok(Some(Ok(d))) if shipped_by(&d.data, pid) => out.push(format!(
-                            "[{}] {}",
-                            d.routing_key,
-                            String::from_utf8_lossy(&d.data)
-                        )),
-                        Ok(Some(Ok(_))) => {}
+                        Ok(Some(Ok(d))) => {
+                            for doc in split(&d.data) {
+                                if shipped_by(doc, pid) {
+                                    out.push(format!("[{}] {}", d.routing_key, doc.get()));
+                                }
+                            }
+                        }
                         _ => break,
                     }
                 }
@@ -229,9 +243,19 @@ mod peek {
         }
     }
 
-    /// Whether a message's document carries `pid`: `process.pid` (ecs) or `process` (classic).
-    fn shipped_by(body: &[u8], pid: u64) -> bool {
-        serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|doc| {
+    /// The documents of a message body: the elements of an array (a batch), or the body itself
+    /// (one event). A body that is not JSON gives none.
+    fn split(body: &[u8]) -> Vec<&serde_json::value::RawValue> {
+        serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body)
+            .or_else(|_| {
+                serde_json::from_slice::<&serde_json::value::RawValue>(body).map(|d| vec![d])
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a document carries `pid`: `process.pid` (ecs) or `process` (classic).
+    fn shipped_by(doc: &serde_json::value::RawValue, pid: u64) -> bool {
+        serde_json::from_str::<serde_json::Value>(doc.get()).is_ok_and(|doc| {
             doc.pointer("/process/pid")
                 .or_else(|| doc.get("process"))
                 .and_then(serde_json::Value::as_u64)
