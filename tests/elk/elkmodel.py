@@ -1,5 +1,6 @@
 """Helpers for the ELK checks: repository paths, parsers for the stack's files, the plugin option
-lists, a model of RabbitMQ's access control and a model of the pipeline's classic normalisation.
+lists, a model of RabbitMQ's access control, the pipeline run as Logstash runs it (LogstashModel,
+with ruby_filter_harness.rb) and the indexed shape docs/formats.md promises (expected_indexed).
 
 Nothing here asserts; the test modules do.
 """
@@ -440,9 +441,13 @@ def _remove(doc: dict, path: list[str]):
 
 
 # --------------------------------------------------------------------------------------------
-# Java HashMap iteration order. Logstash may hand a plugin's hash option (mutate `rename => {}`)
-# over as a java.util.HashMap (CompiledPipeline.expandConfigVariables copies every map into a
-# `new HashMap<>()`); its entries then run in bucket order, not in the order written.
+# Java HashMap iteration order. The entries of one hash option (mutate `rename => {...}`) may
+# not run in the order written: logstash-core's lscl.rb builds a Ruby Hash (insertion order) and
+# wraps it in the Java IR (ValueExpression); CompiledPipeline hands Ruby plugins that stored
+# object (convertArgs) and Java plugins a `new HashMap<>()` copy (expandConfigVariables). Which
+# Java type the Ruby Hash becomes on its way into the IR was not settled from the sources, so
+# the checks run in HashMap order, in the written order and reversed, and the conf must not
+# depend on it.
 # --------------------------------------------------------------------------------------------
 def java_string_hash(s: str) -> int:
     """java.lang.String.hashCode (UTF-16 code units, 32-bit signed overflow)."""
