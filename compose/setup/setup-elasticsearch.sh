@@ -77,7 +77,9 @@ es PUT /_ilm/policy/logcollect "{
 # Our own index template for logs-logcollect-*: priority 200 beats the built-in `logs`
 # template (100) and composes the same built-in component templates, so the ECS mappings stay;
 # only the lifecycle policy changes, and the free-form `fields` object is `flattened` (user
-# fields of different types under one name never cause mapping conflicts).
+# fields of different types under one name never cause mapping conflicts). A flattened leaf is
+# one keyword term: over Lucene's 32,766-byte limit the whole document would be rejected, so
+# longer leaves are not indexed (kept in _source); 8191 characters of up to 4 bytes fit.
 es PUT /_index_template/logs-logcollect '{
   "index_patterns": ["logs-logcollect-*"],
   "priority": 200,
@@ -86,7 +88,7 @@ es PUT /_index_template/logs-logcollect '{
   "ignore_missing_component_templates": ["logs@custom"],
   "template": {
     "settings": {"index.lifecycle.name": "logcollect"},
-    "mappings": {"properties": {"fields": {"type": "flattened"}}}
+    "mappings": {"properties": {"fields": {"type": "flattened", "ignore_above": 8191}}}
   },
   "_meta": {"description": "logcollect events (RabbitMQ -> Logstash)", "managed_by": "logcollect compose setup"}
 }'

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -49,8 +50,41 @@ def env_file():
 
 
 @pytest.fixture(scope="session")
-def normalisation(pipeline_tree):
-    return m.NormalisationSpec(pipeline_tree)
+def facts(pipeline_tree):
+    """What the conf says about the classic normalisation (its field lists and renames)."""
+    return m.PipelineFacts(pipeline_tree)
+
+
+@pytest.fixture(scope="session")
+def ruby():
+    path = shutil.which("ruby")
+    if not path:
+        pytest.fail("ruby is needed to run the pipeline's ruby filters and the Logstash event model "
+                    "(apt-get install ruby; scripts/test installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def logstash(pipeline_tree, ruby):
+    """The real conf run as Logstash runs it (hash options in Java HashMap order)."""
+    model = m.LogstashModel(pipeline_tree, ruby, hash_order="java")
+    yield model
+    model.close()
+
+
+@pytest.fixture
+def make_logstash(ruby):
+    """Builds models of other (mutated) configs; closes them after the test."""
+    made = []
+
+    def make(tree, **kwargs):
+        model = m.LogstashModel(tree, ruby, **kwargs)
+        made.append(model)
+        return model
+
+    yield make
+    for model in made:
+        model.close()
 
 
 @pytest.fixture(scope="session")

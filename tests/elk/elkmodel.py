@@ -1,5 +1,6 @@
 """Helpers for the ELK checks: repository paths, parsers for the stack's files, the plugin option
-lists, a model of RabbitMQ's access control and a model of the pipeline's classic normalisation.
+lists, a model of RabbitMQ's access control, the pipeline run as Logstash runs it (LogstashModel,
+with ruby_filter_harness.rb) and the indexed shape docs/formats.md promises (expected_indexed).
 
 Nothing here asserts; the test modules do.
 """
@@ -407,29 +408,20 @@ def has_path(doc: dict, dotted: str) -> bool:
     return False
 
 
-def json_codec_decode(body: bytes) -> list[dict]:
-    """What the Logstash json codec makes of a message body: one event per object, one per
-    element of a top-level array. Anything else is an error here (Logstash would tag it
-    _jsonparsefailure)."""
+def crate_documents(body: bytes) -> list[dict]:
+    """The documents of a body the crate published (an object, or an array of objects), for the
+    broker-level checks. What Logstash's json codec makes of any body (parse failures included)
+    is modelled with the real event in ruby_filter_harness.rb (LogstashModel.decode)."""
     value = json.loads(body.decode("utf-8"))
     if isinstance(value, dict):
         return [value]
-    if isinstance(value, list):
-        if not all(isinstance(e, dict) for e in value):
-            raise ValueError("array body with non-object elements")
+    if isinstance(value, list) and all(isinstance(e, dict) for e in value):
         return list(value)
-    raise ValueError(f"body is a JSON {type(value).__name__}, not an object or array")
-
-
-# --------------------------------------------------------------------------------------------
-# Model of the pipeline's filter section (the classic normalisation), driven by the field lists
-# and maps parsed out of the pipeline itself.
-# --------------------------------------------------------------------------------------------
-class SetThroughScalar(Exception):
-    """Setting [a][b] while [a] is a scalar: Logstash would fail on this event."""
+    raise ValueError(f"the crate never publishes this body: {body[:80]!r}")
 
 
 def _get(doc: dict, path: list[str]):
+    """Value at a path of a plain document (None when absent)."""
     cur: Any = doc
     for p in path:
         if not isinstance(cur, dict) or p not in cur:
@@ -445,29 +437,420 @@ def _has(doc: dict, path: list[str]) -> bool:
 
 def _remove(doc: dict, path: list[str]):
     parent = _get(doc, path[:-1]) if len(path) > 1 else doc
-    if isinstance(parent, dict):
-        return parent.pop(path[-1], None)
-    return None
+    return parent.pop(path[-1], None) if isinstance(parent, dict) else None
 
 
-def _set(doc: dict, path: list[str], value):
-    cur = doc
+# --------------------------------------------------------------------------------------------
+# Java HashMap iteration order. The entries of one hash option (mutate `rename => {...}`) may
+# not run in the order written: logstash-core's lscl.rb builds a Ruby Hash (insertion order) and
+# wraps it in the Java IR (ValueExpression); CompiledPipeline hands Ruby plugins that stored
+# object (convertArgs) and Java plugins a `new HashMap<>()` copy (expandConfigVariables). Which
+# Java type the Ruby Hash becomes on its way into the IR was not settled from the sources, so
+# the checks run in HashMap order, in the written order and reversed, and the conf must not
+# depend on it.
+# --------------------------------------------------------------------------------------------
+def java_string_hash(s: str) -> int:
+    """java.lang.String.hashCode (UTF-16 code units, 32-bit signed overflow)."""
+    h = 0
+    units = s.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i:i + 2], "big")) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def java_hashmap_order(keys: list[str]) -> list[str]:
+    """Iteration order of a java.util.HashMap filled with `keys` in that order (JDK 8+: spread
+    h ^ (h >>> 16), bucket hash & (n - 1), table 16 doubled while size > 0.75 n, entries of one
+    bucket in insertion order; treeified buckets only from 8 entries, not reached here)."""
+    n = 16
+    while len(keys) > 0.75 * n:
+        n *= 2
+    buckets: dict[int, list[str]] = {}
+    for k in keys:
+        h = java_string_hash(k) & 0xFFFFFFFF
+        spread = h ^ (h >> 16)
+        bucket = buckets.setdefault(spread & (n - 1), [])
+        if len(bucket) >= 8:
+            raise NotImplementedError("a treeified HashMap bucket is not modelled")
+        if k not in bucket:
+            bucket.append(k)
+    return [k for b in sorted(buckets) for k in buckets[b]]
+
+
+def hash_order(mapping: dict, order: str) -> list[tuple[str, Any]]:
+    """The entries of a plugin hash option in the order `order` says: "java" (HashMap),
+    "written" (the config text's order, a Ruby Hash) or "reversed"."""
+    if order == "written":
+        return list(mapping.items())
+    if order == "java":
+        return [(k, mapping[k]) for k in java_hashmap_order(list(mapping))]
+    if order == "reversed":  # for checks that must hold in any order
+        return list(reversed(mapping.items()))
+    raise ValueError(order)
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline, run as Logstash runs it: the input's codec and decoration, then the filter
+# section of the parsed config walked in order (conditions evaluated on the event, ruby filters
+# executed by real Ruby, mutate by Logstash's rules), then what the elasticsearch output makes
+# of the event. Nothing here re-states what the pipeline does: it all comes from the config.
+# --------------------------------------------------------------------------------------------
+class UnsupportedConstruct(Exception):
+    """The config uses a condition, plugin or option the model does not implement."""
+
+
+class FieldSetError(Exception):
+    """Logstash's InvalidFieldSetException: setting [a][b] while [a] is not a map."""
+
+
+def _ref_root(event: dict, ref: str) -> tuple[dict, list[str]]:
+    path = field_ref_path(ref)
+    if path[0] == "@metadata":
+        return event["metadata"], path[1:]
+    return event["data"], path
+
+
+def ev_get(event: dict, ref: str):
+    root, path = _ref_root(event, ref)
+    cur: Any = root
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return copy.deepcopy(cur)
+
+
+def ev_include(event: dict, ref: str) -> bool:
+    root, path = _ref_root(event, ref)
+    if not path:
+        return True
+    cur: Any = root
     for p in path[:-1]:
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        elif not isinstance(nxt, dict):
-            raise SetThroughScalar(f"[{']['.join(path)}] while [{p}] is {nxt!r}")
-        cur = nxt
-    cur[path[-1]] = value
+        if not isinstance(cur, dict) or p not in cur:
+            return False
+        cur = cur[p]
+    return isinstance(cur, dict) and path[-1] in cur
 
 
-class NormalisationSpec:
-    """The classic normalisation as the pipeline declares it."""
+def ev_set(event: dict, ref: str, value):
+    root, path = _ref_root(event, ref)
+    if path == ["@timestamp"] and root is event["data"] and not isinstance(value, str):
+        raise FieldSetError("@timestamp must be a timestamp")
+    cur = root
+    for p in path[:-1]:
+        if cur.get(p) is None:
+            cur[p] = {}
+        if not isinstance(cur[p], dict):
+            raise FieldSetError(f"cannot set {ref}: [{p}] is {cur[p]!r}")
+        cur = cur[p]
+    cur[path[-1]] = copy.deepcopy(value)
+
+
+def ev_remove(event: dict, ref: str):
+    root, path = _ref_root(event, ref)
+    cur: Any = root
+    for p in path[:-1]:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur.pop(path[-1], None) if isinstance(cur, dict) else None
+
+
+def ev_tag(event: dict, tag: str):
+    tags = event["data"].get("tags")
+    if tags is None:
+        event["data"]["tags"] = [tag]
+    elif isinstance(tags, list):
+        if tag not in tags:
+            tags.append(tag)
+    elif tags != tag:
+        event["data"]["tags"] = [tags, tag]
+
+
+def ev_sprintf(event: dict, template: str) -> str:
+    def sub(m):
+        v = ev_get(event, m.group(1))
+        if v is None:
+            return m.group(0)
+        return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    return re.sub(r"%\{([^}]+)\}", sub, template)
+
+
+def substitute_env(value: Any, env: dict[str, str], strict: bool = True) -> Any:
+    """${VAR} / ${VAR:default} in every string of a plugin's options, as Logstash does at load.
+    `strict`: a variable without value or default is an error (else it stays as written: the
+    input's and output's secrets, which nothing here uses)."""
+    if isinstance(value, str):
+        def sub(m):
+            if m.group(1) in env:
+                return env[m.group(1)]
+            if m.group(2) is None:
+                if strict:
+                    raise KeyError(f"${{{m.group(1)}}} has no value and no default")
+                return m.group(0)
+            return m.group(2)
+        return re.sub(r"\$\{([A-Za-z_.][A-Za-z0-9_.]*)(?::([^}]*))?\}", sub, value)
+    if isinstance(value, dict):
+        return {substitute_env(k, env, strict): substitute_env(v, env, strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env, strict) for v in value]
+    return value
+
+
+def evaluate(cond, event: dict) -> bool:
+    """A condition of the filter section, as Logstash's EventCondition evaluates it. Only the
+    constructs the pipeline uses: `[field]` (truthy: present, not null, not false), `[field] ==
+    "string"`, `and`, `!`. Anything else raises, so a new construct cannot pass unmodelled."""
+    if isinstance(cond, LsclSelector):
+        v = ev_get(event, "".join(f"[{n}]" for n in cond.names))
+        return v is not None and v is not False
+    if isinstance(cond, LsclEqualTo):
+        if not (isinstance(cond.first, LsclSelector) and isinstance(cond.second, str)):
+            raise UnsupportedConstruct(f"== other than [field] == \"string\": {cond!r}")
+        return ev_get(event, "".join(f"[{n}]" for n in cond.first.names)) == cond.second
+    if isinstance(cond, LsclAnd):
+        return all(evaluate(c, event) for c in cond.conditions)
+    if isinstance(cond, LsclNot):
+        return not evaluate(cond.condition, event)
+    raise UnsupportedConstruct(f"condition {type(cond).__name__} is not modelled: {cond!r}")
+
+
+# logstash-filter-mutate 3.5 (lib/logstash/filters/mutate.rb, `filter`): the operations of one
+# block run in this order, whatever the order written; the first failure tags _mutate_error and
+# skips the rest of the block, common options included.
+MUTATE_ORDER = ["coerce", "rename", "update", "replace", "convert", "gsub", "uppercase", "capitalize",
+                "lowercase", "strip", "split", "join", "merge", "copy"]
+# LogStash::Filters::Base#filter_matched, after a successful filter.
+COMMON_FILTER_ORDER = ["add_field", "remove_field", "add_tag", "remove_tag"]
+
+
+def _mutate(attrs: dict, event: dict, order: str):
+    for op in MUTATE_ORDER:
+        if op not in attrs:
+            continue
+        entries = hash_order(attrs[op], order)
+        if op == "rename":
+            for old, new in entries:
+                old, new = ev_sprintf(event, old), ev_sprintf(event, new)
+                if ev_include(event, old):
+                    ev_set(event, new, ev_remove(event, old))
+        elif op == "update":
+            for field, value in entries:
+                if ev_include(event, field):
+                    ev_set(event, field, ev_sprintf(event, value))
+        elif op == "replace":
+            for field, value in entries:
+                ev_set(event, field, ev_sprintf(event, value))
+        elif op == "copy":
+            for src, dst in entries:
+                v = ev_get(event, src)
+                if v is not None:
+                    ev_set(event, dst, v)
+        else:
+            raise UnsupportedConstruct(f"mutate {op} is not modelled")
+
+
+def _filter_matched(attrs: dict, event: dict, order: str):
+    for op in COMMON_FILTER_ORDER:
+        if op not in attrs:
+            continue
+        if op == "add_field":
+            # LogStash::Util::Decorators.add_fields: an existing value becomes an array.
+            for field, value in hash_order(attrs[op], order):
+                field, new = ev_sprintf(event, field), ev_sprintf(event, value)
+                old = ev_get(event, field)
+                ev_set(event, field, new if old is None else (old if isinstance(old, list) else [old]) + [new])
+        elif op == "remove_field":
+            for field in attrs[op]:
+                ev_remove(event, ev_sprintf(event, field))
+        elif op == "add_tag":
+            for tag in attrs[op]:
+                ev_tag(event, ev_sprintf(event, tag))
+        else:
+            raise UnsupportedConstruct(f"common option {op} is not modelled")
+
+
+class LogstashModel:
+    """The pipeline as Logstash runs it, read from the parsed config `tree`.
+
+    `ruby`: path of the ruby executable (ruby_filter_harness.rb runs the codec, the event and
+    each ruby filter's init and code verbatim). `hash_order`: "java" or "written", the order the
+    entries of a hash option run in. `settings`: the effective pipeline settings (logstash.yml
+    overridden by the pipeline's pipelines.yml entry); `env`: the environment Logstash sees."""
+
+    HARNESS = ELK_TESTS / "ruby_filter_harness.rb"
+
+    def __init__(self, tree, ruby: str, *, hash_order: str = "java", settings: dict | None = None,
+                 env: dict[str, str] | None = None):
+        self.tree = tree
+        self.ruby = ruby
+        self.hash_order = hash_order
+        self.settings = effective_settings() if settings is None else settings
+        self.env = env or {}
+        sections = {b.name: b for b in tree if isinstance(b, LsclBlock)}
+        self.filter_section = sections["filter"].content
+        inputs = [p for p in plugins(tree) if p.section == "input"]
+        if len(inputs) != 1 or inputs[0].name != "rabbitmq":
+            raise UnsupportedConstruct(f"one rabbitmq input expected, found {inputs}")
+        self.input = substitute_env(inputs[0].attrs, self.env, strict=False)
+        outputs = [p for p in plugins(tree) if p.section == "output"]
+        if len(outputs) != 1 or outputs[0].name != "elasticsearch":
+            raise UnsupportedConstruct(f"one elasticsearch output expected, found {outputs}")
+        self.output = substitute_env(outputs[0].attrs, self.env, strict=False)
+        self.ran: list[str] = []  # plugin ids, in the order they ran (last event)
+        self._proc: subprocess.Popen | None = None
+
+    # --- input ---------------------------------------------------------------------------
+    def codec_options(self) -> dict:
+        codec = self.input.get("codec", "json")
+        if codec != "json":
+            raise UnsupportedConstruct(f"codec {codec!r}")
+        ecs = self.settings.get("pipeline.ecs_compatibility", "v8")
+        # codec-json 3.1: in ECS mode (v1, v8) a body that is one event gets [event][original].
+        return {"original_field": None if ecs == "disabled" else "[event][original]", "target": None}
+
+    def decode(self, body: bytes, properties: dict | None) -> list[dict]:
+        """The rabbitmq input: json codec, then [@metadata][rabbitmq_properties] (metadata_enabled
+        basic) on every event of the message."""
+        props = properties if self.input.get("metadata_enabled") in ("basic", "extended", "true") else None
+        return self._harness({"op": "decode", "body": body.decode("utf-8"), "codec": self.codec_options(),
+                              "properties": props})
+
+    # --- filter --------------------------------------------------------------------------
+    def filter(self, event: dict) -> dict:
+        event = copy.deepcopy(event)
+        self.ran = []
+        self._walk(self.filter_section, event)
+        return event
+
+    def _walk(self, content, event: dict):
+        for item in content:
+            if isinstance(item, LsclBlock):
+                self._run_plugin(item, event)
+            elif isinstance(item, LsclConditions):
+                for cond, body in item.conditions:
+                    if evaluate(cond, event):
+                        self._walk(body, event)
+                        break
+                else:
+                    if item.default:
+                        self._walk(item.default, event)
+            else:
+                raise UnsupportedConstruct(f"{type(item).__name__} in the filter section")
+
+    def _run_plugin(self, block: LsclBlock, event: dict):
+        p = Plugin("filter", block.name, block, ())
+        attrs = substitute_env(p.attrs, self.env)
+        self.ran.append(attrs.get("id"))
+        if block.name == "mutate":
+            try:
+                _mutate(attrs, event, self.hash_order)
+                _filter_matched(attrs, event, self.hash_order)
+            except FieldSetError:
+                ev_tag(event, attrs.get("tag_on_failure", "_mutate_error"))
+        elif block.name == "ruby":
+            if "path" in attrs:
+                raise UnsupportedConstruct("ruby filter with path")
+            out = self._harness({"op": "filter", "id": attrs.get("id"), "init": attrs.get("init"), "code": attrs["code"],
+                                 "event": event, "tag_on_exception": attrs.get("tag_on_exception")})
+            [new] = out
+            event.clear()
+            event.update(new)
+            if "_rubyexception" not in (event["data"].get("tags") or []):
+                _filter_matched(attrs, event, self.hash_order)
+        else:
+            raise UnsupportedConstruct(f"filter plugin {block.name}")
+
+    def _harness(self, payload: dict) -> list[dict]:
+        """One request to the Ruby harness (one process per model, started on first use)."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([self.ruby, str(self.HARNESS)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._proc.stdin.write(json.dumps(payload) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.stdin.close()
+            err = self._proc.stderr.read()
+            self._proc.wait()
+            raise RuntimeError(f"ruby_filter_harness.rb {payload['op']} failed:\n{err}")
+        return json.loads(line)["events"]
+
+    def close(self):
+        if self._proc is not None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+            self._proc = None
+
+    # --- output --------------------------------------------------------------------------
+    def index_request(self, event: dict) -> tuple[str, str, dict]:
+        """What the elasticsearch output sends for an event in data-stream mode (output 11.22,
+        data_stream_support.rb): ("create", data stream, document). With auto routing (the
+        default) the event's data_stream.* fields choose the data stream; with sync_fields (the
+        default) the document's data_stream.* is rewritten to the configured stream."""
+        o = self.output
+        if o.get("data_stream") != "true":
+            raise UnsupportedConstruct("only data_stream => true is modelled")
+        doc = copy.deepcopy(event["data"])
+        configured = {k: o.get(f"data_stream_{k}", d) for k, d in
+                      (("type", "logs"), ("dataset", "generic"), ("namespace", "default"))}
+        auto = as_bool(o.get("data_stream_auto_routing", "true"))
+        ds = doc.get("data_stream")
+        if as_bool(o.get("data_stream_sync_fields", "true")):
+            if isinstance(ds, dict):
+                if not auto:
+                    for k in configured:
+                        if k in ds and ds[k] != configured[k]:
+                            ds[k] = None
+            else:
+                ds = doc["data_stream"] = {}
+            for k, v in configured.items():
+                ds[k] = ds.get(k) or v
+        routed = configured
+        if auto and isinstance(doc.get("data_stream"), dict):
+            routed = {k: doc["data_stream"].get(k) or v for k, v in configured.items()}
+        return "create", f"{routed['type']}-{routed['dataset']}-{routed['namespace']}", doc
+
+    def document_id(self, event: dict) -> str:
+        return ev_sprintf(event, self.output["document_id"])
+
+    # --- all of it -----------------------------------------------------------------------
+    def run(self, body: bytes, properties: dict | None = None) -> list[dict]:
+        """A message through input, filters: the events as the output receives them."""
+        return [self.filter(e) for e in self.decode(body, properties)]
+
+    def indexed(self, body: bytes, properties: dict | None = None) -> list[dict]:
+        """The documents Elasticsearch is asked to create (data_stream fields of the output
+        removed: they are the output's, checked on their own)."""
+        out = []
+        for event in self.run(body, properties):
+            _, stream, doc = self.index_request(event)
+            if stream != self.own_stream():
+                raise AssertionError(f"event routed to {stream}, not {self.own_stream()}")
+            doc.pop("data_stream")
+            out.append(doc)
+        return out
+
+    def own_stream(self) -> str:
+        o = self.output
+        return f"{o['data_stream_type']}-{o['data_stream_dataset']}-{o['data_stream_namespace']}"
+
+
+def effective_settings(pipeline_id: str = "logcollect") -> dict:
+    """logstash.yml, overridden by the pipeline's entry in pipelines.yml (as Logstash does)."""
+    settings = dict(yaml.safe_load(LOGSTASH_YML.read_text(encoding="utf-8")))
+    for entry in yaml.safe_load(PIPELINES_YML.read_text(encoding="utf-8")):
+        if entry.get("pipeline.id") == pipeline_id:
+            settings.update(entry)
+    return settings
+
+
+class PipelineFacts:
+    """What the checks need to know of the conf's classic normalisation (read from it, never
+    re-implemented): the reserved keys, the identity keys, every rename and removal."""
 
     def __init__(self, tree):
-        detect = plugin_by_id(tree, "logcollect_detect_format")
-        self.detect_code = detect.attrs["code"]
+        ps = plugins(tree)
         settings = plugin_by_id(tree, "logcollect_classic_settings")
         add = settings.attrs["add_field"]
         self.classic_keys = [k.strip() for k in add["[@metadata][logcollect][classic_keys]"].split(",")]
@@ -475,132 +858,10 @@ class NormalisationSpec:
         ref = env_ref(identity)
         self.identity_env = ref[0] if ref else None
         self.identity_keys = [k.strip() for k in resolve_default(identity).split(",") if k.strip()]
-        self.copy = dict(plugin_by_id(tree, "logcollect_classic_service").attrs["copy"])
-        self.rename = list(plugin_by_id(tree, "logcollect_classic_rename").attrs["rename"].items())
-        level = plugin_by_id(tree, "logcollect_classic_level")
-        self.level_replace = dict(level.attrs["replace"])
-        cond = level.conditions[-1]
-        if not (isinstance(cond, LsclEqualTo) and isinstance(cond.first, LsclSelector)):
-            raise ValueError("logcollect_classic_level is not under an `if [field] == \"value\"`")
-        self.level_condition = (cond.first.names, cond.second)
-        self.remove_fields = list(plugin_by_id(tree, "logcollect_classic_drop").attrs["remove_field"])
-        guard = plugin_by_id(tree, "logcollect_guard_ecs_objects").attrs["code"]
-        m = re.search(r"\[((?:\s*'[^']+'\s*,?)+)\]\.each", guard)
-        if not m:
-            raise ValueError("cannot find the key list of logcollect_guard_ecs_objects")
-        self.guard_keys = re.findall(r"'([^']+)'", m.group(1))
-        app = plugin_by_id(tree, "logcollect_service_from_app_id")
-        self.app_id_copy = dict(app.attrs["copy"])
-        self.classic_plugins = [p for p in plugins(tree) if p.id and p.id.startswith("logcollect_classic_")]
-
-    def is_classic(self, doc: dict) -> bool:
-        # Mirrors logcollect_detect_format (the test checks the Ruby code names these fields).
-        return ("@version" in doc or "event_id" in doc or "levelname" in doc
-                or isinstance(doc.get("host"), str))
-
-    def apply(self, doc: dict, properties: dict | None = None, identity_keys: list[str] | None = None,
-              ruby=None) -> dict:
-        """The event as it leaves the filter section (@metadata dropped, as the output does).
-
-        `ruby`: None to use this module's Python rendering of the pipeline's ruby filters, or a
-        callable (plugin_id, event, metadata) -> (event, metadata) that runs the real Ruby code
-        (RubyRunner)."""
-        doc = copy.deepcopy(doc)
-        meta: dict = {"rabbitmq_properties": copy.deepcopy(properties or {})}
-        identity = self.identity_keys if identity_keys is None else identity_keys
-        if ruby:
-            doc, meta = ruby("logcollect_detect_format", doc, meta)
-            classic = meta["logcollect"]["format"] == "classic"
-        else:
-            classic = self.is_classic(doc)
-        if classic:
-            # logcollect_classic_settings (mutate add_field into @metadata)
-            meta.setdefault("logcollect", {}).update(
-                {"classic_keys": ",".join(self.classic_keys), "identity_keys": ",".join(identity)})
-            # logcollect_classic_user_fields
-            if ruby:
-                doc, meta = ruby("logcollect_classic_user_fields", doc, meta)
-            else:
-                keep = set(self.classic_keys) | set(identity)
-                moved = {k: doc.pop(k) for k in list(doc) if k not in keep}
-                if moved:
-                    doc["fields"] = moved
-            # logcollect_classic_service (mutate copy)
-            for src, dst in self.copy.items():
-                if _has(doc, field_ref_path(src)):
-                    _set(doc, field_ref_path(dst), copy.deepcopy(_get(doc, field_ref_path(src))))
-            # logcollect_classic_labels
-            if ruby:
-                doc, meta = ruby("logcollect_classic_labels", doc, meta)
-            else:
-                for k in identity:
-                    if k in doc:
-                        v = doc.pop(k)
-                        if v is not None:
-                            _set(doc, ["labels", k], v if isinstance(v, str) else json.dumps(v))
-            # logcollect_classic_rename (mutate rename: remove, then set; in config order)
-            for src, dst in self.rename:
-                sp = field_ref_path(src)
-                if _has(doc, sp):
-                    v = _remove(doc, sp)
-                    _set(doc, field_ref_path(dst), v)
-            # logcollect_classic_level
-            path, expected = self.level_condition
-            if _get(doc, path) == expected:
-                for field, value in self.level_replace.items():
-                    _set(doc, field_ref_path(field), value)
-            # logcollect_classic_drop
-            for field in self.remove_fields:
-                _remove(doc, field_ref_path(field))
-        # logcollect_guard_ecs_objects
-        if ruby:
-            doc, meta = ruby("logcollect_guard_ecs_objects", doc, meta)
-        else:
-            moved = {}
-            for k in self.guard_keys:
-                v = doc.get(k)
-                if v is not None and not isinstance(v, dict):
-                    moved[k] = doc.pop(k)
-            if moved:
-                f = doc.get("fields")
-                doc["fields"] = {**(f if isinstance(f, dict) else {}), **moved}
-        # logcollect_service_from_app_id: if ![service][name] and [@metadata][...][app-id]
-        for src, dst in self.app_id_copy.items():
-            sp = field_ref_path(src)
-            v = _get({"@metadata": meta}, sp) if sp[0] == "@metadata" else _get(doc, sp)
-            if v is not None and _get(doc, field_ref_path(dst)) is None:
-                _set(doc, field_ref_path(dst), v)
-        # logcollect_fallback_id: only when there is no [event][id] (a random id); the tests use
-        # documents that have one.
-        return doc
-
-
-def pipeline_events(spec: "NormalisationSpec", body: bytes, properties: dict | None = None,
-                    ruby=None) -> list[dict]:
-    """A message body through the pipeline model: the rabbitmq input's json codec splits it
-    into events (an array body: one event per element, in order), then each event goes through
-    the filter section on its own, with the message's AMQP properties as its metadata."""
-    return [spec.apply(doc, properties, ruby=ruby) for doc in json_codec_decode(body)]
-
-
-class RubyRunner:
-    """Runs a ruby filter of the pipeline (its init and code, verbatim) with ruby_filter_harness.rb."""
-
-    HARNESS = ELK_TESTS / "ruby_filter_harness.rb"
-
-    def __init__(self, tree, ruby: str):
-        self.ruby = ruby
-        self.filters = {p.id: p.attrs for p in plugins(tree) if p.name == "ruby"}
-
-    def __call__(self, plugin_id: str, event: dict, metadata: dict) -> tuple[dict, dict]:
-        attrs = self.filters[plugin_id]
-        payload = {"init": attrs.get("init"), "code": attrs["code"], "event": event, "metadata": metadata}
-        proc = subprocess.run([self.ruby, str(self.HARNESS)], input=json.dumps(payload),
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"ruby filter {plugin_id} failed:\n{proc.stderr}")
-        out = json.loads(proc.stdout)
-        return out["event"], out["metadata"]
+        self.rename = [(src, dst) for p in ps if p.name == "mutate" and "rename" in p.attrs
+                       for src, dst in p.attrs["rename"].items()]
+        self.remove_fields = [f for p in ps if p.name == "mutate" for f in p.attrs.get("remove_field", [])]
+        self.detect_code = plugin_by_id(tree, "logcollect_detect_format").attrs["code"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,7 +955,7 @@ def run_web_documents(amqp_url: str, hang_guard_seconds: int = 1800) -> list[dic
             if method is None:
                 conn.sleep(0.05)
                 continue
-            docs.extend(json_codec_decode(body))
+            docs.extend(crate_documents(body))
         return docs
     finally:
         if proc is not None:
@@ -713,3 +974,100 @@ def run_web_documents(amqp_url: str, hang_guard_seconds: int = 1800) -> list[dic
 def time_monotonic() -> float:
     import time
     return time.monotonic()
+
+
+# --------------------------------------------------------------------------------------------
+# Expectations: the indexed shape docs/formats.md promises ("What Logstash indexes"), built from
+# its table and rules, independently of the conf.
+# --------------------------------------------------------------------------------------------
+FORMATS_MD = ROOT / "docs" / "formats.md"
+
+
+def formats_md_classic_table() -> dict[str, Any]:
+    """{classic key: dotted ECS path | "unchanged" | "dropped"} from the table of formats.md."""
+    text = FORMATS_MD.read_text(encoding="utf-8")
+    head = "| classic key | indexed as |"
+    if head not in text:
+        raise LookupError("docs/formats.md lost its classic -> indexed table")
+    rows = text[text.index(head):].split("\n\n", 1)[0].splitlines()[2:]
+    out: dict[str, Any] = {}
+    for row in rows:
+        left, right = [c.strip() for c in row.strip().strip("|").split("|")]
+        keys = re.findall(r"`([^`]+)`", left)
+        if right in ("unchanged", "dropped"):
+            out.update({k: right for k in keys})
+            continue
+        if not left.startswith("`") or right.startswith("also"):
+            continue  # rules, applied by expected_indexed
+        targets = re.findall(r"`([^`]+)`", right.split("(")[0])
+        if len(targets) != len(keys):
+            raise ValueError(f"formats.md row {row!r}: {len(keys)} keys, {len(targets)} targets")
+        out.update(dict(zip(keys, targets)))
+    return out
+
+
+def _set_dotted(doc: dict, dotted: str, value):
+    cur = doc
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def expected_indexed(doc: dict, fmt: str, *, identity_keys: list[str], app_id: str | None = None) -> dict:
+    """The document Elasticsearch should get for `doc` (as shipped) per docs/formats.md."""
+    doc = copy.deepcopy(doc)
+    if fmt == "ecs":
+        out = doc
+        out.pop("@version", None)
+    else:
+        table = formats_md_classic_table()
+        out = {}
+        for k, v in doc.items():
+            rule = table.get(k)
+            if rule == "dropped":
+                continue
+            if k in identity_keys:
+                _set_dotted(out, f"labels.{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
+                if k == "application":
+                    _set_dotted(out, "service.name", v)
+                continue
+            if rule == "unchanged":
+                out[k] = v
+            elif rule is not None:
+                if k == "levelname" and v == "WARNING":
+                    v = "WARN"
+                _set_dotted(out, rule, v)
+            else:
+                out.setdefault("fields", {})[k] = v
+    if app_id is not None and not _get(out, ["service", "name"]):
+        _set_dotted(out, "service.name", app_id)
+    if isinstance(out.get("@timestamp"), str):
+        out["@timestamp"] = reprinted_timestamp(out["@timestamp"])
+    return out
+
+
+def reprinted_timestamp(value: str) -> str:
+    """A UTC ISO-8601 timestamp as Logstash prints it back (java.time ISO_INSTANT: the fraction
+    in groups of 3 digits, none when zero), per formats.md."""
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z", value)
+    if not m:
+        raise ValueError(f"not a UTC timestamp the crate writes: {value!r}")
+    frac = (m.group(2) or "").ljust(9, "0").rstrip("0")
+    if frac:
+        frac = "." + frac.ljust(3 * -(-len(frac) // 3), "0")
+    return m.group(1) + frac + "Z"
+
+
+def differences(actual: dict, expected: dict) -> list[str]:
+    """Field-by-field differences between two documents (dotted leaf paths)."""
+    a, e = flatten(actual), flatten(expected)
+    out = []
+    for path in sorted(set(a) | set(e)):
+        if path not in a:
+            out.append(f"{path}: missing (expected {e[path]!r})")
+        elif path not in e:
+            out.append(f"{path}: unexpected {a[path]!r}")
+        elif a[path] != e[path] or type(a[path]) is not type(e[path]):
+            out.append(f"{path}: {a[path]!r}, expected {e[path]!r}")
+    return out

@@ -221,3 +221,61 @@ def test_kibana_import_job_fails_unless_success_true():
     assert "kbn-xsrf: true" in text
     assert """grep -Eq '"success"[[:space:]]*:[[:space:]]*true'""" in text
     assert "exit 1" in text
+
+
+def _health_report(status: str, pipeline: str) -> dict:
+    """A Logstash 8.19 health report (GET /_health_report) as documented: the top-level status
+    is the worst indicator's; the details hold a nested `status` object."""
+    return {"host": "logstash", "version": "8.19.10", "snapshot": False, "name": "logstash",
+            "pipeline": {"workers": 2, "batch_size": 125, "batch_delay": 50}, "status": status,
+            "symptom": f"1 indicator is {status}",
+            "indicators": {"pipelines": {"status": pipeline, "symptom": "pipelines",
+                                         "indicators": {"logcollect": {
+                                             "status": pipeline, "symptom": "the pipeline",
+                                             "details": {"status": {"state": "RUNNING"}}}}}}}
+
+
+@pytest.mark.parametrize("answer, healthy", [
+    ((200, _health_report("green", "green")), True),
+    ((200, _health_report("yellow", "yellow")), True),
+    ((200, _health_report("red", "red")), False),
+    ((200, _health_report("unknown", "unknown")), False),
+    ((200, {"status": "green", "indicators": {"pipelines": {"status": "red"}}}), False),
+    ((200, {}), False),
+    ((500, {"error": "boom"}), False),
+], ids=["green", "yellow", "red", "unknown", "red-inside", "no-status", "http-500"])
+def test_logstash_healthcheck_reads_the_status_in_the_body(compose, answer, healthy):
+    """The health report answers 200 whatever its status: the healthcheck must read the body.
+    Runs the compose file's own command (bash, curl) against a fake Logstash API."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    status, body = answer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            data = json.dumps(body, separators=(",", ":")).encode()
+            self.send_response(status if self.path == "/_health_report" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    test = compose["services"]["logstash"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and len(test) == 2
+    assert "http://localhost:9600/_health_report" in test[1]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        command = test[1].replace("$$", "$").replace(
+            "http://localhost:9600", f"http://127.0.0.1:{httpd.server_address[1]}")
+        proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=60)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (proc.returncode == 0) is healthy, (proc.returncode, proc.stderr)

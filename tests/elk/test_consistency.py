@@ -180,12 +180,12 @@ def test_rabbitmq_conf_loads_the_rendered_definitions():
 
 
 # --- ids and the data stream ---------------------------------------------------------------
-def test_document_id_is_the_crates_id_field(crate_defaults, es_output, normalisation):
+def test_document_id_is_the_crates_id_field(crate_defaults, es_output, facts):
     ecs_id = m.field_ref_path(crate_defaults["ecs_id_field"])
     assert m.sprintf_field(es_output["document_id"]) == ecs_id
     # Classic documents carry the id elsewhere; the pipeline moves it to the same field.
     classic_id = m.field_ref_path(crate_defaults["classic_id_field"])
-    renames = {tuple(m.field_ref_path(src)): m.field_ref_path(dst) for src, dst in normalisation.rename}
+    renames = {tuple(m.field_ref_path(src)): m.field_ref_path(dst) for src, dst in facts.rename}
     assert renames.get(tuple(classic_id)) == ecs_id
 
 
@@ -226,7 +226,7 @@ def test_logstash_environment_covers_the_pipeline_variables(compose, pipeline_pl
     assert needed <= set(env), f"pipeline variables without value in compose: {needed - set(env)}"
 
 
-def test_pipeline_classic_keys_are_the_crates_reserved_keys(normalisation):
+def test_pipeline_classic_keys_are_the_crates_reserved_keys(facts):
     """The classic encoder's RESERVED list (src/encoding/classic.rs) is the list of keys the
     pipeline treats as classic document keys; anything else is a user field."""
     assert m.CLASSIC_RS.exists(), "src/encoding/classic.rs is where the crate lists them"
@@ -234,14 +234,19 @@ def test_pipeline_classic_keys_are_the_crates_reserved_keys(normalisation):
     block = re.search(r"pub const RESERVED: &\[&str\] = &\[(.*?)\];", text, re.S)
     assert block, "RESERVED not found in src/encoding/classic.rs"
     reserved = re.findall(r'"([^"]+)"', block.group(1))
-    assert reserved and sorted(reserved) == sorted(normalisation.classic_keys)
+    assert reserved and sorted(reserved) == sorted(facts.classic_keys)
 
 
-def test_classic_keys_are_all_handled(normalisation):
-    handled = {src for src, _ in normalisation.rename} | set(normalisation.remove_fields) | {
+def test_classic_keys_are_all_handled(facts):
+    handled = {src for src, _ in facts.rename} | set(facts.remove_fields) | {
         "@timestamp", "message", "tags", "spans"}
-    assert set(normalisation.classic_keys) == handled, (
+    assert set(facts.classic_keys) == handled, (
         "every reserved classic key is renamed, dropped or kept as is (same name in ecs)")
+    # ... and formats.md's table promises each of them (the field-by-field checks use it).
+    table = m.formats_md_classic_table()
+    assert set(facts.classic_keys) <= set(table), set(facts.classic_keys) - set(table)
+    for src, dst in facts.rename:
+        assert table[src] == ".".join(m.field_ref_path(dst)), (src, dst, table[src])
 
 
 def test_logstash_prefetch_times_batch_is_what_readme_says(rabbitmq_input, crate_defaults):

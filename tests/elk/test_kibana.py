@@ -250,9 +250,12 @@ def test_error_query_value_is_a_level_the_encoder_writes(sample):
     assert "error" in sample["ecs"], "the sample is an error event"
 
 
-def test_normalised_classic_documents_show_up_on_the_dashboard(sample, normalisation):
-    """The dashboard's grouping fields also exist in a classic document after the pipeline."""
-    out = normalisation.apply(sample["classic"])
+@pytest.mark.parametrize("fmt", ["ecs", "classic"])
+def test_indexed_documents_show_up_on_the_dashboard(sample, logstash, fmt):
+    """The dashboard's grouping fields exist in what the real pipeline indexes for either
+    encoding (the AMQP properties the crate sets, Logstash's event)."""
+    props = {"type": fmt, "app-id": "sample", "message-id": "m-1"}
+    [out] = logstash.indexed(json.dumps(sample[fmt]).encode(), props)
     for f in ("@timestamp", "log.level", "service.name", "host.hostname", "labels.project",
               "labels.application", "message"):
         assert m.has_path(out, f), f

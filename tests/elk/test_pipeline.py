@@ -92,6 +92,9 @@ def test_elasticsearch_output_writes_a_data_stream_with_dedup(es_output):
         assert forbidden not in o, f"{forbidden} is rejected with data_stream => true"
     ref = m.env_ref(o["password"])
     assert ref is not None and ref[1] is None
+    assert m.as_bool(o.get("data_stream_auto_routing", "true")) is False, "only our data stream"
+    assert m.as_bool(o.get("data_stream_sync_fields", "true")) is True
+    assert o.get("ecs_compatibility") == "v8", "data-stream mode wants the output in ECS mode"
 
 
 def test_every_event_gets_an_id_before_the_output(pipeline_plugins):
@@ -102,10 +105,12 @@ def test_every_event_gets_an_id_before_the_output(pipeline_plugins):
     assert "[event][id]" in fallback[0].attrs["code"]
 
 
-def test_ruby_detection_names_the_fields_the_model_uses(normalisation):
-    code = normalisation.detect_code
-    for needle in ("'@version'", "'event_id'", "'levelname'", "'host'", "is_a?(String)"):
-        assert needle in code, f"detection code lost {needle}; update elkmodel.NormalisationSpec.is_classic"
+def test_detection_never_reads_fields_logstash_adds(facts):
+    """@version and @timestamp are on every event Logstash decodes: never a format marker."""
+    code = facts.detect_code
+    assert "@version" not in code and "@timestamp" not in code
+    for needle in ("[@metadata][rabbitmq_properties][type]", "[@metadata][logcollect][declared_format]"):
+        assert needle in code
 
 
 def test_logstash_yml_persisted_queue_and_dlq():
@@ -113,7 +118,7 @@ def test_logstash_yml_persisted_queue_and_dlq():
     assert settings["queue.type"] == "persisted"
     assert settings["dead_letter_queue.enable"] is True
     assert settings["path.data"] == "/usr/share/logstash/data"
-    assert settings["pipeline.ecs_compatibility"] == "v8"
+    assert "pipeline.ecs_compatibility" not in settings, "set per pipeline, in pipelines.yml"
 
 
 def test_pipelines_yml_points_at_the_pipeline_files():
@@ -124,4 +129,6 @@ def test_pipelines_yml_points_at_the_pipeline_files():
         assert e["path.config"] in mounted, e
         assert e.get("queue.type", "persisted") == "persisted"
         assert e.get("dead_letter_queue.enable", True) is True
+        # The json codec without [event][original] (docs/formats.md); the output in ECS mode.
+        assert e.get("pipeline.ecs_compatibility") == "disabled"
     assert {e["path.config"] for e in entries} == mounted, "every pipeline file is run"

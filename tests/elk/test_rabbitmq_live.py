@@ -128,7 +128,7 @@ def stable(doc: dict, fmt: str) -> dict:
 
 def take_all(channel, queue: str, expected: int) -> list[tuple]:
     """basic_get until `expected` messages arrived, then check nothing else is there.
-    Returns [(events decoded as the json codec does, method, properties)]."""
+    Returns [(the documents of the body, method, properties, body)]."""
     got = []
     deadline = time.monotonic() + HANG_GUARD_SECONDS
     while len(got) < expected:
@@ -138,17 +138,24 @@ def take_all(channel, queue: str, expected: int) -> list[tuple]:
                 pytest.fail(f"{expected - len(got)} of {expected} messages never reached queue {queue}")
             time.sleep(0.05)
             continue
-        got.append((m.json_codec_decode(body), method, props))
+        got.append((m.crate_documents(body), method, props, body))
         channel.basic_ack(method.delivery_tag)
     method, _, _ = channel.basic_get(queue, auto_ack=False)
     assert method is None, f"more messages than the {expected} published reached {queue}"
     return got
 
 
+def amqp_properties(props) -> dict:
+    """Message properties as the rabbitmq input puts them in [@metadata][rabbitmq_properties]."""
+    out = {"app-id": props.app_id, "content-type": props.content_type, "delivery-mode": props.delivery_mode,
+           "message-id": props.message_id, "timestamp": props.timestamp, "type": props.type}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def check_published(got: list[tuple], published: dict[str, dict], exchange: str, key: str, defaults: dict):
     """One message per format, each holding the event the crate printed (volatile fields aside)."""
     by_format: dict[str, list] = {}
-    for events, method, props in got:
+    for events, method, props, _ in got:
         for ev in events:
             by_format.setdefault(doc_format(ev), []).append((ev, method, props, len(events)))
     assert sorted(by_format) == sorted(published), f"formats received: {sorted(by_format)}"
@@ -173,15 +180,15 @@ def check_published(got: list[tuple], published: dict[str, dict], exchange: str,
         assert props.app_id == published[fmt]["ecs"]["service"]["name"]
 
 
-def test_json_codec_model():
-    assert m.json_codec_decode(b'{"a": 1}') == [{"a": 1}]
-    assert m.json_codec_decode(b'[{"a": 1}, {"b": 2}]') == [{"a": 1}, {"b": 2}]
+def test_crate_documents_reader():
+    assert m.crate_documents(b'{"a": 1}') == [{"a": 1}]
+    assert m.crate_documents(b'[{"a": 1}, {"b": 2}]') == [{"a": 1}, {"b": 2}]
     with pytest.raises(ValueError):
-        m.json_codec_decode(b'"x"')
+        m.crate_documents(b'"x"')
 
 
 def test_declare_as_stack_and_pipeline_then_decode_what_the_crate_publishes(
-        definitions, rabbitmq_input, crate_defaults):
+        definitions, rabbitmq_input, crate_defaults, logstash, facts):
     ex_def = next(e for e in definitions["exchanges"] if e["name"] == crate_defaults["exchange"])
     q_def = next(q for q in definitions["queues"] if q["name"] == rabbitmq_input["queue"])
     binding = next(b for b in definitions["bindings"] if b["destination"] == rabbitmq_input["queue"])
@@ -233,6 +240,13 @@ def test_declare_as_stack_and_pipeline_then_decode_what_the_crate_publishes(
             conn.close()
 
     check_published(got, published, exchange, rabbitmq_input["key"], crate_defaults)
+    # What the pipeline indexes for each message as it came through the broker (its body and
+    # its real AMQP properties): the shape docs/formats.md promises, field by field.
+    for docs, _, props, body in got:
+        indexed = logstash.indexed(body, amqp_properties(props))
+        assert len(indexed) == len(docs) == 1
+        expected = m.expected_indexed(docs[0], props.type, identity_keys=facts.identity_keys, app_id=props.app_id)
+        assert m.differences(indexed[0], expected) == [], props.type
 
 
 # --- the definitions file itself, imported into a throw-away vhost --------------------------
@@ -357,7 +371,7 @@ def _seq_no(doc: dict):
 
 
 @pytest.mark.parametrize("fmt", ["ecs", "classic"])
-def test_a_batch_the_crate_publishes_is_one_event_per_document(fmt, rabbitmq_input, normalisation):
+def test_a_batch_the_crate_publishes_is_one_event_per_document(fmt, rabbitmq_input, logstash):
     """The crate packs events into one message (a JSON array); through the queue as the pipeline
     binds it, the json codec and the filter section, it is N events, each once, in order."""
     n = 300
@@ -407,9 +421,7 @@ def test_a_batch_the_crate_publishes_is_one_event_per_document(fmt, rabbitmq_inp
                     time.sleep(0.05)
                     continue
                 bodies.append(body)
-                properties = {"content-type": props.content_type, "app-id": props.app_id,
-                              "message-id": props.message_id, "type": props.type}
-                events.extend(m.pipeline_events(normalisation, body, properties))
+                events.extend(logstash.indexed(body, amqp_properties(props)))
         finally:
             cleanup = ch if ch.is_open else conn.channel()
             cleanup.exchange_delete(exchange)
@@ -420,7 +432,7 @@ def test_a_batch_the_crate_publishes_is_one_event_per_document(fmt, rabbitmq_inp
     arrays = [b for b in bodies if b.lstrip().startswith(b"[")]
     assert arrays, "no message held a batch"
     assert len(bodies) < n, f"{n} events came in {len(bodies)} messages: not batched"
-    assert sum(len(m.json_codec_decode(b)) for b in bodies) == len(events)
+    assert sum(len(m.crate_documents(b)) for b in bodies) == len(events)
     load = [e for e in events if _seq_no(e) is not None]
     assert [_seq_no(e) for e in load] == list(range(n)), "each event once, in the order logged"
     for e in load:

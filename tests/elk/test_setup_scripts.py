@@ -104,7 +104,12 @@ def test_setup_elasticsearch_sends_valid_requests(es_output):
     assert template["composed_of"][:2] == ["logs@mappings", "logs@settings"]
     assert "ecs@mappings" in template["composed_of"]
     assert template["template"]["settings"]["index.lifecycle.name"] == "logcollect"
-    assert template["template"]["mappings"]["properties"]["fields"]["type"] == "flattened"
+    fields = template["template"]["mappings"]["properties"]["fields"]
+    assert fields["type"] == "flattened"
+    # One flattened leaf is one keyword term: without ignore_above a value over Lucene's
+    # 32,766-byte term limit gets the whole document rejected (docs/formats.md).
+    assert isinstance(fields.get("ignore_above"), int) and fields["ignore_above"] * 4 <= 32766
+    assert f"ignore_above: {fields['ignore_above']}" in (m.ROOT / "docs" / "formats.md").read_text()
     # Order: the writer role exists before its user; the policy before the template using it.
     order = [k for k in calls]
     assert order.index(("PUT", "/_security/role/logcollect_writer")) < order.index(("PUT", "/_security/user/logcollect_writer"))
