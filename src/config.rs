@@ -495,7 +495,11 @@ impl Setting {
     /// read as written (never for a check, which could echo a password in a URI) and what is
     /// allowed.
     fn invalid(&self, bad: Bad) -> Error {
-        let value = bad.value.map(|v| format!(" = `{v}`")).unwrap_or_default();
+        // A URI given to the wrong setting keeps its password out of the error too.
+        let value = bad
+            .value
+            .map(|v| format!(" = `{}`", mask_uri_passwords(&v)))
+            .unwrap_or_default();
         let reason = bad.reason.map(|r| format!(": {r}")).unwrap_or_default();
         Error::Config(format!(
             "`{}` (variable {}){value} is invalid{reason}; allowed: {}",

@@ -39,6 +39,7 @@ fn init_returns_at_once_and_logging_never_waits_when_the_broker_hangs() {
     assert_eq!(flushed.undelivered, 1000);
     assert!(!flushed.is_complete());
 
+    let shipper = guard.shipper();
     let shutting = Instant::now();
     let left = guard.shutdown(Duration::from_millis(200));
     assert_eq!(left.undelivered, 1000);
@@ -49,5 +50,14 @@ fn init_returns_at_once_and_logging_never_waits_when_the_broker_hangs() {
     );
 
     // After shutdown, events are dropped and counted, never queued or panicking.
+    let before = shipper.stats();
     tracing::info!("after shutdown");
+    tracing::warn!("after shutdown too");
+    let after = shipper.stats();
+    assert_eq!(
+        (after.dropped.closed - before.dropped.closed, after.accepted),
+        (2, 1000),
+        "{after}"
+    );
+    assert_eq!(after.dropped.total(), after.dropped.closed, "{after}");
 }

@@ -176,9 +176,51 @@ proptest! {
             .map(|(k, v)| (format!("LOGCOLLECT_{}", k.to_uppercase()), v));
         if let Ok(config) = Config::from_vars(vars) {
             prop_assert!(config.validate().is_ok());
-            // Debug never panics and never shows a password.
+            // Debug never panics.
             let _ = format!("{config:?}");
         }
+    }
+
+    /// Passwords of broker URIs (and the redaction hash key) given with arbitrary other values
+    /// never show in the configuration's `Debug`, nor in an error, whichever way it is shown.
+    #[test]
+    fn no_configuration_output_shows_a_password(
+        uris in proptest::collection::vec(
+            "amqps?://[a-z]{1,6}:S3CRETpw[a-z0-9]{0,4}@[a-z0-9.]{1,10}(:[0-9]{1,5})?(/%2f|/v)?",
+            1..3,
+        ),
+        elsewhere in proptest::sample::select(vec!["level", "exchange", "routing_key", "hostname", "tls_server_name", "queue_capacity", "spool__dir"]),
+        pairs in proptest::collection::vec(
+            (
+                proptest::sample::select(logcollect::CONFIG_KEYS.to_vec()).prop_map(str::to_string),
+                prop_oneof![any::<String>(), "[0-9]{0,25}", "(mask|hash|ecs|true|block)"],
+            ),
+            0..4,
+        )
+    ) {
+        const SECRET: &str = "S3CRETpw";
+        let vars: Vec<(String, String)> = pairs
+            .into_iter()
+            .filter(|(k, v)| !v.contains('\0') && !v.contains(SECRET) && k != "broker_uri" && k != "redact_hash_key")
+            .map(|(k, v)| (format!("LOGCOLLECT_{}", k.to_uppercase()), v))
+            .chain([
+                ("LOGCOLLECT_BROKER_URI".to_string(), uris.join(",")),
+                ("LOGCOLLECT_REDACT_HASH_KEY".to_string(), format!("{SECRET}-key")),
+                // A URI with a password where another setting's value goes.
+                (format!("LOGCOLLECT_{}", elsewhere.to_uppercase()), uris[0].clone()),
+            ])
+            .collect();
+        let shown = match Config::from_vars(vars.clone()) {
+            Ok(config) => {
+                let mut shown = format!("{config:?}\n{config:#?}");
+                if let Err(e) = config.validate() {
+                    shown += &format!("\n{e}\n{e:?}");
+                }
+                shown
+            }
+            Err(e) => format!("{e}\n{e:?}"),
+        };
+        prop_assert!(!shown.contains(SECRET), "{vars:?} shows a password: {shown}");
     }
 }
 
@@ -235,7 +277,7 @@ proptest! {
         depth in 0usize..64,
     ) {
         let (layer, guard) = logcollect::builder()
-            .broker_uri("amqp://guest:guest@127.0.0.1:1/%2f")
+            .broker_uri("amqp://guest:S3CRETpw@127.0.0.1:1/%2f")
             .configure(|c| {
                 c.connect_timeout = Duration::from_millis(200);
                 c.queue_capacity = 16;
@@ -259,7 +301,11 @@ proptest! {
             ).expect("log record");
             drop(spans);
         });
-        prop_assert!(guard.stats().accepted >= 1);
+        // The three events: the `info!`, the `error!` and the `log` record.
+        let stats = guard.stats();
+        prop_assert_eq!(stats.accepted, 3, "{}", stats);
+        // The password of the broker URI shows nowhere in the counters or the last error.
+        prop_assert!(!format!("{stats} {stats:?}").contains("S3CRETpw"), "{:?}", stats);
         let _ = guard.shutdown(Duration::ZERO);
     }
 }

@@ -1,10 +1,10 @@
-//! The overflow policies of the in-memory queue, each counted exactly: drop_oldest, block
-//! (with and without room appearing in time) and spill to the spool. (drop_newest, the
-//! default, is in `capture.rs`.)
+//! The overflow policies of the in-memory queue, each counted exactly, with which events
+//! survive: drop_oldest, drop_newest, block (its wait timed, with and without room appearing in
+//! time) and spill to the spool.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{distinct_ints, documents, Capture};
 use logcollect::{LogcollectLayer, Overflow};
@@ -24,8 +24,70 @@ fn stuck_broker() -> (std::net::TcpListener, String) {
     (listener, format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
 }
 
+/// Logs `seq_no` 0..100 into a queue of 10 behind a closed gate, then opens it: the `seq_no`s
+/// delivered (in order) and the stats once all is delivered.
+fn overflow_behind_a_gate(overflow: Overflow) -> (Vec<i64>, logcollect::Stats) {
+    let mut capture = Capture::fresh();
+    let gate = common::Gate::closed();
+    let (layer, guard) = logcollect::builder()
+        .broker_uri(&gate.uri)
+        .exchange(&capture.exchange)
+        .queue_capacity(10)
+        .overflow(overflow)
+        .configure(|c| c.connect_timeout = Duration::from_secs(60))
+        .build()
+        .expect("build");
+    log(layer, 100);
+    let stats = guard.stats();
+    assert_eq!(stats.dropped.queue_full, 90, "{stats}");
+    assert_eq!(stats.queue_depth, 10, "{stats}");
+    gate.open();
+    assert!(
+        guard.flush(Duration::from_secs(30)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+    let stats = guard.stats();
+    let docs = documents(&capture.receive(10, Duration::from_secs(30)));
+    let more = documents(&capture.receive_until_quiet(Duration::from_millis(500)));
+    assert!(more.is_empty(), "more than the 10 queued arrived: {more:?}");
+    let seqs = docs
+        .iter()
+        .map(|d| {
+            d.pointer("/fields/seq_no")
+                .and_then(|v| v.as_i64())
+                .expect("seq_no")
+        })
+        .collect();
+    (seqs, stats)
+}
+
 #[test]
 fn drop_oldest_accepts_every_event_and_counts_those_pushed_out() {
+    let (seqs, stats) = overflow_behind_a_gate(Overflow::DropOldest);
+    // The 90 pushed out are the oldest: the last 10 logged survive.
+    assert_eq!(seqs, (90..100).collect::<Vec<_>>());
+    assert_eq!(
+        (stats.accepted, stats.confirmed, stats.dropped.queue_full),
+        (100, 10, 90),
+        "{stats}"
+    );
+}
+
+#[test]
+fn drop_newest_keeps_the_first_events_and_counts_the_rest() {
+    let (seqs, stats) = overflow_behind_a_gate(Overflow::DropNewest);
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    // A refused event is never accepted.
+    assert_eq!(
+        (stats.accepted, stats.confirmed, stats.dropped.queue_full),
+        (10, 10, 90),
+        "{stats}"
+    );
+}
+
+#[test]
+fn drop_oldest_with_a_stuck_broker_leaves_the_queue_full_and_undelivered() {
     let (_listener, uri) = stuck_broker();
     let (layer, guard) = logcollect::builder()
         .broker_uri(uri)
@@ -44,15 +106,33 @@ fn drop_oldest_accepts_every_event_and_counts_those_pushed_out() {
 
 #[test]
 fn block_waits_up_to_its_timeout_then_drops_and_counts() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
     let (_listener, uri) = stuck_broker();
     let (layer, guard) = logcollect::builder()
         .broker_uri(uri)
         .queue_capacity(10)
         .overflow(Overflow::Block)
-        .configure(|c| c.block_timeout = Duration::from_millis(20))
+        .configure(|c| c.block_timeout = TIMEOUT)
         .build()
         .expect("build");
-    log(layer, 15);
+    // Each call is timed: the queue stays full, so each past the 10th waits its whole timeout
+    // (a lower bound: how much longer it takes is the machine's business).
+    let waited: Vec<Duration> =
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            (0..15u64)
+                .map(|seq_no| {
+                    let started = Instant::now();
+                    tracing::info!(seq_no, "overflowing");
+                    started.elapsed()
+                })
+                .collect()
+        });
+    for (seq_no, took) in waited.iter().enumerate().skip(10) {
+        assert!(
+            *took >= TIMEOUT,
+            "event {seq_no} waited {took:?}, less than block_timeout {TIMEOUT:?}"
+        );
+    }
     let stats = guard.stats();
     assert_eq!(stats.accepted, 10, "{stats}");
     assert_eq!(stats.dropped.queue_full, 5, "{stats}");

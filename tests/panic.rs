@@ -13,14 +13,16 @@ use serde_json::json;
 /// Set in the child's environment: the exchange it ships to.
 const CHILD_EXCHANGE: &str = "LOGCOLLECT_TEST_PANIC_CHILD_EXCHANGE";
 
-/// The child's part: a no-op in a normal run. Installs everything with `init`, forgets the
-/// guard (so nothing but the hook flushes), and panics in a named thread inside a span; then
-/// exits at once without unwinding `main`.
+/// The child's part, run only by the test below (ignored in a normal run, so it never passes
+/// without doing anything). Installs everything with `init`, forgets the guard (so nothing but
+/// the hook flushes), and panics in a named thread inside a span; then exits at once without
+/// unwinding `main`.
 #[test]
+#[ignore = "the child process of a_child_that_panics_ships_its_panic_event_before_it_dies"]
 fn child_process_entry() {
-    let Ok(exchange) = std::env::var(CHILD_EXCHANGE) else {
-        return;
-    };
+    let exchange = std::env::var(CHILD_EXCHANGE).unwrap_or_else(|_| {
+        panic!("{CHILD_EXCHANGE} unset: this is the child of a_child_that_panics_ships_its_panic_event_before_it_dies, run by it")
+    });
     let guard = logcollect::builder()
         .broker_uri(common::broker_url())
         .exchange(exchange)
@@ -52,6 +54,7 @@ fn a_child_that_panics_ships_its_panic_event_before_it_dies() {
         .args([
             "--exact",
             "child_process_entry",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

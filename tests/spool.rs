@@ -1,7 +1,7 @@
 //! The disk spool against the real broker: events spooled while the broker is away reach it
 //! on the next start, a SIGKILLed process loses nothing it spooled and a torn record is never
-//! published, a full spool drops by its policy and counts exactly, and a spool in use is
-//! locked.
+//! published, a full spool drops by its policy and counts exactly, and a spool in use by
+//! another process is locked, naming that process.
 
 mod common;
 
@@ -121,16 +121,54 @@ fn events_spooled_while_the_broker_is_away_are_delivered_on_the_next_start() {
     assert_eq!(distinct, (0..3000).collect());
 }
 
+/// Set in the child's environment: the spool directory it holds.
+const HOLDER_DIR: &str = "LOGCOLLECT_TEST_SPOOL_HOLDER_DIR";
+
+/// The child of the test below (ignored in a normal run): a shipper holding the spool directory
+/// until its standard input closes.
 #[test]
-fn a_spool_in_use_is_locked_against_a_second_shipper() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_layer, _guard) = shipper(
+#[ignore = "run in a child process by a_spool_in_use_is_locked_against_a_shipper_of_another_process"]
+fn spool_holder_child() {
+    let dir = std::env::var(HOLDER_DIR)
+        .unwrap_or_else(|_| panic!("run by the parent test, which sets {HOLDER_DIR}"));
+    let (_layer, guard) = shipper(
         &nowhere(),
         "logcollect-test-lock",
-        dir.path(),
+        Path::new(&dir),
         1 << 20,
         WhenFull::DropNewest,
     );
+    println!("holding pid {}", std::process::id());
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    let _ = guard.shutdown(Duration::ZERO);
+}
+
+#[test]
+fn a_spool_in_use_is_locked_against_a_shipper_of_another_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "spool_holder_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLDER_DIR, dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the holder");
+    let pid = child.id();
+    assert_ne!(pid, std::process::id());
+    // The holder has the lock once it says so.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let said = stdout.by_ref().map_while(Result::ok).find_map(|l| {
+        l.split_once("holding pid ")
+            .map(|(_, p)| p.trim().to_string())
+    });
+    assert_eq!(said, Some(pid.to_string()), "the holder did not start");
+
     let second = logcollect::builder()
         .broker_uri(nowhere())
         .spool_dir(dir.path())
@@ -139,6 +177,25 @@ fn a_spool_in_use_is_locked_against_a_second_shipper() {
         .expect_err("the second shipper is refused")
         .to_string();
     assert!(error.contains("in use by another process"), "{error}");
+    assert!(
+        error.contains(&format!("(pid {pid})")),
+        "names the holder, {pid}: {error}"
+    );
+
+    drop(child.stdin.take());
+    // Read to the end: the holder's last lines must not meet a closed pipe.
+    stdout.for_each(drop);
+    let status = child.wait().expect("the holder ends");
+    assert!(status.success(), "{status}");
+    // Released with the holder's exit: the directory can be taken now.
+    let (_layer, guard) = shipper(
+        &nowhere(),
+        "logcollect-test-lock",
+        dir.path(),
+        1 << 20,
+        WhenFull::DropNewest,
+    );
+    let _ = guard.shutdown(Duration::ZERO);
 }
 
 /// Fills a 64 KiB spool with ~500-byte events while the broker is away, then replays it.

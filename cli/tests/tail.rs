@@ -196,9 +196,12 @@ fn filters_show_exactly_the_matching_events(format: Format) {
         })
         .collect();
     mixed_events(&exchange, format);
-    // Everything is confirmed and routed; give the tails a moment to print, then stop them.
-    std::thread::sleep(Duration::from_secs(2));
-    for (tail, expected) in tails {
+    // Everything is confirmed and routed. Then a message no filter can pass: each tail reports
+    // it on stderr, and a tail handles its queue in order, so once it has, it has printed
+    // every event before it.
+    broker.publish(&exchange, "logstash.end", b"end of the events: not JSON");
+    for (mut tail, expected) in tails {
+        tail.wait_for_stderr("end of the events", LIMIT);
         let (_, stdout, stderr) = tail.stop();
         assert_eq!(messages(&stdout), expected, "{stderr}");
         assert_eq!(json_lines(&stdout).len(), expected.len(), "no duplicates");

@@ -115,22 +115,41 @@ mod tests {
         assert!(b.next() <= Duration::from_millis(100));
     }
 
+    /// Refuses once; the instants just before and just after, between which the hold began.
+    fn refuse(f: &mut Flow) -> (Instant, Instant) {
+        let before = Instant::now();
+        f.refused();
+        (before, Instant::now())
+    }
+
+    /// The hold after a refusal lasts `hold`: still on just short of `hold` after the call
+    /// began, over `hold` after it returned, however long the call and the test take.
+    fn assert_holds_for(f: &Flow, (before, after): (Instant, Instant), hold: Duration) {
+        let tick = Duration::from_millis(1);
+        assert!(f.holding(before) && !f.open(before));
+        assert!(f.holding(before + hold - tick), "{f:?}: {hold:?}");
+        assert!(
+            !f.holding(after + hold) && f.open(after + hold),
+            "{f:?}: {hold:?}"
+        );
+    }
+
     #[test]
     fn refusals_hold_publishing_for_a_doubling_delay_that_an_ack_resets() {
         let mut f = Flow::new(Duration::from_secs(1), Duration::from_secs(3));
-        let now = Instant::now();
-        assert!(f.open(now));
-        f.refused();
-        assert!(f.holding(now) && !f.open(now));
-        assert!(!f.holding(now + Duration::from_millis(1100)));
-        f.refused(); // 2 s
-        assert!(f.holding(Instant::now() + Duration::from_millis(1900)));
-        f.refused(); // 3 s, the cap
-        f.refused();
-        assert!(!f.holding(Instant::now() + Duration::from_millis(3100)));
+        assert!(f.open(Instant::now()));
+        let secs = Duration::from_secs;
+        let refused = refuse(&mut f);
+        assert_holds_for(&f, refused, secs(1));
+        let refused = refuse(&mut f);
+        assert_holds_for(&f, refused, secs(2));
+        let refused = refuse(&mut f);
+        assert_holds_for(&f, refused, secs(3)); // the cap
+        let refused = refuse(&mut f);
+        assert_holds_for(&f, refused, secs(3));
         f.accepted();
-        f.refused();
-        assert!(!f.holding(Instant::now() + Duration::from_millis(1100)));
+        let refused = refuse(&mut f);
+        assert_holds_for(&f, refused, secs(1));
     }
 
     #[test]

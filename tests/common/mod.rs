@@ -583,3 +583,67 @@ pub fn example_binary(name: &str, features: &[&str]) -> std::path::PathBuf {
     assert!(path.exists(), "{} missing", path.display());
     path
 }
+
+/// A TCP gate before the test broker: it accepts connections at once and holds them (nothing is
+/// read or forwarded) until [`Gate::open`], then joins each to the broker. A shipper behind a
+/// closed gate is connecting and keeps its events queued; opened, it delivers them.
+pub struct Gate {
+    /// The broker URI through the gate.
+    pub uri: String,
+    open: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Gate {
+    pub fn closed() -> Gate {
+        let broker: lapin::uri::AMQPUri = broker_url().parse().expect("the test broker's URI");
+        let target = format!("{}:{}", broker.authority.host, broker.authority.port);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the gate");
+        let port = listener.local_addr().expect("gate address").port();
+        let open = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let gate = open.clone();
+        // Lives as long as the test binary: it only ever waits in `accept`.
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let (gate, target) = (gate.clone(), target.clone());
+                std::thread::spawn(move || {
+                    let (lock, opened) = &*gate;
+                    let mut is_open = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while !*is_open {
+                        is_open = opened.wait(is_open).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(is_open);
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        return;
+                    };
+                    let (Ok(mut client_in), Ok(mut server_out)) =
+                        (client.try_clone(), server.try_clone())
+                    else {
+                        return;
+                    };
+                    let upstream = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut client_in, &mut server_out);
+                        let _ = server_out.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut server_in, mut client_out) = (server, client);
+                    let _ = std::io::copy(&mut server_in, &mut client_out);
+                    let _ = client_out.shutdown(std::net::Shutdown::Write);
+                    let _ = upstream.join();
+                });
+            }
+        });
+        let uri = format!(
+            "amqp://{}:{}@127.0.0.1:{port}/{}",
+            broker.authority.userinfo.username,
+            broker.authority.userinfo.password,
+            broker.vhost.replace('/', "%2f")
+        );
+        Gate { uri, open }
+    }
+
+    /// Lets held and later connections through to the broker.
+    pub fn open(&self) {
+        let (lock, opened) = &*self.open;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        opened.notify_all();
+    }
+}

@@ -360,11 +360,16 @@ fn connection_cut_twice_mid_stream_loses_nothing() {
     let load = Load::start(subscriber(layer), 0..UNTIL_STOPPED, 5_000);
 
     for cut in 1..=2u64 {
-        // Cut a session that is delivering: wait until it has confirmed something new.
+        // Cut a session that is delivering: wait until it has confirmed something new and has
+        // events in flight (published, not yet confirmed).
         let confirmed = guard.stats().confirmed;
-        await_stats(TEST, &guard, "a confirm", Duration::from_secs(30), |s| {
-            s.confirmed > confirmed
-        });
+        await_stats(
+            TEST,
+            &guard,
+            "a confirm, and events in flight",
+            Duration::from_secs(30),
+            |s| s.confirmed > confirmed && s.published > s.confirmed + s.retried,
+        );
         let before = guard.stats();
         proxy.cut();
         await_stats(TEST, &guard, "a reconnect", Duration::from_secs(30), |s| {
@@ -386,6 +391,11 @@ fn connection_cut_twice_mid_stream_loses_nothing() {
     );
     let stats = finish(TEST, load, guard, &mut capture);
     assert!(stats.reconnects >= 2, "{TEST}: reconnects; {stats}");
+    // The cuts hit messages in flight: they were published again on the new session.
+    assert!(
+        stats.retried > 0,
+        "{TEST}: nothing was in flight at a cut; {stats}"
+    );
     eprintln!(
         "{TEST}: {} proxied connections; took {:?}",
         proxy.accepted(),
@@ -433,6 +443,11 @@ fn blackholed_connection_is_replaced_and_loses_nothing() {
 
     let stats = finish(TEST, load, guard, &mut capture);
     assert!(stats.reconnects >= 1, "{TEST}: reconnects; {stats}");
+    // What went into the blackhole was in flight, never confirmed: published again.
+    assert!(
+        stats.retried > 0,
+        "{TEST}: nothing was in flight in the blackhole; {stats}"
+    );
     eprintln!(
         "{TEST}: {} proxied connections; took {:?}",
         proxy.accepted(),
@@ -455,6 +470,12 @@ fn slow_link_loses_nothing() {
 
     let stats = finish(TEST, load, guard, &mut capture);
     assert_eq!(stats.accepted, N, "{TEST}: {stats}");
+    // The delay hit every message in flight: a publish and its confirm each crossed the proxy
+    // once, 30 ms each way (a lower bound: the confirms took at least that).
+    assert!(
+        stats.latency.samples > 0 && stats.latency.p50 >= Duration::from_millis(60),
+        "{TEST}: the slow link did not slow the confirms; {stats}"
+    );
     eprintln!(
         "{TEST}: reconnects={}, {} proxied connections; took {:?}",
         stats.reconnects,
@@ -664,6 +685,12 @@ fn broker_down_at_start_then_up_loses_nothing() {
     let down = guard.stats();
     eprintln!("{TEST}: while down: {down}");
     assert_eq!((down.accepted, down.confirmed), (N, 0), "{TEST}: {down}");
+    // The shipper tried the stopped broker and failed: nothing was published.
+    assert_eq!(down.published, 0, "{TEST}: {down}");
+    assert!(
+        down.last_error.is_some(),
+        "{TEST}: no error while down; {down}"
+    );
     drop(stopped);
 
     flush(TEST, &guard);
@@ -735,6 +762,11 @@ fn memory_alarm(TEST: &'static str, spool: Option<&std::path::Path>) {
         (0, 0),
         "{TEST}: {blocked}"
     );
+    // The block hit messages in flight: published, never confirmed while it held.
+    assert!(
+        blocked.published > blocked.confirmed,
+        "{TEST}: nothing in flight when the block took hold; {blocked}"
+    );
     if spool.is_some() {
         // Everything not published before the block took hold waits on disk. Events spooled
         // while the first connection was being opened and replayed from disk before the block
@@ -799,6 +831,10 @@ fn broker_down_longer_than_memory_holds_spools_and_loses_nothing() {
     eprintln!("{TEST}: while down: {down}");
     assert_eq!((down.accepted, down.confirmed), (N, 0), "{TEST}: {down}");
     assert!(down.spool_bytes > 0, "{TEST}: {down}");
+    assert!(
+        down.last_error.is_some(),
+        "{TEST}: no error while down; {down}"
+    );
     drop(stopped);
 
     flush(TEST, &guard);
@@ -866,6 +902,11 @@ fn at_the_shutdown_deadline_unconfirmed_events_go_to_the_spool_and_the_next_star
     // (the shipper moves what waits to disk while no broker takes events); nothing else has.
     assert_eq!(before.confirmed, 1, "{TEST}: {before}");
     assert_eq!(before.spooled, before.replayed, "{TEST}: {before}");
+    // The deadline hits messages in flight: published into the blackhole, never confirmed.
+    assert!(
+        before.published > before.confirmed,
+        "{TEST}: nothing in flight at the shutdown; {before}"
+    );
     let left = guard.shutdown(Duration::from_millis(300));
     let stats = shipper.stats();
     eprintln!("{TEST}: at shutdown: {stats}");

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -139,10 +140,25 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Reads `stderr` line by line on a thread of its own, sending each line. Join the thread after
+/// the child has exited: it ends at end of file, so every line the child wrote has been sent.
+fn read_lines(stderr: std::process::ChildStderr) -> (mpsc::Receiver<String>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
+
 /// A running `logcollect tail`, started and listening (its queue is bound).
 pub struct Tail {
     child: Option<Child>,
     stderr_lines: mpsc::Receiver<String>,
+    stderr_reader: Option<JoinHandle<()>>,
     stderr_seen: Vec<String>,
 }
 
@@ -156,34 +172,36 @@ impl Tail {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start logcollect tail");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (rx, reader) = read_lines(child.stderr.take().expect("stderr"));
         let mut tail = Tail {
             child: Some(child),
             stderr_lines: rx,
+            stderr_reader: Some(reader),
             stderr_seen: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        tail.wait_for_stderr("listening on", Duration::from_secs(30));
+        tail
+    }
+
+    /// Waits for a stderr line containing `text` (seen before or arriving within `limit`) and
+    /// returns it; fails the test past `limit`.
+    pub fn wait_for_stderr(&mut self, text: &str, limit: Duration) -> String {
+        if let Some(line) = self.stderr_seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tail.stderr_lines.recv_timeout(left) {
+            match self.stderr_lines.recv_timeout(left) {
                 Ok(line) => {
-                    let listening = line.contains("listening on");
-                    tail.stderr_seen.push(line);
-                    if listening {
-                        return tail;
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
                     }
                 }
                 Err(_) => panic!(
-                    "logcollect tail did not start listening: {:?}",
-                    tail.stderr_seen
+                    "logcollect tail did not print `{text}` within {limit:?}: {:?}",
+                    self.stderr_seen
                 ),
             }
         }
@@ -201,11 +219,12 @@ impl Tail {
     pub fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String, String) {
         let child = self.child.take().expect("child");
         let output = wait_output(child, limit);
-        let mut stderr = self.stderr_seen.join("\n");
-        while let Ok(line) = self.stderr_lines.try_recv() {
-            stderr.push('\n');
-            stderr.push_str(&line);
+        // The child is gone: the reader reaches the end of its stderr and has sent every line.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
+        self.stderr_seen.extend(self.stderr_lines.try_iter());
+        let stderr = self.stderr_seen.join("\n");
         (
             output.status,
             String::from_utf8(output.stdout).expect("tail prints UTF-8"),
@@ -454,6 +473,7 @@ pub struct Collect {
     pub child: Option<Child>,
     pub queue: String,
     stderr_lines: mpsc::Receiver<String>,
+    stderr_reader: Option<JoinHandle<()>>,
     pub stderr_seen: Vec<String>,
 }
 
@@ -469,19 +489,12 @@ impl Collect {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start logcollect collect");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (rx, reader) = read_lines(child.stderr.take().expect("stderr"));
         let mut c = Collect {
             child: Some(child),
             queue: queue.to_string(),
             stderr_lines: rx,
+            stderr_reader: Some(reader),
             stderr_seen: Vec::new(),
         };
         c.wait_for_line("consuming queue", Duration::from_secs(60));
@@ -543,10 +556,11 @@ impl Collect {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        std::thread::sleep(Duration::from_millis(100));
-        while let Ok(line) = self.stderr_lines.try_recv() {
-            self.stderr_seen.push(line);
+        // The child is gone: the reader reaches the end of its stderr and has sent every line.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
+        self.stderr_seen.extend(self.stderr_lines.try_iter());
         (status, self.stderr_seen.join("\n"))
     }
 
