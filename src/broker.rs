@@ -289,10 +289,9 @@ impl Connector {
     pub async fn connect_node(&self, node: usize) -> lapin::Result<Connection> {
         match self.nodes.get(node) {
             Some(uri) => self.connect_uri(uri).await,
-            None => Err(lapin::ErrorKind::InvalidConnectionState(
-                lapin::ConnectionState::Closed,
-            )
-            .into()),
+            None => {
+                Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into())
+            }
         }
     }
 
@@ -340,8 +339,7 @@ impl Connector {
                 broker,
                 problem: tls_problem_io(&io, self.tls.has_client_certificate())
                     .unwrap_or(TlsProblem::Other),
-                detail: crate::encoding::redact::mask_uri_passwords(&error_chain(&io))
-                    .into_owned(),
+                detail: crate::encoding::redact::mask_uri_passwords(&error_chain(&io)).into_owned(),
             }),
             Err(_) => Err(BrokerError::Timeout {
                 broker,

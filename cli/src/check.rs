@@ -190,7 +190,7 @@ async fn walk(
     );
 
     let mut answering: Option<(usize, Connection)> = None;
-    for node in 0..nodes.len() {
+    for (node, uri) in nodes.iter().enumerate() {
         report.node = several.then_some(node + 1);
         let outcome = node_steps(connector, node, timeout, report).await;
         report.node = None;
@@ -202,7 +202,7 @@ async fn walk(
             Err(diagnosis) => {
                 report.failed_node(node + 1, &diagnosis);
                 report.nodes.push(NodeResult {
-                    broker: describe(&nodes[node]),
+                    broker: describe(uri),
                     failure: Some(diagnosis),
                 });
                 continue;
@@ -210,7 +210,7 @@ async fn walk(
         }
         if several && answers {
             report.nodes.push(NodeResult {
-                broker: describe(&nodes[node]),
+                broker: describe(uri),
                 failure: None,
             });
         }

@@ -408,8 +408,7 @@ pub fn broker_error(e: &BrokerError) -> Diagnosis {
         code,
         headline: headline.to_string(),
         detail: e.to_string(),
-        fix: "`logcollect check` walks each node of `broker_uri` and says what to fix"
-            .to_string(),
+        fix: "`logcollect check` walks each node of `broker_uri` and says what to fix".to_string(),
     }
 }
 

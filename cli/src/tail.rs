@@ -135,7 +135,11 @@ async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
         Err(e) => return End::Failed(diagnose::broker_error(&e)),
         Ok(c) => (c.connection, connector.nodes()[c.node].clone()),
     };
-    let end = match tokio::time::timeout(timeout, subscribe(&connection, &connector, config, args, &uri)).await
+    let end = match tokio::time::timeout(
+        timeout,
+        subscribe(&connection, &connector, config, args, &uri),
+    )
+    .await
     {
         Err(_) => End::Failed(Diagnosis {
             step: "tail",

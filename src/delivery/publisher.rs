@@ -119,7 +119,13 @@ impl Publisher<'_> {
                 };
                 Counters::add(&counters.published, message.events);
                 Counters::add(&counters.messages_published, 1);
-                confirms.push(publish(session, &target.connector.exchange, message, window, now));
+                confirms.push(publish(
+                    session,
+                    &target.connector.exchange,
+                    message,
+                    window,
+                    now,
+                ));
             }
             if !session.channel.status().connected() {
                 return End::Failed(BrokerError::Lost {

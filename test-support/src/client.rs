@@ -109,7 +109,10 @@ impl Client {
             let connection = self.connect().await;
             let channel = connection.create_channel().await.expect("channel");
             channel
-                .exchange_delete(ShortString::from(exchange), ExchangeDeleteOptions::default())
+                .exchange_delete(
+                    ShortString::from(exchange),
+                    ExchangeDeleteOptions::default(),
+                )
                 .await
                 .expect("delete exchange");
             let _ = connection.close(200, ShortString::from("deleted")).await;

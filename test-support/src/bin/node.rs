@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use logcollect_test_support::node::{plain_conf, plain_uri, stop_node, Node};
 
-const USAGE: &str = "usage: logcollect-test-node start NAME PORT [CONF] | stop NAME | env NAME PORT";
+const USAGE: &str =
+    "usage: logcollect-test-node start NAME PORT [CONF] | stop NAME | env NAME PORT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
