@@ -7,7 +7,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::broker::ExchangeType;
-use crate::broker::{Target, Tls};
+use crate::broker::{Connector, Target};
 use crate::capture::LogcollectLayer;
 use crate::config::Config;
 use crate::delivery::{
@@ -277,16 +277,10 @@ impl Builder {
             ..identity
         };
         let identity = redactor.identity(identity);
-        let target = Target {
-            nodes: config.amqp_uris()?,
-            current: Default::default(),
-            next: Default::default(),
-            tls: Tls::load(&config)?,
-            exchange: lapin::types::ShortString::from(config.exchange.as_str()),
-            exchange_type: config.exchange_type,
-            connection_name: format!("logcollect {}@{}", identity.service_name, identity.hostname),
-            connect_timeout: config.connect_timeout,
-        };
+        let target = Target::new(Connector::new(
+            &config,
+            format!("logcollect {}@{}", identity.service_name, identity.hostname),
+        )?);
         let encoder = Encoder {
             redactor,
             format: config.format,

@@ -1,4 +1,9 @@
 //! The broker: connecting, and declaring the topology the shipper publishes into.
+//!
+//! [`Connector`] is the one way to connect that the shipper and every other client of the
+//! broker share (the `logcollect` command's `check`, `tail` and `collect`): the node list in
+//! order, TLS files, server name, `EXTERNAL`, heartbeat and connection name, all from
+//! [`Config`]; failures are a typed [`BrokerError`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -153,42 +158,272 @@ fn certificates(key: &str, path: &Path, pem: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Where and how to publish.
+/// How every client of the broker connects: the nodes of `broker_uri` in order (failover),
+/// TLS with `tls_ca_file`, `tls_cert_file`/`tls_key_file` and `tls_server_name`, the SASL
+/// mechanism (`auth_mechanism`, `EXTERNAL` logs in with the client certificate), a heartbeat
+/// (10 s unless the URI sets one), a connection name, and the exchange declared exactly as the
+/// shipper declares it. The shipper and the `logcollect` command (`check`, `tail`, `collect`)
+/// all connect through it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = logcollect::Config::from_env()?;
+/// let connector = logcollect::broker::Connector::new(&config, "my reader")?;
+/// let connected = connector.connect().await?; // the first node that answers
+/// let channel = connected.connection.create_channel().await?;
+/// connector.declare_exchange(&channel).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
-pub(crate) struct Target {
-    /// The nodes, tried in order from `next` (failover); never empty.
-    pub nodes: Vec<AMQPUri>,
-    /// The node of the current (or last) session.
-    pub current: Arc<AtomicUsize>,
-    /// The node to try first when connecting: the one after the node of the last session.
-    pub next: Arc<AtomicUsize>,
-    pub tls: Tls,
-    pub exchange: ShortString,
-    pub exchange_type: ExchangeType,
+pub struct Connector {
+    /// The nodes, in the order of `broker_uri`; never empty.
+    pub(crate) nodes: Vec<AMQPUri>,
+    pub(crate) tls: Tls,
+    pub(crate) exchange: ShortString,
+    pub(crate) exchange_type: ExchangeType,
     /// Shown in the broker's management UI, to tell connections apart.
-    pub connection_name: String,
-    pub connect_timeout: Duration,
+    pub(crate) connection_name: String,
+    pub(crate) connect_timeout: Duration,
 }
 
-impl fmt::Debug for Target {
+impl fmt::Debug for Connector {
     /// The nodes without credentials, never a password or the TLS key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(describe).collect();
-        f.debug_struct("Target")
+        f.debug_struct("Connector")
             .field("nodes", &nodes)
             .field("tls", &self.tls)
             .field("exchange", &self.exchange)
             .field("exchange_type", &self.exchange_type)
+            .field("connection_name", &self.connection_name)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
 
+/// A connection opened by [`Connector::connect`].
+#[derive(Debug)]
+pub struct Connected {
+    /// The open connection.
+    pub connection: Connection,
+    /// The index in `broker_uri` of the node it is with (0 is the first).
+    pub node: usize,
+    /// That node, without credentials (`amqps://host:port/vhost`).
+    pub name: String,
+}
+
+impl Connector {
+    /// The connector `config` describes; `connection_name` is shown in the broker's management
+    /// UI. Fails like [`init`](crate::init) on an invalid configuration or an unusable TLS file.
+    pub fn new(config: &Config, connection_name: impl Into<String>) -> Result<Connector, Error> {
+        config.validate()?;
+        Ok(Connector {
+            nodes: config.amqp_uris()?,
+            tls: Tls::load(config)?,
+            exchange: ShortString::from(config.exchange.as_str()),
+            exchange_type: config.exchange_type,
+            connection_name: connection_name.into(),
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    /// The nodes of `broker_uri`, in order, parsed, with the heartbeat and `auth_mechanism`
+    /// applied. They hold the password: show them with [`describe`].
+    pub fn nodes(&self) -> &[AMQPUri] {
+        &self.nodes
+    }
+
+    /// Whether node `node` logs in with the client certificate (`EXTERNAL`).
+    pub fn is_external(&self, node: usize) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|uri| uri.query.auth_mechanism == Some(SASLMechanism::External))
+    }
+
+    /// Whether a client certificate is configured.
+    pub fn has_client_certificate(&self) -> bool {
+        self.tls.has_client_certificate()
+    }
+
+    /// The exchange events are published to.
+    pub fn exchange(&self) -> &str {
+        self.exchange.as_str()
+    }
+
+    /// Its type, as declared.
+    pub fn exchange_type(&self) -> ExchangeType {
+        self.exchange_type
+    }
+
+    /// `connect_timeout_ms`: the bound on each step of connecting to one node.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Connects to the first node of the list that answers, in order; each node is bounded by
+    /// the connect timeout. All failing is [`BrokerError::AllNodes`] listing each (or the one
+    /// node's own error).
+    pub async fn connect(&self) -> Result<Connected, BrokerError> {
+        let (node, connection) = self
+            .first_answering(0, async |uri: &AMQPUri| {
+                match tokio::time::timeout(self.connect_timeout, self.connect_uri(uri)).await {
+                    Ok(Ok(connection)) => Ok(connection),
+                    Ok(Err(e)) => Err(BrokerError::classify(Step::Connect, self, uri, &e)),
+                    Err(_) => Err(BrokerError::Timeout {
+                        broker: describe(uri),
+                        after: self.connect_timeout,
+                    }),
+                }
+            })
+            .await?;
+        Ok(Connected {
+            connection,
+            node,
+            name: describe(&self.nodes[node]),
+        })
+    }
+
+    /// Connects to node `node` alone, not bounded in time, with lapin's own error: for a
+    /// caller that tells the causes apart itself (`logcollect check`). See
+    /// [`classify`](Connector::classify) for the library's reading of it.
+    pub async fn connect_node(&self, node: usize) -> lapin::Result<Connection> {
+        match self.nodes.get(node) {
+            Some(uri) => self.connect_uri(uri).await,
+            None => {
+                Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into())
+            }
+        }
+    }
+
+    /// What a failure of [`connect_node`](Connector::connect_node) means, as the shipper
+    /// reports it.
+    pub fn classify(&self, node: usize, error: &lapin::Error) -> BrokerError {
+        let uri = &self.nodes[node.min(self.nodes.len().saturating_sub(1))];
+        BrokerError::classify(Step::Connect, self, uri, error)
+    }
+
+    /// A TLS handshake with node `node` at `addr`, with the configured roots, client
+    /// certificate and server name, then the AMQP protocol header: under TLS 1.3 the broker
+    /// checks the client certificate only after the client finished its handshake, so a refusal
+    /// shows as the answer to the header. Bounded by the connect timeout. Plain `amqp://` nodes
+    /// pass at once.
+    pub async fn tls_handshake(&self, node: usize, addr: SocketAddr) -> Result<(), BrokerError> {
+        use futures_util::{AsyncReadExt, AsyncWriteExt};
+        let Some(uri) = self.nodes.get(node) else {
+            return Ok(());
+        };
+        if uri.scheme != AMQPScheme::AMQPS {
+            return Ok(());
+        }
+        let broker = describe(uri);
+        let name = self
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| uri.authority.host.clone());
+        let steps = async {
+            let runtime = lapin::runtime::default_runtime().map_err(std::io::Error::other)?;
+            let stream = AsyncTcpStream::connect(&runtime, vec![addr]).await?;
+            let mut stream = stream.into_tls(&name, self.tls.config.as_ref()).await?;
+            stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
+            stream.flush().await?;
+            let mut first = [0u8; 1];
+            match stream.read(&mut first).await? {
+                0 => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                _ => Ok(()),
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, steps).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(io)) => Err(BrokerError::Tls {
+                broker,
+                problem: tls_problem_io(&io, self.tls.has_client_certificate())
+                    .unwrap_or(TlsProblem::Other),
+                detail: crate::encoding::redact::mask_uri_passwords(&error_chain(&io)).into_owned(),
+            }),
+            Err(_) => Err(BrokerError::Timeout {
+                broker,
+                after: self.connect_timeout,
+            }),
+        }
+    }
+
+    /// Declares the exchange as the shipper declares it: the configured type, durable, not
+    /// auto-deleted. A mismatch with an existing exchange (PRECONDITION_FAILED) closes the
+    /// channel, as the broker does.
+    pub async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {
+        channel
+            .exchange_declare(
+                self.exchange.clone(),
+                exchange_kind(self.exchange_type),
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// Tries `attempt` on each node from `first` around the list; the first success and its
+    /// node's index, or every node's error.
+    async fn first_answering<T>(
+        &self,
+        first: usize,
+        attempt: impl AsyncFn(&AMQPUri) -> Result<T, BrokerError>,
+    ) -> Result<(usize, T), BrokerError> {
+        let n = self.nodes.len();
+        if n == 0 {
+            return Err(BrokerError::Unreachable {
+                broker: "(no broker_uri)".to_string(),
+                detail: "no broker URI is configured".to_string(),
+            });
+        }
+        let mut errors = Vec::new();
+        for k in 0..n {
+            let i = (first % n + k) % n;
+            match attempt(&self.nodes[i]).await {
+                Ok(t) => return Ok((i, t)),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(BrokerError::AllNodes { errors }),
+        }
+    }
+
+    async fn connect_uri(&self, uri: &AMQPUri) -> lapin::Result<Connection> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.connection_name.as_str()));
+        connect(uri, &self.tls, properties).await
+    }
+}
+
+/// The shipper's target: the connector, and where in the node list it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub connector: Connector,
+    /// The node of the current (or last) session.
+    pub current: Arc<AtomicUsize>,
+    /// The node to try first when connecting: the one after the node of the last session.
+    pub next: Arc<AtomicUsize>,
+}
+
 impl Target {
+    pub fn new(connector: Connector) -> Target {
+        Target {
+            connector,
+            current: Default::default(),
+            next: Default::default(),
+        }
+    }
+
     /// The URI of the node of the current (or last) session.
     pub fn uri(&self) -> &AMQPUri {
+        let nodes = &self.connector.nodes;
         let i = self.current.load(Relaxed);
-        &self.nodes[i.min(self.nodes.len().saturating_sub(1))]
+        &nodes[i.min(nodes.len().saturating_sub(1))]
     }
 }
 
@@ -200,64 +435,105 @@ pub(crate) struct Session {
     pub node: String,
 }
 
-/// Why a session could not be opened, or ended: what went wrong, said so that an operator can
-/// fix it. The shipper keeps retrying with backoff whatever it is (the broker may be fixed
+/// Why a connection or session could not be opened, or ended: what went wrong, said so that an
+/// operator can fix it (`Display` gives the cause, the broker's words and the fix, never a
+/// password). The shipper keeps retrying with backoff whatever it is (the broker may be fixed
 /// meanwhile), but reports the right cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BrokerError {
+#[non_exhaustive]
+pub enum BrokerError {
     /// No TCP connection (refused, unresolvable host, network down), or it dropped while
     /// logging in.
-    Unreachable { broker: String, detail: String },
+    Unreachable {
+        /// The node, without credentials.
+        broker: String,
+        /// What lapin or the socket said.
+        detail: String,
+    },
     /// The broker refused the login: wrong user name or password (ACCESS_REFUSED).
     LoginRefused {
+        /// The node, without credentials.
         broker: String,
+        /// The user name, or the certificate's subject with EXTERNAL.
         user: String,
+        /// The broker's words.
         detail: String,
     },
     /// The virtual host does not exist, or the user may not use it (NOT_ALLOWED).
     VhostRefused {
+        /// The node, without credentials.
         broker: String,
+        /// The virtual host asked for.
         vhost: String,
+        /// The user name, or the certificate's subject with EXTERNAL.
         user: String,
+        /// The broker's words.
         detail: String,
     },
     /// The user may not declare or write the exchange (ACCESS_REFUSED on the exchange).
     PermissionDenied {
+        /// The exchange.
         exchange: String,
+        /// The user name, or the certificate's subject with EXTERNAL.
         user: String,
+        /// The broker's words.
         detail: String,
     },
     /// The exchange exists with another type or durability (PRECONDITION_FAILED).
     ExchangeMismatch {
+        /// The exchange.
         exchange: String,
+        /// The type it was declared with.
         declared: ExchangeType,
+        /// The broker's words.
         detail: String,
     },
     /// The TLS handshake failed: the cause as far as it can be told.
     Tls {
+        /// The node, without credentials.
         broker: String,
+        /// The cause.
         problem: TlsProblem,
+        /// What rustls or the socket said.
         detail: String,
     },
     /// Every node of the list failed: each one's error, in the order tried.
-    AllNodes { errors: Vec<BrokerError> },
+    AllNodes {
+        /// One error per node.
+        errors: Vec<BrokerError>,
+    },
     /// A step of opening the session took longer than the connect timeout.
-    Timeout { broker: String, after: Duration },
+    Timeout {
+        /// The node, without credentials.
+        broker: String,
+        /// The connect timeout.
+        after: Duration,
+    },
     /// The broker confirmed nothing for the confirm timeout while not blocking us.
-    Silent { after: Duration },
+    Silent {
+        /// The confirm timeout.
+        after: Duration,
+    },
     /// The connection or channel failed while publishing.
-    Lost { detail: String },
+    Lost {
+        /// What lapin said.
+        detail: String,
+    },
 }
 
 /// What went wrong in a TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TlsProblem {
+#[non_exhaustive]
+pub enum TlsProblem {
     /// The broker's certificate is not signed by a trusted CA (or is otherwise invalid).
     UntrustedServer,
     /// The broker's certificate does not carry the name connected to.
     NameMismatch,
     /// The broker refused the client certificate, or its absence.
-    ClientCertificateRefused { had_one: bool },
+    ClientCertificateRefused {
+        /// Whether a client certificate was shown.
+        had_one: bool,
+    },
     /// Anything else.
     Other,
 }
@@ -298,7 +574,12 @@ impl BrokerError {
     }
 
     /// What lapin reported at `step` with node `uri`, classified by the broker's reply code.
-    fn classify(step: Step, target: &Target, uri: &AMQPUri, error: &lapin::Error) -> BrokerError {
+    fn classify(
+        step: Step,
+        target: &Connector,
+        uri: &AMQPUri,
+        error: &lapin::Error,
+    ) -> BrokerError {
         let broker = describe(uri);
         let user = if uri.query.auth_mechanism == Some(SASLMechanism::External) {
             "the client certificate's subject, EXTERNAL".to_string()
@@ -345,10 +626,10 @@ impl BrokerError {
     }
 
     /// A publish, a confirm or the connection failed during a session.
-    pub fn lost(error: &lapin::Error, target: &Target) -> BrokerError {
+    pub(crate) fn lost(error: &lapin::Error, target: &Target) -> BrokerError {
         match error.kind() {
             lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == ACCESS_REFUSED => {
-                BrokerError::classify(Step::Declare, target, target.uri(), error)
+                BrokerError::classify(Step::Declare, &target.connector, target.uri(), error)
             }
             _ => BrokerError::Lost {
                 detail: mask_uri_passwords(&error.to_string()).into_owned(),
@@ -356,6 +637,8 @@ impl BrokerError {
         }
     }
 }
+
+impl std::error::Error for BrokerError {}
 
 impl fmt::Display for BrokerError {
     /// The cause, the broker's words, and the fix; never a password.
@@ -472,8 +755,12 @@ fn tls_problem(uri: &AMQPUri, tls: &Tls, error: &lapin::Error) -> Option<TlsProb
     let lapin::ErrorKind::IOError(io) = error.kind() else {
         return None;
     };
+    tls_problem_io(io, tls.has_client_certificate())
+}
+
+/// What an I/O error of a TLS connection says about TLS, if anything.
+fn tls_problem_io(io: &std::io::Error, had_one: bool) -> Option<TlsProblem> {
     let text = format!("{io} {io:?}");
-    let had_one = tls.has_client_certificate();
     Some(
         if text.contains("NotValidForName") || text.contains("not valid for name") {
             TlsProblem::NameMismatch
@@ -537,43 +824,26 @@ async fn connect(
     .await
 }
 
-/// Connects to the first node that answers, starting from the one after the last session's
-/// node; every node tried is bounded by the connect timeout. All failing is one error listing
-/// each (the shipper then backs off before the next round).
+/// Opens a session with the first node that answers, starting from the one after the last
+/// session's node; every node tried is bounded by the connect timeout. All failing is one error
+/// listing each (the shipper then backs off before the next round).
 pub(crate) async fn open(target: &Target) -> Result<Session, BrokerError> {
-    let n = target.nodes.len();
-    if n == 0 {
-        return Err(BrokerError::Unreachable {
-            broker: "(no broker_uri)".to_string(),
-            detail: "no broker URI is configured".to_string(),
-        });
-    }
-    let first = target.next.load(Relaxed) % n;
-    let mut errors = Vec::new();
-    for k in 0..n {
-        let i = (first + k) % n;
-        match open_node(target, &target.nodes[i]).await {
-            Ok(session) => {
-                target.current.store(i, Relaxed);
-                target.next.store((i + 1) % n, Relaxed);
-                return Ok(session);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    match errors.len() {
-        1 => Err(errors.remove(0)),
-        _ => Err(BrokerError::AllNodes { errors }),
-    }
+    let connector = &target.connector;
+    let first = target.next.load(Relaxed);
+    let (i, session) = connector
+        .first_answering(first, async |uri: &AMQPUri| open_node(connector, uri).await)
+        .await?;
+    target.current.store(i, Relaxed);
+    target.next.store((i + 1) % connector.nodes.len(), Relaxed);
+    Ok(session)
 }
 
-/// Connects to one node, opens a channel in confirm mode and declares the exchange (durable,
-/// not auto-deleted). Every step is bounded by the connect timeout.
-async fn open_node(target: &Target, uri: &AMQPUri) -> Result<Session, BrokerError> {
+/// Connects to one node, opens a channel in confirm mode and declares the exchange. Every
+/// step is bounded by the connect timeout.
+async fn open_node(target: &Connector, uri: &AMQPUri) -> Result<Session, BrokerError> {
     let steps = async {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(LongString::from(target.connection_name.as_str()));
-        let connection = connect(uri, &target.tls, properties)
+        let connection = target
+            .connect_uri(uri)
             .await
             .map_err(|e| BrokerError::classify(Step::Connect, target, uri, &e))?;
         let channel = connection
@@ -584,16 +854,8 @@ async fn open_node(target: &Target, uri: &AMQPUri) -> Result<Session, BrokerErro
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| BrokerError::classify(Step::Channel, target, uri, &e))?;
-        channel
-            .exchange_declare(
-                target.exchange.clone(),
-                exchange_kind(target.exchange_type),
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        target
+            .declare_exchange(&channel)
             .await
             .map_err(|e| BrokerError::classify(Step::Declare, target, uri, &e))?;
         Ok::<_, BrokerError>(Session {
@@ -609,6 +871,21 @@ async fn open_node(target: &Target, uri: &AMQPUri) -> Result<Session, BrokerErro
             after: target.connect_timeout,
         }),
     }
+}
+
+/// An error and its sources, `: `-joined (rustls puts the cause in the source).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// lapin's name for an exchange type.
@@ -632,8 +909,8 @@ pub(crate) async fn close(session: Session) {
     .await;
 }
 
-/// `host:port/vhost` without credentials, for messages.
-pub(crate) fn describe(uri: &AMQPUri) -> String {
+/// A node as messages show it: `amqps://host:port/vhost`, without credentials.
+pub fn describe(uri: &AMQPUri) -> String {
     format!(
         "{}://{}:{}/{}",
         match uri.scheme {
@@ -656,16 +933,14 @@ mod tests {
         let b: AMQPUri = "amqp://app:pw-b@rabbit-2/logs".parse().unwrap();
         assert_eq!(describe(&a), "amqps://rabbit-1:5671/%2f");
         assert_eq!(describe(&b), "amqp://rabbit-2:5672/logs");
-        let target = Target {
+        let target = Target::new(Connector {
             nodes: vec![a.clone(), b.clone()],
-            current: Default::default(),
-            next: Default::default(),
             tls: Tls::default(),
             exchange: ShortString::from("logs"),
             exchange_type: ExchangeType::Topic,
             connection_name: "x".into(),
             connect_timeout: Duration::from_secs(1),
-        };
+        });
         let error = BrokerError::AllNodes {
             errors: vec![
                 BrokerError::Unreachable {

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Modules follow the data: [`capture`] (the layer) → encoding (pure JSON functions) →
-//! delivery (queue, shipper thread, confirms) → the broker; [`Config`] and [`init`] at the edge.
+//! delivery (queue, shipper thread, confirms) → [`broker`] (connecting: [`Connector`], also for
+//! other clients of the broker); [`Config`] and [`init`] at the edge.
 //! [`trace`] is the trace context every span gets (W3C `traceparent` in and out);
 //! [`integrations`] carries it across processes: `http` (cargo feature `http`, a tower/axum
 //! layer) and `amqp` (job messages); [`install_panic_hook`] logs panics (`init` installs it).
@@ -25,7 +26,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod boot;
-mod broker;
+pub mod broker;
 pub mod capture;
 mod choice;
 mod config;
@@ -39,7 +40,7 @@ mod panic;
 pub mod trace;
 
 pub use boot::{builder, builder_from_env, init, Builder, CargoPackage};
-pub use broker::{AuthMechanism, ExchangeType};
+pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{
     defaults, BatchConfig, Config, Setting, SpoolConfig, BATCH_KEYS, KEYS as CONFIG_KEYS,

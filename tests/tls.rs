@@ -9,14 +9,13 @@
 //! entries included. Without a node: unreadable and malformed key files fail at `build`, and
 //! TLS settings with an `amqp://` URI are a configuration error (never plain AMQP).
 
-mod nodes;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use logcollect::{AuthMechanism, Config, Format, Guard, LogcollectLayer, RedactWith};
-use nodes::{Ca, Client, Leaf, Node};
+use logcollect_test_support::certs::write;
+use logcollect_test_support::{unique, wait_for, Ca, Client, TlsNode};
 use serde_json::{json, Value};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -24,65 +23,24 @@ const PORT: u16 = 5741;
 const CLIENT_USER: &str = "logcollect-client";
 
 struct Setup {
-    node: Node,
-    ca: Ca,
-    /// The client certificate the broker knows as user `logcollect-client`.
-    client: Leaf,
-    files: tempfile::TempDir,
+    /// The node, its CA and the client certificate it knows as user `logcollect-client`.
+    tls: TlsNode,
 }
 
 impl Setup {
     fn start() -> Setup {
-        let ca = Ca::new("logcollect test CA");
-        let server = ca.server();
-        let client = ca.client(CLIENT_USER);
-        let conf = format!(
-            "listeners.tcp = none\n\
-             listeners.ssl.default = 127.0.0.1:{PORT}\n\
-             ssl_options.cacertfile = {{dir}}/ca.pem\n\
-             ssl_options.certfile = {{dir}}/server.pem\n\
-             ssl_options.keyfile = {{dir}}/server.key\n\
-             ssl_options.verify = verify_peer\n\
-             ssl_options.fail_if_no_peer_cert = true\n\
-             auth_mechanisms.1 = PLAIN\n\
-             auth_mechanisms.2 = EXTERNAL\n\
-             ssl_cert_login_from = common_name\n\
-             loopback_users = none\n"
-        );
-        let node = Node::start(
-            "lc-harden-tls",
-            PORT,
-            &conf,
-            &["rabbitmq_auth_mechanism_ssl"],
-            &[
-                ("ca.pem", &ca.pem),
-                ("server.pem", &server.cert_pem),
-                ("server.key", &server.key_pem),
-            ],
-        );
-        node.ctl(&["add_user", CLIENT_USER, "unused-password"]);
-        node.ctl(&["clear_password", CLIENT_USER]);
-        node.ctl(&["set_permissions", "-p", "/", CLIENT_USER, ".*", ".*", ".*"]);
-        let files = tempfile::tempdir().expect("temp dir");
         Setup {
-            node,
-            ca,
-            client,
-            files,
+            tls: TlsNode::start("lc-harden-tls", PORT, CLIENT_USER),
         }
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
-        nodes::write(self.files.path(), name, text)
+        self.tls.file(name, text)
     }
 
     /// The harness's own TLS client, as guest.
     fn harness(&self) -> Client {
-        Client::tls(
-            format!("amqps://guest:guest@localhost:{PORT}/%2f"),
-            &self.ca,
-            &self.client,
-        )
+        self.tls.harness()
     }
 
     /// A shipper configuration with our CA and client certificate.
@@ -90,9 +48,9 @@ impl Setup {
         let mut c = Config::default();
         c.broker_uri = format!("amqps://guest:guest@localhost:{PORT}/%2f");
         c.exchange = exchange.to_string();
-        c.tls_ca_file = Some(self.file("ca.pem", &self.ca.pem));
-        c.tls_cert_file = Some(self.file("client.pem", &self.client.cert_pem));
-        c.tls_key_file = Some(self.file("client.key", &self.client.key_pem));
+        c.tls_ca_file = Some(self.tls.ca_file());
+        c.tls_cert_file = Some(self.tls.cert_file());
+        c.tls_key_file = Some(self.tls.key_file());
         c.backoff_min = Duration::from_millis(50);
         c.backoff_max = Duration::from_millis(500);
         c.connect_timeout = Duration::from_secs(10);
@@ -127,21 +85,6 @@ fn refused(guard: &Guard, what: &str) -> String {
         "a password is shown: {error}"
     );
     error
-}
-
-fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    condition()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 fn mutual_tls_delivers_documents_end_to_end(s: &Setup) {
@@ -203,6 +146,7 @@ fn external_logs_in_as_the_certificate_subject(s: &Setup) {
         guard.stats()
     );
     let connections = s
+        .tls
         .node
         .ctl(&["list_connections", "user", "auth_mechanism", "ssl"]);
     assert!(
@@ -439,9 +383,9 @@ fn bad_tls_files_fail_at_build_naming_the_setting_and_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = Ca::new("files CA");
     let client = ca.client("files");
-    let cert = nodes::write(dir.path(), "client.pem", &client.cert_pem);
-    let key = nodes::write(dir.path(), "client.key", &client.key_pem);
-    let garbage = nodes::write(dir.path(), "garbage.key", "not a key\n");
+    let cert = write(dir.path(), "client.pem", &client.cert_pem);
+    let key = write(dir.path(), "client.key", &client.key_pem);
+    let garbage = write(dir.path(), "garbage.key", "not a key\n");
     let missing = dir.path().join("missing.key");
     let build = |cert: &PathBuf, key: &PathBuf| {
         logcollect::builder()

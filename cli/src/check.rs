@@ -10,14 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 use anstyle::{AnsiColor, Style};
 use clap::Args;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{LongString, ShortString};
+use lapin::types::ShortString;
 use lapin::uri::{AMQPScheme, AMQPUri};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation, Connection};
+use logcollect::broker::{describe, Connector};
 use logcollect::internals::{self as encoding, CapturedEvent, Envelope, FieldValue, Identity};
 use logcollect::Config;
 use serde_json::json;
 
-use crate::diagnose::{self, describe, Diagnosis, TcpOutcome};
+use crate::diagnose::{self, Diagnosis, NodeResult, TcpOutcome};
 use crate::exit;
 
 pub const AFTER_HELP: &str = "\
@@ -49,6 +50,8 @@ pub struct CheckArgs {
 enum Status {
     Ok,
     Skipped,
+    /// A node of a list failed; the walk went on with the next one.
+    Failed(&'static str),
 }
 
 #[derive(Debug)]
@@ -56,12 +59,18 @@ struct Step {
     name: &'static str,
     status: Status,
     summary: String,
+    /// The node of the list the step was with (1 is the first), when there are several.
+    node: Option<usize>,
 }
 
 #[derive(Debug, Default)]
 struct Report {
     steps: Vec<Step>,
     failure: Option<Diagnosis>,
+    /// Each node of a list of several: whether it answers.
+    nodes: Vec<NodeResult>,
+    /// The node the steps being taken are with.
+    node: Option<usize>,
 }
 
 impl Report {
@@ -70,6 +79,7 @@ impl Report {
             name,
             status: Status::Ok,
             summary,
+            node: self.node,
         });
     }
 
@@ -78,34 +88,52 @@ impl Report {
             name,
             status: Status::Skipped,
             summary,
+            node: self.node,
+        });
+    }
+
+    fn failed_node(&mut self, node: usize, diagnosis: &Diagnosis) {
+        self.steps.push(Step {
+            name: diagnosis.step,
+            status: Status::Failed(diagnosis.code),
+            summary: diagnosis.headline.clone(),
+            node: Some(node),
         });
     }
 }
 
 pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
     let mut report = Report::default();
-    let code = match config {
+    // The connector reads the TLS files: an unusable one is a configuration error too.
+    let connector = config.and_then(|config| {
+        let connector = Connector::new(&config, "logcollect check")?;
+        Ok((config, connector))
+    });
+    let code = match connector {
         Err(e) => {
             let message = e.to_string();
             let message = message
                 .strip_prefix("logcollect configuration: ")
+                .or_else(|| message.strip_prefix("logcollect "))
                 .unwrap_or(&message)
                 .to_string();
             report.failure = Some(diagnose::config_invalid(message));
             exit::USAGE
         }
-        Ok(config) => {
+        Ok((config, connector)) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
             match runtime {
-                Ok(runtime) => match runtime.block_on(walk(&config, args, &mut report)) {
-                    Ok(()) => exit::OK,
-                    Err(diagnosis) => {
-                        report.failure = Some(diagnosis);
-                        exit::FAILED
+                Ok(runtime) => {
+                    match runtime.block_on(walk(&config, &connector, args, &mut report)) {
+                        Ok(()) => exit::OK,
+                        Err(diagnosis) => {
+                            report.failure = Some(diagnosis);
+                            exit::FAILED
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     eprintln!("logcollect: cannot start a runtime: {e}");
                     return exit::FAILED;
@@ -123,38 +151,131 @@ pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
     code
 }
 
-/// The steps; `Err` at the first break.
-async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Result<(), Diagnosis> {
-    // With a cluster's list of nodes, the first one is checked.
-    let uri: AMQPUri = first_node(&config.broker_uri)
-        .parse()
-        .map_err(|e: String| diagnose::config_invalid(format!("`broker_uri`: {e}")))?;
-    let user = uri.authority.userinfo.username.clone();
-    let vhost = diagnose::vhost(&uri).to_string();
+/// Who logs in on node `node`: the URI's user, or the client certificate.
+fn login_name(connector: &Connector, node: usize) -> String {
+    if connector.is_external(node) {
+        "the client certificate's subject (EXTERNAL)".to_string()
+    } else {
+        format!("`{}`", connector.nodes()[node].authority.userinfo.username)
+    }
+}
+
+/// The steps; `Err` at the first break. Every node of the list is walked as far as the login
+/// (a node that fails is reported and the next one tried); the first that answers carries the
+/// exchange, publish and route steps.
+async fn walk(
+    config: &Config,
+    connector: &Connector,
+    args: &CheckArgs,
+    report: &mut Report,
+) -> Result<(), Diagnosis> {
+    let nodes = connector.nodes();
+    let several = nodes.len() > 1;
     let timeout = config.connect_timeout.max(Duration::from_millis(100));
     let exchange = config.exchange.as_str();
     let kind = config.exchange_type.as_str();
+    let brokers = nodes.iter().map(describe).collect::<Vec<_>>().join(", ");
+    let order = if several {
+        format!(" ({} nodes, tried in order)", nodes.len())
+    } else {
+        String::new()
+    };
     report.ok(
         "config",
         format!(
-            "broker {}, user `{user}`, exchange `{exchange}` ({kind}, durable), format {}",
-            describe(&uri),
+            "broker {brokers}{order}, user {}, exchange `{exchange}` ({kind}, durable), format {}",
+            login_name(connector, 0),
             config.format.as_str()
         ),
     );
+
+    let mut answering: Option<(usize, Connection)> = None;
+    for (node, uri) in nodes.iter().enumerate() {
+        report.node = several.then_some(node + 1);
+        let outcome = node_steps(connector, node, timeout, report).await;
+        report.node = None;
+        let answers = outcome.is_ok();
+        match outcome {
+            Ok(connection) if answering.is_none() => answering = Some((node, connection)),
+            Ok(connection) => close(&connection).await,
+            Err(diagnosis) if !several => return Err(diagnosis),
+            Err(diagnosis) => {
+                report.failed_node(node + 1, &diagnosis);
+                report.nodes.push(NodeResult {
+                    broker: describe(uri),
+                    failure: Some(diagnosis),
+                });
+                continue;
+            }
+        }
+        if several && answers {
+            report.nodes.push(NodeResult {
+                broker: describe(uri),
+                failure: None,
+            });
+        }
+    }
+    let Some((node, connection)) = answering else {
+        return Err(diagnose::no_node_answers(&report.nodes));
+    };
+    let result = on_the_broker(
+        &connection,
+        connector,
+        config,
+        args,
+        &nodes[node],
+        timeout,
+        report,
+    )
+    .await;
+    close(&connection).await;
+    result?;
+    if several {
+        match diagnose::some_nodes_down(&report.nodes, node + 1) {
+            Some(diagnosis) => return Err(diagnosis),
+            None => report.ok(
+                "nodes",
+                format!(
+                    "all {} nodes answer; the test event went through node {}",
+                    nodes.len(),
+                    node + 1
+                ),
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn close(connection: &Connection) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        connection.close(200, ShortString::from("logcollect check done")),
+    )
+    .await;
+}
+
+/// DNS, TCP, TLS and the login with one node: its open connection.
+async fn node_steps(
+    connector: &Connector,
+    node: usize,
+    timeout: Duration,
+    report: &mut Report,
+) -> Result<Connection, Diagnosis> {
+    let uri = &connector.nodes()[node];
+    let vhost = diagnose::vhost(uri).to_string();
 
     // DNS
     let host = uri.authority.host.clone();
     let port = uri.authority.port;
     let lookup = tokio::net::lookup_host((host.as_str(), port));
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
-        Err(_) => return Err(diagnose::dns_timeout(&uri, timeout)),
-        Ok(Err(e)) => return Err(diagnose::dns_failure(&uri, &e)),
+        Err(_) => return Err(diagnose::dns_timeout(uri, timeout)),
+        Ok(Err(e)) => return Err(diagnose::dns_failure(uri, &e)),
         Ok(Ok(addrs)) => addrs.collect(),
     };
     if addrs.is_empty() {
         let e = std::io::Error::other("the resolver returned no address");
-        return Err(diagnose::dns_failure(&uri, &e));
+        return Err(diagnose::dns_failure(uri, &e));
     }
     let list = addrs
         .iter()
@@ -187,7 +308,7 @@ async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Result<
         attempts.push((addr.to_string(), outcome));
     }
     let Some((addr, connected)) = reached else {
-        return Err(diagnose::tcp_failure(&uri, &attempts));
+        return Err(diagnose::tcp_failure(uri, &attempts));
     };
     let earlier = attempts
         .iter()
@@ -195,78 +316,47 @@ async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Result<
         .collect::<String>();
     report.ok("tcp", format!("{addr}: {connected}{earlier}"));
 
-    // TLS
+    // TLS: the library's handshake (tls_ca_file, the client certificate, tls_server_name), on
+    // a connection of its own, so a certificate problem is told apart from a login problem.
     match uri.scheme {
         AMQPScheme::AMQP => report.skip("tls", "not used (amqp://)".to_string()),
         AMQPScheme::AMQPS => {
-            tls_handshake(&uri, addr, timeout).await?;
+            connector
+                .tls_handshake(node, addr)
+                .await
+                .map_err(|e| diagnose::tls_refused(uri, &e, timeout))?;
+            let client = if connector.has_client_certificate() {
+                ", our client certificate is accepted"
+            } else {
+                ""
+            };
             report.ok(
                 "tls",
-                format!("handshake with `{host}` done, its certificate is trusted"),
+                format!("handshake with `{host}` done, its certificate is trusted{client}"),
             );
         }
     }
 
-    // Login: protocol header, credentials, vhost
-    let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from(format!("logcollect check {user}")));
-    let connect = Connection::connect_uri(uri.clone(), properties);
-    let connection = match tokio::time::timeout(timeout, connect).await {
-        Err(_) => return Err(diagnose::login_timeout(&uri, timeout)),
-        Ok(Err(e)) => return Err(diagnose::login_failure(&uri, &e)),
+    // Login: protocol header, credentials (or the certificate), vhost
+    let connection = match tokio::time::timeout(timeout, connector.connect_node(node)).await {
+        Err(_) => return Err(diagnose::login_timeout(uri, timeout)),
+        Ok(Err(e)) => return Err(diagnose::login_failure(uri, &e)),
         Ok(Ok(connection)) => connection,
     };
-    report.ok("login", format!("logged in as `{user}` on vhost `{vhost}`"));
-
-    let result = on_the_broker(&connection, config, args, &uri, timeout, report).await;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        connection.close(200, ShortString::from("logcollect check done")),
-    )
-    .await;
-    result
-}
-
-/// A TLS handshake as lapin makes it (the same connector, roots and verifier), on its own
-/// connection, so a certificate problem is told apart from a login problem.
-async fn tls_handshake(
-    uri: &AMQPUri,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<(), Diagnosis> {
-    let host = uri.authority.host.clone();
-    let handshake = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let connector = rustls_connector::RustlsConnector::new_with_platform_verifier()?;
-        match connector.connect(&host, stream) {
-            Ok(_) => Ok(()),
-            Err(rustls_connector::HandshakeError::Failure(e)) => Err(e),
-            Err(rustls_connector::HandshakeError::WouldBlock(_)) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the handshake did not finish",
-            )),
-        }
-    });
-    match handshake.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Err(diagnose::tls_timeout(uri, timeout))
-        }
-        Ok(Err(e)) => Err(diagnose::tls_failure(uri, &e)),
-        Err(e) => Err(diagnose::tls_failure(uri, &std::io::Error::other(e))),
-    }
+    report.ok(
+        "login",
+        format!(
+            "logged in as {} on vhost `{vhost}`",
+            login_name(connector, node)
+        ),
+    );
+    Ok(connection)
 }
 
 /// The exchange, the permissions and the test event.
 async fn on_the_broker(
     connection: &Connection,
+    connector: &Connector,
     config: &Config,
     args: &CheckArgs,
     uri: &AMQPUri,
@@ -277,7 +367,7 @@ async fn on_the_broker(
     let kind = config.exchange_type.as_str();
     let x = ShortString::from(exchange);
     let channel = open_channel(connection, timeout).await?;
-    let declare = diagnose::declare_exchange(&channel, config);
+    let declare = connector.declare_exchange(&channel);
     match tokio::time::timeout(timeout, declare).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -439,11 +529,22 @@ fn print_json(report: &Report, code: u8) -> std::io::Result<()> {
         .steps
         .iter()
         .map(|s| {
-            json!({
+            let mut step = json!({
                 "step": s.name,
-                "status": match s.status { Status::Ok => "ok", Status::Skipped => "skipped" },
+                "status": match s.status {
+                    Status::Ok => "ok",
+                    Status::Skipped => "skipped",
+                    Status::Failed(_) => "failed",
+                },
                 "summary": s.summary,
-            })
+            });
+            if let Some(node) = s.node {
+                step["node"] = json!(node);
+            }
+            if let Status::Failed(code) = s.status {
+                step["code"] = json!(code);
+            }
+            step
         })
         .chain(
             report
@@ -452,12 +553,20 @@ fn print_json(report: &Report, code: u8) -> std::io::Result<()> {
                 .map(|f| json!({"step": f.step, "status": "failed", "summary": f.headline})),
         )
         .collect();
-    let out = json!({
+    let mut out = json!({
         "ok": report.failure.is_none(),
         "exit_code": code,
         "steps": steps,
         "failure": report.failure.as_ref().map(Diagnosis::to_json),
     });
+    if !report.nodes.is_empty() {
+        out["nodes"] = report
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.to_json(i + 1))
+            .collect();
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{out}")?;
     stdout.flush()
@@ -473,10 +582,12 @@ fn print_human(report: &Report) -> std::io::Result<()> {
         let (style, word) = match step.status {
             Status::Ok => (ok, "ok  "),
             Status::Skipped => (skip, "skip"),
+            Status::Failed(_) => (fail, "FAIL"),
         };
+        let node = step.node.map(|n| format!("node {n}: ")).unwrap_or_default();
         writeln!(
             out,
-            "{style}{word}{style:#}  {:<9} {}",
+            "{style}{word}{style:#}  {:<9} {node}{}",
             step.name, step.summary
         )?;
     }
@@ -501,9 +612,4 @@ fn print_human(report: &Report) -> std::io::Result<()> {
         )?,
     }
     out.flush()
-}
-
-/// The first node of a `broker_uri` list (the whole value when it is one URI).
-pub(crate) fn first_node(broker_uri: &str) -> &str {
-    broker_uri.split(',').next().unwrap_or_default().trim()
 }

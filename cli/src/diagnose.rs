@@ -4,7 +4,8 @@
 use std::io;
 use std::time::Duration;
 
-use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
+use logcollect::broker::{BrokerError, TlsProblem};
 use serde_json::json;
 
 /// One break on the path, ready to print.
@@ -33,15 +34,7 @@ impl Diagnosis {
 }
 
 /// Where we connect, for messages: `amqp://host:port/vhost` (no credentials).
-pub fn describe(uri: &AMQPUri) -> String {
-    format!(
-        "{}://{}:{}/{}",
-        scheme(uri),
-        uri.authority.host,
-        uri.authority.port,
-        uri.vhost.replace('/', "%2f")
-    )
-}
+pub use logcollect::broker::describe;
 
 pub fn scheme(uri: &AMQPUri) -> &'static str {
     match uri.scheme {
@@ -57,36 +50,6 @@ pub fn vhost(uri: &AMQPUri) -> &str {
     } else {
         &uri.vhost
     }
-}
-
-/// lapin's kind for an exchange type as the configuration names it.
-pub fn exchange_kind(name: &str) -> lapin::ExchangeKind {
-    match name {
-        "topic" => lapin::ExchangeKind::Topic,
-        "direct" => lapin::ExchangeKind::Direct,
-        "fanout" => lapin::ExchangeKind::Fanout,
-        "headers" => lapin::ExchangeKind::Headers,
-        other => lapin::ExchangeKind::Custom(other.to_string()),
-    }
-}
-
-/// Declares the configured exchange as the shipper declares it (its type, durable), so a
-/// command can start before any application has.
-pub async fn declare_exchange(
-    channel: &lapin::Channel,
-    config: &logcollect::Config,
-) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            config.exchange.as_str().into(),
-            exchange_kind(config.exchange_type.as_str()),
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
 }
 
 /// Whether the exchange exists, without changing anything: a passive declare (which closes
@@ -282,6 +245,173 @@ pub fn tls_failure(uri: &AMQPUri, error: &io::Error) -> Diagnosis {
     }
 }
 
+/// The library's TLS handshake failed: the cause it told, in the check's words.
+pub fn tls_refused(uri: &AMQPUri, error: &BrokerError, timeout: Duration) -> Diagnosis {
+    let host = &uri.authority.host;
+    let (problem, detail) = match error {
+        BrokerError::Timeout { .. } => return tls_timeout(uri, timeout),
+        BrokerError::Tls {
+            problem, detail, ..
+        } => (*problem, detail.clone()),
+        other => (TlsProblem::Other, other.to_string()),
+    };
+    let (code, headline, fix) = match problem {
+        TlsProblem::UntrustedServer => (
+            "tls_certificate",
+            format!("the broker's TLS certificate is not trusted (`{host}`)"),
+            "set tls_ca_file (LOGCOLLECT_TLS_CA_FILE) to the CA certificate that signed the \
+             broker's certificate, or install that CA in this machine's store"
+                .to_string(),
+        ),
+        TlsProblem::NameMismatch => (
+            "tls_certificate",
+            format!("the broker's TLS certificate is not valid for `{host}`"),
+            "use the host name the certificate carries in the broker URI, or set \
+             tls_server_name (LOGCOLLECT_TLS_SERVER_NAME)"
+                .to_string(),
+        ),
+        TlsProblem::ClientCertificateRefused { had_one: false } => (
+            "client_certificate_required",
+            format!("{host} requires a client certificate"),
+            "set tls_cert_file and tls_key_file (LOGCOLLECT_TLS_CERT_FILE, \
+             LOGCOLLECT_TLS_KEY_FILE) to a certificate signed by a CA the broker trusts"
+                .to_string(),
+        ),
+        TlsProblem::ClientCertificateRefused { had_one: true } => (
+            "client_certificate_refused",
+            format!("{host} refused our client certificate"),
+            "tls_cert_file must be signed by a CA the broker trusts (ssl_options.cacertfile), \
+             be valid now and match tls_key_file"
+                .to_string(),
+        ),
+        _ => return tls_failure(uri, &io::Error::other(detail)),
+    };
+    Diagnosis {
+        step: "tls",
+        code,
+        headline,
+        detail,
+        fix,
+    }
+}
+
+/// One node of a list, as `check` found it.
+#[derive(Debug)]
+pub struct NodeResult {
+    /// Without credentials.
+    pub broker: String,
+    /// Why it does not answer; `None` when it does.
+    pub failure: Option<Diagnosis>,
+}
+
+impl NodeResult {
+    pub fn to_json(&self, node: usize) -> serde_json::Value {
+        match &self.failure {
+            None => json!({"node": node, "broker": self.broker, "answers": true}),
+            Some(f) => json!({
+                "node": node,
+                "broker": self.broker,
+                "answers": false,
+                "step": f.step,
+                "code": f.code,
+            }),
+        }
+    }
+}
+
+fn node_lines(nodes: &[NodeResult]) -> String {
+    nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let f = n.failure.as_ref()?;
+            Some(format!(
+                "node {} {}: {} ({}): {}",
+                i + 1,
+                n.broker,
+                f.headline,
+                f.code,
+                f.detail
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// No node of the list answers.
+pub fn no_node_answers(nodes: &[NodeResult]) -> Diagnosis {
+    let fix = nodes
+        .iter()
+        .find_map(|n| n.failure.as_ref())
+        .map(|f| format!("node 1: {}", f.fix))
+        .unwrap_or_default();
+    Diagnosis {
+        step: "nodes",
+        code: "no_node_answers",
+        headline: format!(
+            "none of the {} nodes of `broker_uri` answers: nothing can be delivered",
+            nodes.len()
+        ),
+        detail: node_lines(nodes),
+        fix,
+    }
+}
+
+/// The path works through node `through`, but some nodes of the list do not answer.
+pub fn some_nodes_down(nodes: &[NodeResult], through: usize) -> Option<Diagnosis> {
+    let down: Vec<usize> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.failure.is_some())
+        .map(|(i, _)| i + 1)
+        .collect();
+    let first = nodes.iter().find_map(|n| n.failure.as_ref())?;
+    let which = down
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(Diagnosis {
+        step: "nodes",
+        code: "node_unreachable",
+        headline: format!(
+            "{} of {} nodes of `broker_uri` do not answer (node {which}); events get through \
+             node {through}",
+            down.len(),
+            nodes.len()
+        ),
+        detail: node_lines(nodes),
+        fix: format!(
+            "without them there is no failover: {}; or remove the node from `broker_uri`",
+            first.fix
+        ),
+    })
+}
+
+/// A connection failure of the library's connector (tail, collect), in the check's shape.
+pub fn broker_error(e: &BrokerError) -> Diagnosis {
+    let code = match e {
+        BrokerError::Unreachable { .. } => "unreachable",
+        BrokerError::LoginRefused { .. } => "access_refused",
+        BrokerError::VhostRefused { .. } => "vhost_refused",
+        BrokerError::PermissionDenied { .. } => "permission_denied",
+        BrokerError::ExchangeMismatch { .. } => "exchange_mismatch",
+        BrokerError::Tls { .. } => "tls_failure",
+        BrokerError::AllNodes { .. } => "no_node_answers",
+        BrokerError::Timeout { .. } => "connect_timeout",
+        _ => "connection_failed",
+    };
+    let headline = e.headline();
+    let headline = headline.strip_suffix(", retrying").unwrap_or(headline);
+    Diagnosis {
+        step: "connect",
+        code,
+        headline: headline.to_string(),
+        detail: e.to_string(),
+        fix: "`logcollect check` walks each node of `broker_uri` and says what to fix".to_string(),
+    }
+}
+
 pub fn tls_timeout(uri: &AMQPUri, after: Duration) -> Diagnosis {
     let host = &uri.authority.host;
     let port = uri.authority.port;
@@ -301,9 +431,23 @@ pub fn tls_timeout(uri: &AMQPUri, after: Duration) -> Diagnosis {
 pub fn login_failure(uri: &AMQPUri, e: &lapin::Error) -> Diagnosis {
     let user = &uri.authority.userinfo.username;
     let vhost = vhost(uri);
+    let external = uri.query.auth_mechanism == Some(SASLMechanism::External);
     if let Some((code, text)) = broker_reply(e) {
         let lower = text.to_ascii_lowercase();
         return match code {
+            403 if external => Diagnosis {
+                step: "login",
+                code: "access_refused",
+                headline: "the broker refused the EXTERNAL login of the client certificate"
+                    .to_string(),
+                detail: format!("{code} {text}"),
+                fix: "the user the certificate's subject names must exist on the broker \
+                      (`rabbitmqctl add_user NAME x`, `rabbitmqctl clear_password NAME`, \
+                      `rabbitmqctl set_permissions ...`); the broker's `ssl_cert_login_from` \
+                      decides which part of the subject is the name (the log shows the name it \
+                      looked for)"
+                    .to_string(),
+            },
             403 => Diagnosis {
                 step: "login",
                 code: "access_refused",

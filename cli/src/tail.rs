@@ -9,10 +9,10 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties};
-use logcollect::Config;
+use lapin::{Channel, Connection};
+use logcollect::{Config, Connector};
 use regex::Regex;
 
 use crate::diagnose::{self, describe, Diagnosis};
@@ -126,22 +126,20 @@ pub fn run(config: &Config, args: TailArgs) -> u8 {
 }
 
 async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
-    let uri: AMQPUri = match crate::check::first_node(&config.broker_uri).parse() {
-        Ok(uri) => uri,
-        Err(e) => return End::Failed(diagnose::config_invalid(format!("`broker_uri`: {e}"))),
+    let connector = match Connector::new(config, "logcollect tail") {
+        Ok(connector) => connector,
+        Err(e) => return End::Failed(diagnose::config_invalid(e.to_string())),
     };
     let timeout = config.connect_timeout.max(Duration::from_millis(100));
-    let properties = ConnectionProperties::default().with_connection_name(LongString::from(
-        format!("logcollect tail {}", uri.authority.userinfo.username),
-    ));
-    let connection =
-        match tokio::time::timeout(timeout, Connection::connect_uri(uri.clone(), properties)).await
-        {
-            Err(_) => return End::Failed(diagnose::login_timeout(&uri, timeout)),
-            Ok(Err(e)) => return End::Failed(connect_failure(&uri, &e)),
-            Ok(Ok(connection)) => connection,
-        };
-    let end = match tokio::time::timeout(timeout, subscribe(&connection, config, args, &uri)).await
+    let (connection, uri) = match connector.connect().await {
+        Err(e) => return End::Failed(diagnose::broker_error(&e)),
+        Ok(c) => (c.connection, connector.nodes()[c.node].clone()),
+    };
+    let end = match tokio::time::timeout(
+        timeout,
+        subscribe(&connection, &connector, config, args, &uri),
+    )
+    .await
     {
         Err(_) => End::Failed(Diagnosis {
             step: "tail",
@@ -173,31 +171,10 @@ async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
     end
 }
 
-/// A connection failure said in `check`'s words (refused, DNS, login, vhost…).
-fn connect_failure(uri: &AMQPUri, e: &lapin::Error) -> Diagnosis {
-    if diagnose::broker_reply(e).is_some() {
-        return diagnose::login_failure(uri, e);
-    }
-    let text = diagnose::error_chain(e);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("refused") {
-        return diagnose::tcp_failure(
-            uri,
-            &[(
-                format!("{}:{}", uri.authority.host, uri.authority.port),
-                diagnose::TcpOutcome::Refused,
-            )],
-        );
-    }
-    if lower.contains("lookup") || lower.contains("resolve") || lower.contains("name or service") {
-        return diagnose::dns_failure(uri, &std::io::Error::other(text));
-    }
-    diagnose::login_failure(uri, e)
-}
-
 /// The exchange (declared if missing), tail's own queue, its bindings, a consumer.
 async fn subscribe(
     connection: &Connection,
+    connector: &Connector,
     config: &Config,
     args: &TailArgs,
     uri: &AMQPUri,
@@ -241,7 +218,8 @@ async fn subscribe(
             .create_channel()
             .await
             .map_err(|e| failed("open a channel", e))?;
-        diagnose::declare_exchange(&channel, config)
+        connector
+            .declare_exchange(&channel)
             .await
             .map_err(|e| diagnose::exchange_failure(&config.exchange, kind, uri, &e, None))?;
         eprintln!(

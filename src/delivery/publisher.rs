@@ -119,7 +119,13 @@ impl Publisher<'_> {
                 };
                 Counters::add(&counters.published, message.events);
                 Counters::add(&counters.messages_published, 1);
-                confirms.push(publish(session, &target.exchange, message, window, now));
+                confirms.push(publish(
+                    session,
+                    &target.connector.exchange,
+                    message,
+                    window,
+                    now,
+                ));
             }
             if !session.channel.status().connected() {
                 return End::Failed(BrokerError::Lost {
@@ -194,7 +200,7 @@ impl Publisher<'_> {
         let (seq, message, result) = answer;
         let shared = self.shared;
         let counters = &shared.counters;
-        let exchange = &target.exchange;
+        let exchange = &target.connector.exchange;
         match result {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
                 self.order.delivered(shared, &message, SystemTime::now());

@@ -20,10 +20,9 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{FieldTable, LongString, ShortString};
-use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties};
-use logcollect::Config;
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection};
+use logcollect::{Config, Connector};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit;
@@ -162,21 +161,16 @@ async fn collect(
     writers: Writers,
     status: Arc<Status>,
 ) -> End {
-    let uri: AMQPUri = match config.broker_uri.parse() {
-        Ok(uri) => uri,
-        Err(e) => return End::Failed(format!("`broker_uri` is not an AMQP URI: {e}")),
+    // The nodes of `broker_uri` in order, with the TLS settings: the library's connector.
+    let connector = match Connector::new(config, format!("logcollect collect {}", args.queue)) {
+        Ok(connector) => connector,
+        Err(e) => return End::Failed(e.to_string()),
     };
-    let properties = ConnectionProperties::default().with_connection_name(LongString::from(
-        format!("logcollect collect {}", args.queue),
-    ));
-    let timeout = config.connect_timeout.max(Duration::from_millis(100));
-    let connection =
-        match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties)).await {
-            Err(_) => return End::Failed(format!("the broker did not answer within {timeout:?}")),
-            Ok(Err(e)) => return End::Failed(format!("cannot connect to the broker: {e}")),
-            Ok(Ok(c)) => c,
-        };
-    let (channel, consumer) = match subscribe(&connection, config, args).await {
+    let connection = match connector.connect().await {
+        Err(e) => return End::Failed(format!("cannot connect to the broker: {e}")),
+        Ok(c) => c.connection,
+    };
+    let (channel, consumer) = match subscribe(&connection, &connector, config, args).await {
         Ok(x) => x,
         Err(e) => return End::Failed(e),
     };
@@ -210,6 +204,7 @@ async fn collect(
 
 async fn subscribe(
     connection: &Connection,
+    connector: &Connector,
     config: &Config,
     args: &CollectArgs,
 ) -> Result<(Channel, lapin::Consumer), String> {
@@ -219,7 +214,8 @@ async fn subscribe(
         .await
         .map_err(|e| format!("cannot open a channel: {e}"))?;
     // Declared as the shipper declares it, so the collector can start first.
-    crate::diagnose::declare_exchange(&channel, config)
+    connector
+        .declare_exchange(&channel)
         .await
         .map_err(|e| format!("cannot declare exchange `{exchange}`: {e}"))?;
     let channel = if channel.status().connected() {
