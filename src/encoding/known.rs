@@ -33,7 +33,7 @@ pub(crate) struct Known {
 macro_rules! known {
     ($($path:literal $kind:ident $classic:literal,)*) => {
         /// Every known field. Keep `docs/formats.md` and the Logstash pipeline's classic rewrite
-        /// (`logstash/pipeline/logcollect.conf`) in step with this list.
+        /// (`logstash/pipeline/shared/filter-output.conf`) in step with this list.
         pub(crate) const KNOWN: &[Known] = &[
             $(Known { path: $path, kind: Kind::$kind, classic: $classic },)*
         ];

@@ -12,7 +12,21 @@ import elkmodel as m
 
 @pytest.fixture(scope="session")
 def pipeline_tree():
-    return m.parse_pipeline()
+    """The AMQP pipeline: logstash/pipeline/amqp/input.conf + shared/filter-output.conf."""
+    return m.parse_pipeline("amqp")
+
+
+@pytest.fixture(scope="session")
+def redis_pipeline_tree():
+    """The Redis pipeline: logstash/pipeline/redis/input.conf + shared/filter-output.conf."""
+    return m.parse_pipeline("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_input(redis_pipeline_tree):
+    found = [p for p in m.plugins(redis_pipeline_tree) if p.section == "input"]
+    assert [p.name for p in found] == ["redis"], f"expected one redis input, found {found}"
+    return found[0].attrs
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +82,15 @@ def ruby():
 def logstash(pipeline_tree, ruby):
     """The real conf run as Logstash runs it (hash options in Java HashMap order)."""
     model = m.LogstashModel(pipeline_tree, ruby, hash_order="java")
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def redis_logstash(redis_pipeline_tree, ruby):
+    """The Redis pipeline run as Logstash runs it (each list value through the json codec, no
+    AMQP properties)."""
+    model = m.LogstashModel(redis_pipeline_tree, ruby, hash_order="java")
     yield model
     model.close()
 

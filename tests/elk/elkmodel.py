@@ -34,7 +34,15 @@ ENV_FILE = COMPOSE_DIR / ".env"
 DEFINITIONS = COMPOSE_DIR / "rabbitmq" / "definitions.json"
 RENDER_DEFINITIONS = COMPOSE_DIR / "rabbitmq" / "render-definitions.sh"
 PIPELINE_DIR = ROOT / "logstash" / "pipeline"
-PIPELINE = PIPELINE_DIR / "logcollect.conf"
+# One pipeline per transport: that transport's input file + the shared filters and output
+# (pipelines.yml loads input/ and shared/; compose mounts the transport's directory as input/).
+SHARED_PIPELINE = PIPELINE_DIR / "shared" / "filter-output.conf"
+PIPELINE_INPUTS = {"amqp": PIPELINE_DIR / "amqp" / "input.conf", "redis": PIPELINE_DIR / "redis" / "input.conf"}
+AMQP_INPUT = PIPELINE_INPUTS["amqp"]
+REDIS_INPUT = PIPELINE_INPUTS["redis"]
+TRANSPORTS = tuple(PIPELINE_INPUTS)
+# The compose service that runs each transport's pipeline.
+LOGSTASH_SERVICES = {"amqp": "logstash", "redis": "logstash-redis"}
 LOGSTASH_YML = ROOT / "logstash" / "config" / "logstash.yml"
 PIPELINES_YML = ROOT / "logstash" / "config" / "pipelines.yml"
 NDJSON = ROOT / "kibana" / "logcollect.ndjson"
@@ -81,6 +89,24 @@ RABBITMQ_INPUT_OPTIONS = {
     "threads",
 }
 
+# logstash-input-redis 3.7 (lib/logstash/inputs/redis.rb and the 3.7.1 docs; `threads` from the
+# plugin reference's option table).
+REDIS_INPUT_OPTIONS = {
+    "host", "port", "path", "db", "timeout", "password", "ssl", "key", "data_type", "batch_count",
+    "command_map", "threads",
+}
+# The redis list the crate pushes to unless LOGCOLLECT_REDIS__KEY says otherwise (issue 20's
+# contract; sample_documents reports it as `redis_key` once the crate has it).
+CRATE_REDIS_KEY_DEFAULT = "logstash"
+# The batch read of logstash-input-redis 3.7 (load_batch_script / list_batch_listener): EVALSHA of
+# this script with KEYS = [key], ARGV = [batch_count - 1]; empty answer: sleep 0.25 s.
+REDIS_INPUT_BATCH_SCRIPT = """
+      local batchsize = tonumber(ARGV[1])
+      local result = redis.call('lrange', KEYS[1], 0, batchsize)
+      redis.call('ltrim', KEYS[1], batchsize + 1, -1)
+      return result
+"""
+
 # Options of the elasticsearch output that are accepted together with `data_stream => "true"`
 # (data_stream_support.rb: shared API configs, data_stream_*, action=create, routing, pipeline,
 # ecs_compatibility and the base output options). `index`, `manage_template`, `template*`,
@@ -111,15 +137,23 @@ JSON_CODEC_OPTIONS = {"charset", "target", "ecs_compatibility"}
 
 PLUGIN_OPTIONS = {
     ("input", "rabbitmq"): RABBITMQ_INPUT_OPTIONS,
+    ("input", "redis"): REDIS_INPUT_OPTIONS,
     ("filter", "mutate"): MUTATE_OPTIONS,
     ("filter", "ruby"): RUBY_OPTIONS,
     ("output", "elasticsearch"): ES_OUTPUT_DATA_STREAM_OPTIONS,
 }
 CODECS = {"json": JSON_CODEC_OPTIONS}
+# Options whose (environment-resolved) value must be a whole number.
+NUMBER_OPTIONS = {
+    ("input", "rabbitmq"): {"port", "prefetch_count", "threads", "connect_retry_interval", "heartbeat",
+                            "connection_timeout", "subscription_retry_interval_seconds"},
+    ("input", "redis"): {"port", "db", "timeout", "batch_count", "threads"},
+}
 
 BOOLEAN_OPTIONS = {
     ("input", "rabbitmq"): {"ssl", "automatic_recovery", "passive", "durable", "auto_delete",
                             "exclusive", "ack"},
+    ("input", "redis"): {"ssl"},
     ("output", "elasticsearch"): {"ssl_enabled", "sniffing", "http_compression",
                                   "data_stream_sync_fields", "data_stream_auto_routing",
                                   "dlq_on_failed_indexname_interpolation"},
@@ -128,6 +162,7 @@ ENUM_OPTIONS = {
     ("input", "rabbitmq", "metadata_enabled"): {"none", "basic", "extended", "false", "true"},
     ("input", "rabbitmq", "exchange_type"): {"fanout", "direct", "topic", "headers",
                                               "x-consistent-hash", "x-modulus-hash"},
+    ("input", "redis", "data_type"): {"list", "channel", "pattern_channel"},
     ("output", "elasticsearch", "data_stream"): {"true", "false", "auto"},
     ("output", "elasticsearch", "data_stream_type"): {"logs", "metrics", "synthetics", "traces"},
     ("output", "elasticsearch", "action"): {"create"},
@@ -137,8 +172,51 @@ ENUM_OPTIONS = {
 # --------------------------------------------------------------------------------------------
 # Logstash config: parsing and walking
 # --------------------------------------------------------------------------------------------
-def parse_pipeline(path: pathlib.Path = PIPELINE):
-    return parse_lscl(path.read_text(encoding="utf-8"))
+def expand_braces(pattern: str) -> list[str]:
+    """`a/{x,y}/*.conf` -> ['a/x/*.conf', 'a/y/*.conf'] (the `{p,q}` of Logstash's globs)."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    return [e for alt in m.group(1).split(",")
+            for e in expand_braces(pattern[:m.start()] + alt + pattern[m.end():])]
+
+
+def pipeline_files(transport: str, compose: dict | None = None) -> list[tuple[str, pathlib.Path]]:
+    """(path in the container, file in the repository) of every file the transport's Logstash
+    service loads, in Logstash's order (sorted): pipelines.yml's path.config, globbed through the
+    service's bind mounts."""
+    compose = load_compose() if compose is None else compose
+    service = compose["services"][LOGSTASH_SERVICES[transport]]
+    entries = yaml.safe_load(PIPELINES_YML.read_text(encoding="utf-8"))
+    if len(entries) != 1:
+        raise ValueError(f"pipelines.yml: one pipeline expected, found {len(entries)}")
+    mounts = []
+    for v in service.get("volumes", []):
+        source, target = v.split(":")[:2]
+        if source.startswith("."):
+            mounts.append((target.rstrip("/"), (COMPOSE_DIR / source).resolve()))
+    found: dict[str, pathlib.Path] = {}
+    for pattern in expand_braces(entries[0]["path.config"]):
+        holder = max((m for m in mounts if pattern.startswith(m[0] + "/")), key=lambda m: len(m[0]), default=None)
+        if holder is None:
+            raise LookupError(f"{LOGSTASH_SERVICES[transport]}: nothing mounted under {pattern}")
+        rest = pattern[len(holder[0]) + 1:]
+        matched = sorted(p for p in holder[1].glob(rest) if p.is_file())
+        if not matched:
+            raise LookupError(f"{LOGSTASH_SERVICES[transport]}: {pattern} matches no file")
+        for p in matched:
+            found[f"{holder[0]}/{p.relative_to(holder[1]).as_posix()}"] = p
+    return sorted(found.items())
+
+
+def parse_files(paths) -> list:
+    """The pipeline Logstash builds from these files: their text concatenated, in this order."""
+    return parse_lscl("\n".join(pathlib.Path(p).read_text(encoding="utf-8") for p in paths))
+
+
+def parse_pipeline(transport: str = "amqp"):
+    """The whole pipeline (input, filters, output) the transport's Logstash service runs."""
+    return parse_files(p for _, p in pipeline_files(transport))
 
 
 class Plugin:
@@ -687,12 +765,17 @@ class LogstashModel:
         self.hash_order = hash_order
         self.settings = effective_settings() if settings is None else settings
         self.env = env or {}
-        sections = {b.name: b for b in tree if isinstance(b, LsclBlock)}
-        self.filter_section = sections["filter"].content
+        # Logstash joins the sections of every file: the filters run in file order.
+        self.filter_section = [item for b in tree if isinstance(b, LsclBlock) and b.name == "filter"
+                               for item in b.content]
         inputs = [p for p in plugins(tree) if p.section == "input"]
-        if len(inputs) != 1 or inputs[0].name != "rabbitmq":
-            raise UnsupportedConstruct(f"one rabbitmq input expected, found {inputs}")
+        if len(inputs) != 1 or inputs[0].name not in ("rabbitmq", "redis"):
+            raise UnsupportedConstruct(f"one rabbitmq or redis input expected, found {inputs}")
+        self.input_name = inputs[0].name
         self.input = substitute_env(inputs[0].attrs, self.env, strict=False)
+        decorations = {"add_field", "tags", "type"} & set(self.input)
+        if decorations:
+            raise UnsupportedConstruct(f"input decoration {sorted(decorations)} is not modelled")
         outputs = [p for p in plugins(tree) if p.section == "output"]
         if len(outputs) != 1 or outputs[0].name != "elasticsearch":
             raise UnsupportedConstruct(f"one elasticsearch output expected, found {outputs}")
@@ -702,19 +785,51 @@ class LogstashModel:
 
     # --- input ---------------------------------------------------------------------------
     def codec_options(self) -> dict:
+        # Both inputs default to json (rabbitmq: codec default; redis: `default :codec, "json"`).
         codec = self.input.get("codec", "json")
-        if codec != "json":
+        if codec not in ("json", "plain"):
             raise UnsupportedConstruct(f"codec {codec!r}")
         ecs = self.settings.get("pipeline.ecs_compatibility", "v8")
-        # codec-json 3.1: in ECS mode (v1, v8) a body that is one event gets [event][original].
-        return {"original_field": None if ecs == "disabled" else "[event][original]", "target": None}
+        # codec-json 3.1 / codec-plain 3.1: in ECS mode (v1, v8) a body that is one event gets
+        # [event][original].
+        return {"name": codec, "original_field": None if ecs == "disabled" else "[event][original]",
+                "target": None}
 
     def decode(self, body: bytes, properties: dict | None) -> list[dict]:
-        """The rabbitmq input: json codec, then [@metadata][rabbitmq_properties] (metadata_enabled
-        basic) on every event of the message."""
-        props = properties if self.input.get("metadata_enabled") in ("basic", "extended", "true") else None
+        """The input: the codec, then (rabbitmq, metadata_enabled basic) the AMQP properties in
+        [@metadata][rabbitmq_properties] on every event of the message. The redis input decodes
+        each list value alone and adds nothing (`queue_event`: codec, decorate)."""
+        if self.input_name == "redis":
+            if properties is not None:
+                raise ValueError("a Redis list value has no AMQP properties")
+            props = None
+        else:
+            props = properties if self.input.get("metadata_enabled") in ("basic", "extended", "true") else None
         return self._harness({"op": "decode", "body": body.decode("utf-8"), "codec": self.codec_options(),
                               "properties": props})
+
+    def redis_read(self, client) -> list[list[bytes]]:
+        """What the redis input takes off the list until it is empty, batch by batch, as
+        logstash-input-redis 3.7 does it (list_batch_listener: EVALSHA of its LRANGE+LTRIM script
+        with batch_count - 1; list_single_listener: BLPOP with a 1 s timeout when batch_count is 1).
+        `client`: a redis-py client of the server the input's host/port/db name."""
+        if self.input_name != "redis" or self.input.get("data_type") != "list":
+            raise UnsupportedConstruct("only the redis input with data_type => list reads a list")
+        key = self.input["key"]
+        count = int(self.input.get("batch_count", "125"))
+        batches: list[list[bytes]] = []
+        if count > 1:
+            sha = client.script_load(REDIS_INPUT_BATCH_SCRIPT)
+            while True:
+                batch = client.evalsha(sha, 1, key, count - 1)
+                if not batch:
+                    return batches
+                batches.append(list(batch))
+        while True:
+            item = client.blpop([key], timeout=1)
+            if item is None:
+                return batches
+            batches.append([item[1]])
 
     # --- filter --------------------------------------------------------------------------
     def filter(self, event: dict) -> dict:

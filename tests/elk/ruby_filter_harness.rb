@@ -2,7 +2,8 @@
 #
 # One JSON request per line on stdin, one JSON answer per line on stdout:
 #   {"op": "decode", "body": "<raw body>", "codec": {...}, "properties": {...}|null}
-#       -> {"events": [<event>...]}   the json codec + the rabbitmq input's decoration
+#       -> {"events": [<event>...]}   the json (or plain) codec + the rabbitmq input's decoration
+#                                     (properties null: none, as the redis input)
 #   {"op": "filter", "id": "...", "init": "...", "code": "...", "event": <event>}
 #       -> {"events": [<event>]}      one ruby filter, its init (once) and code verbatim
 #
@@ -242,6 +243,17 @@ module LogStash
   end
 end
 
+module LogStash
+  # logstash-codec-plain 3.1 decode: the whole body is `message` (and [event][original] in ECS mode).
+  module PlainCodec
+    def self.decode(body, original_field:)
+      event = Event.new("message" => body)
+      event.set(original_field, body.dup.freeze) if original_field
+      [event]
+    end
+  end
+end
+
 # logstash-integration-rabbitmq 7.x input: decorate(event, metadata, data) after the codec.
 def rabbitmq_decorate(event, properties)
   return if properties.nil?
@@ -274,8 +286,12 @@ def handle(input)
   case input.fetch("op")
   when "decode"
     codec = input.fetch("codec")
-    decoded = LogStash::JsonCodec.decode(input.fetch("body"), original_field: codec["original_field"],
-                                                              target: codec["target"])
+    decoded = if codec["name"] == "plain"
+                LogStash::PlainCodec.decode(input.fetch("body"), original_field: codec["original_field"])
+              else
+                LogStash::JsonCodec.decode(input.fetch("body"), original_field: codec["original_field"],
+                                                                target: codec["target"])
+              end
     decoded.each { |e| rabbitmq_decorate(e, input["properties"]) }
     decoded
   when "filter" then run_filter(input)

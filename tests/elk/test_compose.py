@@ -2,6 +2,7 @@
 cross-references the schema cannot see."""
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -96,6 +97,7 @@ def test_the_stack_has_the_expected_services(compose):
     for job in ("setup", "kibana-import"):
         assert services[job]["restart"] == "no"
     assert services["demo"].get("profiles") == ["demo"]
+    assert services["demo-redis"].get("profiles") == ["redis-demo"]
 
 
 def _volume_entries(svc):
@@ -138,6 +140,11 @@ def test_stateful_services_keep_their_data_on_named_volumes(compose):
     assert "/var/lib/rabbitmq" in targets["rabbitmq"]
     assert "/usr/share/elasticsearch/data" in targets["elasticsearch"]
     assert "/usr/share/logstash/data" in targets["logstash"], "persisted queue + DLQ"
+    assert "/usr/share/logstash/data" in targets["logstash-redis"], "persisted queue + DLQ"
+    assert "/data" in targets["redis"], "the append-only file"
+    # Two Logstash instances never share a path.data (both profiles may run at once).
+    ls = {src for src, t in _volume_entries(s["logstash"]) if t == "/usr/share/logstash/data"}
+    assert ls.isdisjoint(src for src, t in _volume_entries(s["logstash-redis"]) if t == "/usr/share/logstash/data")
 
 
 def test_build_contexts_and_dockerfiles_exist(compose):
@@ -279,3 +286,139 @@ def test_logstash_healthcheck_reads_the_status_in_the_body(compose, answer, heal
         httpd.shutdown()
         httpd.server_close()
     assert (proc.returncode == 0) is healthy, (proc.returncode, proc.stderr)
+
+
+# --- transports as profiles: amqp (default) or redis -------------------------------------------
+def active_services(compose: dict, profiles: set[str]) -> set[str]:
+    return {name for name, svc in compose["services"].items()
+            if not svc.get("profiles") or profiles & set(svc["profiles"])}
+
+
+def profile_problems(compose: dict) -> list[str]:
+    """With each transport's profile, its broker and its Logstash run and the other's do not, and
+    every service that runs has what it waits for (one-shot jobs run by name excepted: compose
+    starts a targeted service's dependencies)."""
+    problems = []
+    brokers = {"amqp": ("rabbitmq", "logstash"), "redis": ("redis", "logstash-redis")}
+    for profile, own in brokers.items():
+        up = active_services(compose, {profile})
+        for other, theirs in brokers.items():
+            for name in theirs:
+                if (name in up) != (other == profile):
+                    problems.append(f"profile {profile}: {name} {'runs' if name in up else 'does not run'}")
+        for name in up:
+            for dep in _depends_on(compose["services"][name]):
+                if dep not in up:
+                    problems.append(f"profile {profile}: {name} waits for {dep}, which does not run")
+    return problems
+
+
+def test_transport_profiles_swap_rabbitmq_for_redis(compose, env_file):
+    assert env_file["COMPOSE_PROFILES"] == "amqp", "RabbitMQ stays the default transport"
+    assert profile_problems(compose) == []
+    shared = active_services(compose, {"amqp"}) & active_services(compose, {"redis"})
+    assert shared == {"elasticsearch", "setup", "kibana", "kibana-import"}
+    s = compose["services"]
+    # One Logstash definition: the two services differ in their input and broker only.
+    assert s["logstash"]["healthcheck"] == s["logstash-redis"]["healthcheck"]
+    for k, v in s["logstash"]["environment"].items():
+        if not k.startswith("LOGCOLLECT_RABBITMQ_"):
+            assert s["logstash-redis"]["environment"].get(k) == v, k
+    # SHOWS IT BITES: the Redis Logstash waiting for RabbitMQ, or RabbitMQ left on by default.
+    broken = copy.deepcopy(compose)
+    broken["services"]["logstash-redis"]["depends_on"]["rabbitmq"] = {"condition": "service_healthy"}
+    assert profile_problems(broken)
+    broken = copy.deepcopy(compose)
+    del broken["services"]["rabbitmq"]["profiles"]
+    assert profile_problems(broken)
+
+
+def test_demo_services_push_to_their_transport(compose):
+    s = compose["services"]
+    assert "LOGCOLLECT_TRANSPORT" not in s["demo"]["environment"], "AMQP is the crate's default"
+    assert set(_depends_on(s["demo"])) == {"rabbitmq"} and set(_depends_on(s["demo-redis"])) == {"redis"}
+    assert s["demo-redis"]["build"] == s["demo"]["build"]
+    assert s["demo-redis"]["restart"] == "no"
+
+
+def test_redis_keeps_an_append_only_file_and_never_evicts(compose, env_file):
+    svc = compose["services"]["redis"]
+    assert svc["image"] == "redis:${REDIS_VERSION}"
+    assert re.fullmatch(r"7\.\d+", env_file["REDIS_VERSION"]), "Redis 7 (streams, BLMOVE, XAUTOCLAIM)"
+    conf = {}
+    for line in (m.COMPOSE_DIR / "redis" / "redis.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            k, _, v = line.partition(" ")
+            conf[k] = v.strip()
+    assert conf["appendonly"] == "yes" and "dir" not in conf
+    assert " --dir /data " in svc["command"][2], "the AOF on the redis-data volume"
+    assert conf["maxmemory-policy"] == "noeviction"
+    assert "appendfsync" not in conf, "set once, from .env"
+    assert svc["environment"]["REDIS_APPENDFSYNC"] == "${REDIS_APPENDFSYNC:-everysec}"
+    assert env_file["REDIS_APPENDFSYNC"] in ("everysec", "always")
+    assert ("redis-data", "/data") in set(_volume_entries(svc))
+    assert svc["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -qx PONG"]
+
+
+def _start_stack_redis(compose, env_file, tmp_path, password: str):
+    """redis-server started with the compose service's own command line and redis.conf (the
+    image's entry point left out, on a unix socket in tmp_path instead of port 6379)."""
+    import os
+    import time
+
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed (apt-get install redis-server)"
+    command = compose["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    line = command[2].replace("$$", "$").replace("docker-entrypoint.sh ", "").replace(
+        "/usr/local/etc/redis/redis.conf", str(m.COMPOSE_DIR / "redis" / "redis.conf"))
+    sock = tmp_path / "redis.sock"
+    assert " --dir /data " in line
+    line = line.replace(" --dir /data ", f" --dir {tmp_path} ") + f" --port 0 --unixsocket {sock}"
+    env = {**os.environ, "REDIS_PASSWORD": password, "REDIS_APPENDFSYNC": env_file["REDIS_APPENDFSYNC"],
+           "REDIS_MAXMEMORY": env_file["REDIS_MAXMEMORY"]}
+    proc = subprocess.Popen(["sh", "-c", line], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"redis-server did not start: {proc.stdout.read()}")
+        time.sleep(0.05)
+    return proc, sock
+
+
+def _healthcheck(compose, sock, env) -> int:
+    test = compose["services"]["redis"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("redis-cli", f"redis-cli -s {sock}")
+    return subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, timeout=30).returncode
+
+
+def test_redis_command_and_conf_run_and_the_healthcheck_reads_pong(compose, env_file, tmp_path):
+    """The service's command line and redis.conf started with the real redis-server: AOF on,
+    fsync and maxmemory from .env, noeviction, the password required; the healthcheck passes only
+    with the password (REDISCLI_AUTH, as the service sets it) and a live server."""
+    import os
+
+    import redis
+
+    proc, sock = _start_stack_redis(compose, env_file, tmp_path, "pw-test")
+    try:
+        c = redis.Redis(unix_socket_path=str(sock), password="pw-test")
+        cfg = c.config_get("*")
+        assert cfg["appendonly"] == "yes" and cfg["appendfsync"] == env_file["REDIS_APPENDFSYNC"]
+        assert cfg["maxmemory-policy"] == "noeviction"
+        assert int(cfg["maxmemory"]) == 512 * 1024 * 1024 and env_file["REDIS_MAXMEMORY"] == "512mb"
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).ping()
+        auth = compose["services"]["redis"]["environment"]["REDISCLI_AUTH"]
+        assert auth == "${REDIS_PASSWORD}"
+        base = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        assert _healthcheck(compose, sock, {**base, "REDISCLI_AUTH": "pw-test"}) == 0
+        assert _healthcheck(compose, sock, {**base, "REDISCLI_AUTH": "wrong"}) != 0
+        assert _healthcheck(compose, sock, base) != 0
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert _healthcheck(compose, sock, {**base, "REDISCLI_AUTH": "pw-test"}) != 0, "server gone"

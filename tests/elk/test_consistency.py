@@ -267,5 +267,5 @@ def test_logstash_prefetch_times_batch_is_what_readme_says(rabbitmq_input, crate
     # About what Logstash's default (256 one-event messages) held in events, and far less than
     # 256 batches would hold in bytes.
     assert prefetch * max_events <= 16 * 256
-    conf = m.PIPELINE.read_text(encoding="utf-8")
+    conf = m.AMQP_INPUT.read_text(encoding="utf-8")
     assert f"{prefetch * max_events} events" in conf, "the pipeline's comment on prefetch_count is stale"

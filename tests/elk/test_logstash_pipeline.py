@@ -1,4 +1,4 @@
-"""The real conf (logstash/pipeline/logcollect.conf), run as Logstash runs it (elkmodel.LogstashModel:
+"""The real AMQP pipeline (logstash/pipeline/amqp/input.conf + shared/filter-output.conf), run as Logstash runs it (elkmodel.LogstashModel:
 the json codec and the event of ruby_filter_harness.rb, the filter section walked from the parsed
 tree, mutate in its fixed order with hash options in Java HashMap order, the elasticsearch output's
 routing), on documents the crate really ships; compared field by field with the shape
@@ -255,7 +255,7 @@ def _filter_ids(tree) -> list[str]:
     return [p.id for p in m.plugins(tree) if p.section == "filter" and p.id != "logcollect_classic_settings"]
 
 
-@pytest.mark.parametrize("plugin_id", _filter_ids(m.parse_pipeline()))
+@pytest.mark.parametrize("plugin_id", _filter_ids(m.parse_pipeline("amqp")))
 def test_removing_any_filter_fails_a_check(sample, facts, pipeline_tree, make_logstash, plugin_id):
     tree = copy.deepcopy(pipeline_tree)
     holder, i = find_block(filter_section(tree), plugin_id)
