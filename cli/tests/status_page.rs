@@ -121,8 +121,8 @@ fn the_status_page_shows_new_events_live_in_a_real_browser() {
             json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                             "--disable-gpu", "--window-size=1280,900"]}),
         );
-        // The whole workspace's test build enables two rustls providers (aws-lc-rs for lapin,
-        // ring through testcontainers' Docker client), so rustls cannot pick one by itself.
+        // Should the workspace's test build ever enable a second rustls provider beside lapin's
+        // aws-lc-rs, rustls could not pick one by itself: name it.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = ClientBuilder::rustls()
             .expect("connector")

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -15,83 +15,8 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-const HOW_TO_GET_A_BROKER: &str = "these tests need a real RabbitMQ: start the local one with \
-`rabbitmq-server -detached` (Debian package `rabbitmq-server`; guest/guest on 127.0.0.1:5672), \
-or set LOGCOLLECT_TEST_AMQP_URL=amqp://user:pass@host:port/vhost, or run a Docker engine so \
-the tests can start a RabbitMQ container (see README.md, \"Running the tests\")";
-
-/// The broker to test against: `LOGCOLLECT_TEST_AMQP_URL`, else the local one when reachable,
-/// else a RabbitMQ container when Docker is available; otherwise the test fails, saying how
-/// to get a broker.
-pub fn broker_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        // Resolved on a thread of its own: starting a container runs a blocking runtime, which
-        // cannot start inside a test's own runtime (where the first call may come from).
-        let resolved = std::thread::spawn(resolve_broker)
-            .join()
-            .unwrap_or_else(|_| Err("finding a broker panicked".to_string()));
-        resolved.unwrap_or_else(|e| panic!("{e}: {HOW_TO_GET_A_BROKER}"))
-    })
-    .clone()
-}
-
-fn resolve_broker() -> Result<String, String> {
-    if let Ok(url) = std::env::var("LOGCOLLECT_TEST_AMQP_URL") {
-        return Ok(url);
-    }
-    if reachable("127.0.0.1:5672") {
-        return Ok(DEFAULT_URL.to_string());
-    }
-    container::start()
-        .map_err(|e| format!("no RabbitMQ reachable on 127.0.0.1:5672 and no container ({e})"))
-}
-
-fn reachable(addr: &str) -> bool {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-}
-
-mod container {
-    use std::sync::OnceLock;
-    use testcontainers::core::{IntoContainerPort, WaitFor};
-    use testcontainers::runners::SyncRunner;
-    use testcontainers::{Container, GenericImage};
-
-    static CONTAINER: OnceLock<Container<GenericImage>> = OnceLock::new();
-
-    /// Starts `rabbitmq:3` once per test binary; it lives until the process exits.
-    pub fn start() -> Result<String, String> {
-        let image = GenericImage::new("rabbitmq", "3")
-            .with_exposed_port(5672.tcp())
-            .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
-        let container = image.start().map_err(|e| e.to_string())?;
-        let port = container
-            .get_host_port_ipv4(5672)
-            .map_err(|e| e.to_string())?;
-        let _ = CONTAINER.set(container);
-        Ok(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
-    }
-}
-
-/// Waits until `condition` holds or `timeout` passes; whether it held. Tests wait for what
-/// they expect to happen in the background instead of sleeping a guessed time.
-pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+#[allow(unused_imports)]
+pub use logcollect_test_support::{broker_url, unique, wait_for, DEFAULT_URL, HOW_TO_GET_A_BROKER};
 
 /// Waits until the shipper's stats satisfy `condition`; fails the test after `timeout`, saying
 /// what was awaited and showing the stats.
@@ -106,11 +31,6 @@ pub fn await_stats(
         "timed out after {timeout:?} waiting for {what}: {}",
         shipper.stats()
     );
-}
-
-/// A unique name, so tests running in parallel never read each other's events.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// One message as the broker delivered it.

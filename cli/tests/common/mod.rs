@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -18,31 +17,8 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-const HOW_TO_GET_A_BROKER: &str = "these tests need a real RabbitMQ: start the local one with \
-`rabbitmq-server -detached` (Debian package `rabbitmq-server`; guest/guest on 127.0.0.1:5672), \
-or set LOGCOLLECT_TEST_AMQP_URL=amqp://user:pass@host:port/vhost";
-
-/// The broker under test: `LOGCOLLECT_TEST_AMQP_URL`, else the local one. A test with no
-/// broker fails, saying how to get one.
-pub fn broker_url() -> String {
-    let url = std::env::var("LOGCOLLECT_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let uri: lapin::uri::AMQPUri = url
-        .parse()
-        .unwrap_or_else(|e| panic!("LOGCOLLECT_TEST_AMQP_URL `{url}` is not an AMQP URI: {e}"));
-    let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
-    let reachable = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok());
-    assert!(
-        reachable,
-        "no RabbitMQ answers on {addr}: {HOW_TO_GET_A_BROKER}"
-    );
-    url
-}
+#[allow(unused_imports)]
+pub use logcollect_test_support::{broker_url, unique, HOW_TO_GET_A_BROKER};
 
 /// The same broker URI with another password / vhost / port.
 pub fn broker_with(password: Option<&str>, vhost: Option<&str>, port: Option<u16>) -> String {
@@ -64,11 +40,6 @@ pub fn broker_with(password: Option<&str>, vhost: Option<&str>, port: Option<u16
         uri.authority.port,
         uri.vhost.replace('/', "%2f")
     )
-}
-
-/// A unique name, so tests running in parallel never see each other's events.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The `logcollect` binary with a clean configuration: no inherited `LOGCOLLECT_*` variable,
