@@ -515,7 +515,10 @@ backup_count = 3
         assert_ne!(a, b);
         // Whole `%xx` escapes only.
         let kept = &a[..a.len() - HASH_SUFFIX];
-        assert!(kept.len() % 3 == 0 && kept.starts_with("%c3%a9"), "{a}");
+        assert!(
+            kept.len().is_multiple_of(3) && kept.starts_with("%c3%a9"),
+            "{a}"
+        );
     }
 
     #[test]

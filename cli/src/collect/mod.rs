@@ -185,7 +185,7 @@ fn max_open_files(args: &CollectArgs) -> Result<usize, String> {
     };
     // SAFETY: getrlimit only writes the struct it is given.
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX)
+        limit.rlim_cur
     } else {
         1024
     };
