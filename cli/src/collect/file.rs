@@ -401,6 +401,9 @@ pub struct Writers {
     files: HashMap<PathBuf, LogFile>,
     /// `service\0facility\0host` → path, so names are mapped once.
     paths: HashMap<String, PathBuf>,
+    /// The key and path of the last line: consecutive lines of one file map nothing.
+    last_key: String,
+    last_path: PathBuf,
     /// Open files at most (least recently used ones are synced and closed past it).
     max_open: usize,
     open: usize,
@@ -429,6 +432,8 @@ impl Writers {
             modes,
             files: HashMap::new(),
             paths: HashMap::new(),
+            last_key: String::new(),
+            last_path: PathBuf::new(),
             max_open: max_open.max(1),
             open: 0,
             clock: 0,
@@ -498,7 +503,7 @@ impl Writers {
         let mut line = Vec::with_capacity(body.len().min(1 << 20) + 64);
         format::raw(&mut line, routing_key, body);
         let path = self.dir.join(RAW_DIR).join("root.log");
-        self.append_at(path, RAW_DIR, "root", &line, now)
+        self.append_at(&path, RAW_DIR, "root", &line, now)
     }
 
     /// The path of a facility's file: `DIR/<service>/<facility>.log`, or
@@ -532,55 +537,61 @@ impl Writers {
             self.key.push('\0');
             self.key.push_str(h);
         }
-        let path = match self.paths.get(&self.key) {
-            Some(p) => p.clone(),
-            None => {
-                if self.paths.len() >= 8 * MAX_TABLE {
-                    self.paths.clear();
+        let mut path = std::mem::take(&mut self.last_path);
+        if self.key != self.last_key || path.as_os_str().is_empty() {
+            match self.paths.get(&self.key) {
+                Some(p) => p.clone_into(&mut path),
+                None => {
+                    if self.paths.len() >= 8 * MAX_TABLE {
+                        self.paths.clear();
+                    }
+                    path = self.path_of(service, facility, host);
+                    self.paths.insert(self.key.clone(), path.clone());
                 }
-                let p = self.path_of(service, facility, host);
-                self.paths.insert(self.key.clone(), p.clone());
-                p
             }
-        };
-        self.append_at(path, service, facility, line, now)
+            self.last_key.clear();
+            self.last_key.push_str(&self.key);
+        }
+        let r = self.append_at(&path, service, facility, line, now);
+        self.last_path = path;
+        r
     }
 
     fn append_at(
         &mut self,
-        path: PathBuf,
+        path: &Path,
         service: &str,
         facility: &str,
         line: &[u8],
         now: DateTime<Local>,
     ) -> io::Result<()> {
-        if !self.files.contains_key(&path) {
+        if !self.files.contains_key(path) {
             // A facility's name is its own logger prefix: routing it finds its settings.
             let settings = self.facilities.route(service, facility).settings.clone();
             // Rotated files a crash left uncompressed are compressed now.
-            for left in compress::leftovers(&path, settings.compress) {
+            for left in compress::leftovers(path, settings.compress) {
                 self.compressor.submit(Job {
                     rotated: left,
                     compress: settings.compress,
                     level: settings.compress_level,
-                    live: path.clone(),
+                    live: path.to_path_buf(),
                     keep: settings.backup_count,
                     mode: self.modes.file,
                 });
             }
             let stats = self.status.facility(&format!("{service}:{facility}"));
             self.files.insert(
-                path.clone(),
-                LogFile::new(path.clone(), settings, self.modes, now, stats),
+                path.to_path_buf(),
+                LogFile::new(path.to_path_buf(), settings, self.modes, now, stats),
             );
         }
-        let closed = self.files.get(&path).is_some_and(|f| f.out.is_none());
+        let closed = self.files.get(path).is_some_and(|f| f.out.is_none());
         if closed {
-            self.make_room(&path)?;
+            self.make_room(path)?;
         }
         self.clock += 1;
         let clock = self.clock;
-        let Some(file) = self.files.get_mut(&path) else {
+        let Some(file) = self.files.get_mut(path) else {
             return Err(io::Error::other("facility file vanished from the table"));
         };
         file.last_used = clock;
@@ -718,6 +729,7 @@ impl Writers {
             // Settings and schedules come from the new file.
             self.files.clear();
             self.paths.clear();
+            self.last_key.clear();
         }
         Ok(())
     }
