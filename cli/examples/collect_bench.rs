@@ -56,7 +56,7 @@ fn stats(port: u16) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         s,
-        "GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = String::new();

@@ -166,14 +166,17 @@ impl View {
         } else {
             (Style::new(), Style::new())
         };
+        // Every field escaped: a newline or an escape sequence in any of them (the time, the
+        // host…) can neither forge a line nor drive the terminal.
+        let level = escape(level);
         let _ = write!(
             out,
             "{dim}{}{dim:#} {lstyle}{level:<5}{lstyle:#} {}@{}[{}] {dim}{}:{dim:#} {}",
-            self.time,
-            self.service,
-            self.host,
-            self.pid,
-            self.logger,
+            escape(&self.time),
+            escape(&self.service),
+            escape(&self.host),
+            escape(&self.pid),
+            escape(&self.logger),
             escape(&self.message)
         );
         for (key, value) in &self.fields {
@@ -266,8 +269,44 @@ pub fn quote(value: &str) -> String {
     if plain {
         value.to_string()
     } else {
-        serde_json::Value::String(value.to_string()).to_string()
+        escape_c1(serde_json::Value::String(value.to_string()).to_string())
     }
+}
+
+/// JSON text with DEL and the C1 controls (U+007F–U+009F, which serde_json leaves as they
+/// are) written as `\u00XX` escapes: still the same JSON, and no terminal reads a control in
+/// it. They can only occur inside strings, where the escape means the same character.
+pub fn escape_c1(json: String) -> String {
+    if !json.chars().any(is_c1) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_c1(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The same on bytes (ndjson files); cheap when there is none: C1 controls and DEL are the
+/// only ones that need the byte 0x7f or the lead byte 0xc2.
+pub fn escape_c1_bytes(json: &mut Vec<u8>, from: usize) {
+    if !json[from..].iter().any(|b| *b == 0x7f || *b == 0xc2) {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(&json[from..]) else {
+        return;
+    };
+    let escaped = escape_c1(text.to_string());
+    json.truncate(from);
+    json.extend_from_slice(escaped.as_bytes());
+}
+
+fn is_c1(c: char) -> bool {
+    ('\u{7f}'..='\u{9f}').contains(&c)
 }
 
 /// `--level`, `--service`, `--host`, `--grep`, `--field`: an event is shown when it passes all.
@@ -385,6 +424,35 @@ mod tests {
         let line = View::of(&doc, None).line(false);
         assert!(line.contains("two\\nlines \\u{1b}[31mred"), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn control_characters_in_every_field_are_escaped() {
+        let forged = "x\r\ny\u{1b}[2J\u{7}\u{0}\u{7f}\u{85}\u{9b}z";
+        let doc = json(&format!(
+            r#"{{"@timestamp":{f},"message":{f},"log":{{"level":{f},"logger":{f}}},
+               "host":{{"hostname":{f}}},"service":{{"name":{f}}},"process":{{"pid":{f}}},
+               "fields":{{{f}:{f}}},"error":{{"message":{g}}}}}"#,
+            f = serde_json::Value::String(forged.into()),
+            g = serde_json::Value::String(format!("E{forged}"))
+        ));
+        let line = View::of(&doc, None).line(false);
+        for c in line.chars() {
+            assert!(!c.is_control(), "{c:?} in {line}");
+        }
+        assert_eq!(
+            line.matches("x\\r\\ny\\u{1b}[2J\\u{7}\\u{0}\\u{7f}\\u{85}\\u{9b}z")
+                .count(),
+            8,
+            "{line}"
+        );
+        assert_eq!(line.matches("\\u0085\\u009bz").count(), 2, "{line}");
+        let json_text = escape_c1(doc.to_string());
+        assert!(!json_text.chars().any(char::is_control), "{json_text}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&json_text).unwrap()["message"],
+            forged
+        );
     }
 
     #[test]

@@ -344,7 +344,7 @@ async fn print_loop(
                         continue;
                     }
                     let written = if args.json {
-                        writeln!(out, "{doc}")
+                        writeln!(out, "{}", render::escape_c1(doc.to_string()))
                     } else {
                         writeln!(out, "{}", view.line(color))
                     };

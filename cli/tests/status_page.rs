@@ -298,3 +298,191 @@ fn a_css_file_replaces_the_built_in_stylesheet_and_edits_show_at_once() {
     drop(collect);
     broker.delete_queue(&queue);
 }
+
+/// An HTTP/1.1 GET naming `host`, with extra header lines: status and body.
+fn request(port: u16, path: &str, host: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the status page");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (code, body.to_string())
+}
+
+struct Page {
+    collect: Collect,
+    broker: Broker,
+    queue: String,
+}
+
+impl Page {
+    fn start(name: &str, args: &[&str]) -> Page {
+        let mut broker = Broker::connect();
+        let exchange = unique(&format!("lc-collect-{name}"));
+        let queue = unique(&format!("lc-collect-{name}-q"));
+        broker.forget_exchange_later(&exchange);
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(name));
+        let collect = Collect::start(&exchange, &queue, &dir, args);
+        Page {
+            collect,
+            broker,
+            queue,
+        }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let queue = self.queue.clone();
+        self.broker.delete_queue(&queue);
+        let _ = &self.collect;
+    }
+}
+
+#[test]
+fn a_foreign_host_is_refused_and_loopback_and_listed_names_are_let_in() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _page = Page::start(
+        "collect-host",
+        &["--http", &addr, "--http-allow-host", "Logs.Example"],
+    );
+    for path in ["/api/recent", "/api/stats", "/api/events", "/", "/healthz"] {
+        for host in [
+            "rebind.attacker.example".to_string(),
+            format!("rebind.attacker.example:{port}"),
+            format!("localhost.attacker.example:{port}"),
+        ] {
+            let (code, body) = request(port, path, &host, "");
+            assert_eq!(code, 403, "{path} for {host}: {body}");
+            assert!(body.contains("--http-allow-host"), "{body}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_string(),
+        format!("logs.example:{port}"),
+    ] {
+        let (code, body) = request(port, "/api/stats", &host, "");
+        assert_eq!(code, 200, "{host}: {body}");
+        serde_json::from_str::<Value>(&body).expect("the figures");
+    }
+}
+
+#[test]
+fn off_loopback_a_token_is_required_and_without_one_collect_does_not_start() {
+    let port = free_port();
+    let any = format!("0.0.0.0:{port}");
+    let out = common::logcollect("unused")
+        .args(["collect", "--dir"])
+        .arg(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("collect-notoken")))
+        .args(["--http", &any])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("0.0.0.0") && stderr.contains("not a loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--http-token-file"), "{stderr}");
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("collect-token"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-T0ken\n").expect("token file");
+    let token_arg = token_file.display().to_string();
+    let _page = Page::start(
+        "collect-token",
+        &["--http", &any, "--http-token-file", &token_arg],
+    );
+    let host = format!("127.0.0.1:{port}");
+    for path in ["/api/recent", "/api/stats", "/api/events"] {
+        let (code, _) = request(port, path, &host, "");
+        assert_eq!(code, 401, "{path} without the token");
+        let (code, _) = request(port, path, &host, "Authorization: Bearer wrong\r\n");
+        assert_eq!(code, 401, "{path} with a wrong token");
+        let (code, _) = request(port, &format!("{path}?token=s3cret"), &host, "");
+        assert_eq!(code, 401, "{path} with a prefix of the token");
+    }
+    let (code, body) = request(
+        port,
+        "/api/stats",
+        &host,
+        "Authorization: Bearer s3cret-T0ken\r\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok_and(|s| s["events"] == 0));
+    let (code, body) = request(port, "/api/recent?token=s3cret-T0ken", &host, "");
+    assert_eq!((code, body.as_str()), (200, "[]"));
+    // The page, its script and /healthz hold no events.
+    assert_eq!(request(port, "/", &host, "").0, 200);
+    assert_eq!(request(port, "/app.js", &host, "").0, 200);
+    assert_eq!(request(port, "/healthz", &host, "").0, 200);
+    // A foreign Host is refused even with the token.
+    let (code, _) = request(
+        port,
+        "/api/stats",
+        "rebind.attacker.example",
+        "Authorization: Bearer s3cret-T0ken\r\n",
+    );
+    assert_eq!(code, 403);
+}
+
+/// A live feed held open: its answer's head read.
+fn open_feed(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("the feed's head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+#[test]
+fn live_connections_are_capped_and_one_more_is_told_503() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _page = Page::start(
+        "collect-cap",
+        &["--http", &addr, "--http-max-connections", "2"],
+    );
+    let first = open_feed(port);
+    let _second = open_feed(port);
+    let (code, body) = request(port, "/healthz", "127.0.0.1", "");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("--http-max-connections"), "{body}");
+    let (code, _) = request(port, "/api/stats", "127.0.0.1", "");
+    assert_eq!(code, 503);
+    // One feed closed: room for one again.
+    drop(first);
+    wait_until(
+        "a connection is let in again",
+        Duration::from_secs(30),
+        || request(port, "/api/stats", "127.0.0.1", "").0 == 200,
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -18,6 +19,8 @@ pub struct Job {
     /// The live file the rotated one came from: its siblings `<live>.<span>[.gz|.zst]`.
     pub live: PathBuf,
     pub keep: Option<u32>,
+    /// Mode of the compressed file.
+    pub mode: u32,
 }
 
 #[derive(Clone)]
@@ -52,7 +55,7 @@ impl Compressor {
 
 fn run(job: &Job) -> io::Result<()> {
     if job.compress != Compression::None && job.rotated.exists() {
-        compress(&job.rotated, job.compress, job.level)?;
+        compress(&job.rotated, job.compress, job.level, job.mode)?;
     }
     if let Some(keep) = job.keep {
         prune(&job.live, keep)?;
@@ -62,7 +65,7 @@ fn run(job: &Job) -> io::Result<()> {
 
 /// `X` → `X.gz` (or `.zst`) through `X.gz.tmp`, synced, then `X` removed: a crash leaves
 /// either the plain file or the finished compressed one, never a truncated archive.
-pub fn compress(path: &Path, how: Compression, level: i32) -> io::Result<PathBuf> {
+pub fn compress(path: &Path, how: Compression, level: i32, mode: u32) -> io::Result<PathBuf> {
     if how == Compression::None {
         return Ok(path.to_path_buf());
     }
@@ -73,7 +76,14 @@ pub fn compress(path: &Path, how: Compression, level: i32) -> io::Result<PathBuf
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut input = BufReader::with_capacity(256 * 1024, File::open(path)?);
-    let out = BufWriter::with_capacity(256 * 1024, File::create(&tmp)?);
+    let tmp_file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    tmp_file.set_permissions(fs::Permissions::from_mode(mode))?;
+    let out = BufWriter::with_capacity(256 * 1024, tmp_file);
     let file = match how {
         Compression::Gzip => {
             let level = u32::try_from(level.clamp(0, 9)).unwrap_or(6);
@@ -83,6 +93,8 @@ pub fn compress(path: &Path, how: Compression, level: i32) -> io::Result<PathBuf
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(out, level.clamp(1, 22))?;
+            // A checksum per frame: a damaged archive fails to decode instead of lying.
+            enc.include_checksum(true)?;
             io::copy(&mut input, &mut enc)?;
             enc.finish()?.into_inner().map_err(|e| e.into_error())?
         }
@@ -205,7 +217,7 @@ mod tests {
                 "root.log.2026112{i}T190000.000-2026112{i}T200000.000"
             ));
             write_all(&p, &data);
-            let out = compress(&p, how, 3).unwrap();
+            let out = compress(&p, how, 3, 0o640).unwrap();
             let mut back = Vec::new();
             match how {
                 Compression::Gzip => {

@@ -351,21 +351,68 @@ fn logger_under(logger: &str, prefix: &str) -> bool {
     true
 }
 
-/// A name from the network made safe as one path component.
+/// Longest encoded name kept whole; longer ones are cut and end with a hash. Two of them, a
+/// `-`, `.log` and a rotated suffix (`.<span>.zst.tmp`, 48 bytes) stay under 255 bytes.
+const MAX_COMPONENT: usize = 100;
+/// `~` + 16 hex digits.
+const HASH_SUFFIX: usize = 17;
+
+/// A name from the network as one path component, one-to-one: bytes `a-z 0-9 . _ -` are kept
+/// (upper-case letters lower-cased), every other byte, `%`, and a leading `.`, `_` or `-` are
+/// percent-encoded (`%2f`, lower-case hex). A name that had upper-case letters, or whose
+/// encoding is longer than 100 bytes (cut there), ends with `~` and 64 bits of the SHA-256 of
+/// the name as it came. No two names share a component, on case-folding file systems too (no
+/// output holds an upper-case letter; `~` never appears unencoded); none is `.`, `..`, empty,
+/// or starts with `-` or `_` (the collector's own `_raw`, `_rejected`).
 pub fn path_component(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .take(100)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
+    encode_name(name, false)
+}
+
+/// `path_component`, with `-` encoded too: the facility of `<host>-<facility>.log`, so the
+/// last `-` of such a name is always the separator.
+pub fn path_component_no_dash(name: &str) -> String {
+    encode_name(name, true)
+}
+
+fn encode_name(name: &str, encode_dash: bool) -> String {
+    use std::fmt::Write as _;
+    if name.is_empty() {
+        // `%` alone is no encoding of any name.
+        return "%".to_string();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut upper = false;
+    for (i, b) in name.bytes().enumerate() {
+        let keep = match b {
+            b'a'..=b'z' | b'0'..=b'9' => true,
+            b'A'..=b'Z' => {
+                upper = true;
+                true
             }
-        })
-        .collect();
-    if out.is_empty() || out.chars().all(|c| c == '.') {
-        out = format!("_{out}");
+            b'.' | b'_' => i > 0,
+            b'-' => i > 0 && !encode_dash,
+            _ => false,
+        };
+        if keep {
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            let _ = write!(out, "%{b:02x}");
+        }
+    }
+    if upper || out.len() > MAX_COMPONENT {
+        let mut cut = out.len().min(MAX_COMPONENT - HASH_SUFFIX);
+        // Never in the middle of a `%xx`.
+        if let Some(p) = out[..cut].rfind('%') {
+            if cut - p < 3 {
+                cut = p;
+            }
+        }
+        out.truncate(cut);
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+        out.push('~');
+        for b in &digest[..8] {
+            let _ = write!(out, "{b:02x}");
+        }
     }
     out
 }
@@ -444,9 +491,71 @@ backup_count = 3
 
     #[test]
     fn names_from_the_network_stay_one_path_component() {
-        assert_eq!(path_component("../../etc"), ".._.._etc");
-        assert_eq!(path_component(".."), "_..");
-        assert_eq!(path_component(""), "_");
-        assert_eq!(path_component("a/b c"), "a_b_c");
+        assert_eq!(path_component("../../etc"), "%2e.%2f..%2fetc");
+        assert_eq!(path_component(".."), "%2e.");
+        assert_eq!(path_component("."), "%2e");
+        assert_eq!(path_component(""), "%");
+        assert_eq!(path_component("a/b c"), "a%2fb%20c");
+        assert_eq!(path_component("-rf"), "%2drf");
+        assert_eq!(path_component("_raw"), "%5fraw");
+        assert_eq!(path_component("a\0b"), "a%00b");
+        assert_eq!(path_component("50%"), "50%25");
+        assert_eq!(path_component("web-1.example_x"), "web-1.example_x");
+        assert_eq!(path_component_no_dash("web-1"), "web%2d1");
+        let upper = path_component("My_App");
+        assert!(
+            upper.starts_with("my_app~") && upper.len() == 6 + 17,
+            "{upper}"
+        );
+        // Long names are cut, never inside an escape, and stay distinct.
+        let long = "é".repeat(300);
+        let a = path_component(&long);
+        let b = path_component(&format!("{long}x"));
+        assert!(a.len() <= MAX_COMPONENT && b.len() <= MAX_COMPONENT, "{a}");
+        assert_ne!(a, b);
+        // Whole `%xx` escapes only.
+        let kept = &a[..a.len() - HASH_SUFFIX];
+        assert!(
+            kept.len().is_multiple_of(3) && kept.starts_with("%c3%a9"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn different_names_never_share_a_component_even_folded() {
+        let names = [
+            "my_app",
+            "my app",
+            "My_App",
+            "MY_APP",
+            "my%app",
+            "my%20app",
+            "my/app",
+            "my\u{0}app",
+            "my.app",
+            "my-app",
+            "_my_app",
+            ".my_app",
+            "my_app ",
+            "my_äpp",
+            "my_Äpp",
+            "",
+            "%",
+            "~",
+            "my_app~",
+            "my_app%7e",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for name in names {
+            let c = path_component(name).to_lowercase();
+            assert!(
+                !c.is_empty() && c != "." && c != ".." && !c.contains('/'),
+                "{c}"
+            );
+            assert!(!c.starts_with(['-', '.', '_']), "{c}");
+            if let Some(other) = seen.insert(c.clone(), name) {
+                panic!("`{name}` and `{other}` share `{c}`");
+            }
+        }
     }
 }

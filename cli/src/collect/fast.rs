@@ -255,12 +255,9 @@ impl<'a> Event<'a> {
             (None, "") => "-",
             (None, text) => text,
         };
-        match &self.time {
-            Some(t) => t.write(out),
-            None => out.push('-'),
-        }
-        if self.time.as_ref().is_some_and(|t| t.text().is_empty()) {
-            out.push('-');
+        match self.time.as_ref().map(Scalar::text) {
+            Some(t) if !t.is_empty() => out.push_str(&escape(&t)),
+            _ => out.push('-'),
         }
         out.push(' ');
         let level = escape(level);
@@ -310,6 +307,84 @@ impl<'a> Event<'a> {
                 out.push('\n');
             }
         }
+    }
+}
+
+/// What a document too long to be written whole keeps: where it goes and the line's head,
+/// read without building the rest (its other values are skipped, not copied).
+#[derive(serde::Deserialize)]
+pub struct Head<'a> {
+    #[serde(rename = "@timestamp", borrow)]
+    time: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    log: Option<Log<'a>>,
+    #[serde(borrow)]
+    service: Option<Named<'a>>,
+    #[serde(borrow)]
+    host: Option<Field<'a>>,
+    /// `classic`'s.
+    #[serde(borrow)]
+    logger: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    levelname: Option<Scalar<'a>>,
+}
+
+/// A value of the head, at most 1 KiB of it.
+fn short(s: Option<&Scalar<'_>>) -> Option<String> {
+    let text = s?.text();
+    let mut end = text.len().min(1024);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_string())
+}
+
+impl<'a> Head<'a> {
+    pub fn parse(json: &'a str) -> Head<'a> {
+        serde_json::from_str(json).unwrap_or(Head {
+            time: None,
+            log: None,
+            service: None,
+            host: None,
+            logger: None,
+            levelname: None,
+        })
+    }
+
+    pub fn service(&self, app_id: Option<&str>) -> String {
+        short(self.service.as_ref().and_then(|s| s.name.as_ref()))
+            .or_else(|| app_id.map(str::to_string))
+            .unwrap_or_else(|| "-".to_string())
+    }
+
+    pub fn logger(&self) -> String {
+        short(self.log.as_ref().and_then(|l| l.logger.as_ref()))
+            .or_else(|| short(self.logger.as_ref()))
+            .unwrap_or_else(|| "-".to_string())
+    }
+
+    pub fn level(&self) -> String {
+        short(self.log.as_ref().and_then(|l| l.level.as_ref()))
+            .or_else(|| short(self.levelname.as_ref()))
+            .unwrap_or_else(|| "-".to_string())
+    }
+
+    pub fn time(&self) -> String {
+        short(self.time.as_ref()).unwrap_or_else(|| "-".to_string())
+    }
+
+    pub fn host(&self) -> String {
+        let found = match &self.host {
+            Some(Field::Scalar(s)) => short(Some(s)),
+            Some(Field::Object(entries)) => ["hostname", "name"].iter().find_map(|k| {
+                entries.iter().find_map(|(key, v)| match v {
+                    Field::Scalar(s) if key == k => short(Some(s)),
+                    _ => None,
+                })
+            }),
+            _ => None,
+        };
+        found.unwrap_or_else(|| "-".to_string())
     }
 }
 
@@ -381,6 +456,7 @@ mod tests {
             r#"{"log":{"level":"custom7"},"process":{"pid":"p1"},"service":null,"error":{"message":12}}"#,
             r#"{"@timestamp":"2026-11-21T19:00:00.123456Z","ecs":{"version":"8.11.0"},"event":{"dataset":"bench","id":"0190a000"},"host":{"hostname":"bench-host"},"log":{"level":"INFO","logger":"loadgen"},"message":"load event","process":{"pid":4242,"thread":{"id":1}},"service":{"name":"bench"},"spans":["loadgen_batch"],"fields":{"seq_no":5,"worker":0,"payload":"xxxx"}}"#,
             r#"{}"#,
+            r#"{"@timestamp":"2026\r\n2026-01-01 FORGED\u0085\u009b","host":{"hostname":"h\nx"},"service":{"name":"s\u0007"},"log":{"level":"IN\nFO","logger":"l\u001b[2J"},"process":{"pid":"1\n2"},"message":"m\rn","fields":{"k\n":"v\u0085\n"}}"#,
         ];
         for text in docs {
             let doc: Json = serde_json::from_str(text).unwrap();

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Local};
@@ -13,22 +14,88 @@ use crate::json::Json;
 use crate::render::View;
 
 use super::compress::{self, Compressor, Job};
-use super::facilities::{path_component, Facilities, LineFormat, Settings};
+use super::facilities::{path_component, path_component_no_dash, Facilities, LineFormat, Settings};
 use super::format;
 use super::status::{FacilityStats, Status};
 
 /// Bytes kept in memory before they are written to the file (whole lines only).
 const BUFFER: usize = 128 * 1024;
 
-/// The service of messages that are not documents (written raw, never dropped).
-pub const RAW_SERVICE: &str = "_raw";
+/// The directory of messages that are not documents (written raw, never dropped). No
+/// service maps to it: a mapped name never starts with `_`.
+pub const RAW_DIR: &str = "_raw";
+/// The directory of messages that could not be written after `MAX_ATTEMPTS`.
+pub const REJECTED_DIR: &str = "_rejected";
+
+/// Entries of the table of files (most of them closed) past which idle ones are forgotten.
+const MAX_TABLE: usize = 4096;
+
+/// Permissions of what the collector creates (before the umask, which is not applied: the
+/// modes are set as given).
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    pub file: u32,
+    pub dir: u32,
+}
+
+/// `dir` and its missing parents, created with `mode`.
+pub fn create_dirs(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dirs(parent, mode)?;
+        }
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` for appending, creating it (and its directory) with the given modes.
+pub fn open_append(path: &Path, modes: Modes) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        create_dirs(dir, modes.dir)?;
+    }
+    let mut options = OpenOptions::new();
+    options.append(true).read(true);
+    match options.clone().create_new(true).mode(modes.file).open(path) {
+        Ok(file) => {
+            file.set_permissions(fs::Permissions::from_mode(modes.file))?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// What became of one appended line.
+pub struct Appended {
+    /// The file was synced after it.
+    pub synced: bool,
+    /// The line is in the file's buffer, but writing or syncing failed after it: retried at
+    /// the next line and at the next sync.
+    pub deferred: Option<io::Error>,
+}
 
 /// One facility's file.
 pub struct LogFile {
     path: PathBuf,
     settings: Settings,
+    modes: Modes,
     out: Option<File>,
+    /// Device and inode of `out`, to notice the path moved or removed under us.
+    id: (u64, u64),
+    /// Lines not written yet. Only what `write` took is removed, so a failure part-way never
+    /// writes a byte twice.
     buf: Vec<u8>,
+    /// The file ends inside a line whose rest is in `buf` (a write stopped part-way).
+    mid_line: bool,
+    /// A write or sync failed after a line was taken: retried before the next line.
+    broken: bool,
     size: u64,
     /// Events written since the last sync.
     unsynced: u64,
@@ -39,6 +106,8 @@ pub struct LogFile {
     next_rotation: Option<DateTime<Local>>,
     /// End of the last rotated file's span, so every name is new and later names sort later.
     last_end: Option<DateTime<Local>>,
+    /// For the least-recently-used close.
+    last_used: u64,
     stats: Arc<FacilityStats>,
 }
 
@@ -46,6 +115,7 @@ impl LogFile {
     fn new(
         path: PathBuf,
         settings: Settings,
+        modes: Modes,
         now: DateTime<Local>,
         stats: Arc<FacilityStats>,
     ) -> Self {
@@ -53,14 +123,19 @@ impl LogFile {
         LogFile {
             path,
             settings,
+            modes,
             out: None,
-            buf: Vec::with_capacity(BUFFER),
+            id: (0, 0),
+            buf: Vec::new(),
+            mid_line: false,
+            broken: false,
             size: 0,
             unsynced: 0,
             dirty: false,
             started: now,
             next_rotation,
             last_end: None,
+            last_used: 0,
             stats,
         }
     }
@@ -71,16 +146,10 @@ impl LogFile {
         if self.out.is_some() {
             return Ok(());
         }
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)?;
-        let len = file.metadata()?.len();
-        if len > 0 {
+        let mut file = open_append(&self.path, self.modes)?;
+        let meta = file.metadata()?;
+        let len = meta.len();
+        if len > 0 && !self.mid_line {
             let mut last = [0u8; 1];
             file.seek(SeekFrom::Start(len - 1))?;
             file.read_exact(&mut last)?;
@@ -88,19 +157,26 @@ impl LogFile {
                 file.write_all(b"\n")?;
             }
         }
-        self.size = file.metadata()?.len();
+        self.id = (meta.dev(), meta.ino());
+        self.size = file.metadata()?.len().saturating_add(self.buf.len() as u64);
         self.out = Some(file);
         self.stats.set_file(&self.path);
         Ok(())
     }
 
-    /// Appends one event's bytes, rotating first when they would pass `max_size`.
+    /// Appends one event's bytes, rotating first when they would pass `max_size`. An error
+    /// means the line was not taken (nothing of it is written); once taken, a failure is
+    /// handed back in `Appended::deferred`.
     fn append(
         &mut self,
         bytes: &[u8],
         now: DateTime<Local>,
         compressor: &Compressor,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Appended> {
+        if self.broken {
+            self.write_out()?;
+            self.broken = false;
+        }
         self.open()?;
         let len = bytes.len() as u64;
         if let Some(max) = self.settings.max_size {
@@ -109,31 +185,67 @@ impl LogFile {
                 self.open()?;
             }
         }
+        if self.buf.capacity() == 0 {
+            self.buf
+                .reserve(BUFFER.min(bytes.len().saturating_mul(16)).max(4096));
+        }
         self.buf.extend_from_slice(bytes);
         self.size = self.size.saturating_add(len);
         self.unsynced += 1;
         self.dirty = true;
         self.stats.add(len);
-        if self.buf.len() >= BUFFER {
-            self.write_out()?;
+        let after = (|| {
+            if self.buf.len() >= BUFFER {
+                self.write_out()?;
+            }
+            if self.unsynced >= self.settings.flush_every {
+                self.sync()?;
+                return Ok(true);
+            }
+            Ok(false)
+        })();
+        match after {
+            Ok(synced) => Ok(Appended {
+                synced,
+                deferred: None,
+            }),
+            Err(e) => {
+                self.broken = true;
+                Ok(Appended {
+                    synced: false,
+                    deferred: Some(e),
+                })
+            }
         }
-        if self.unsynced >= self.settings.flush_every {
-            self.sync()?;
-            return Ok(true);
-        }
-        Ok(false)
     }
 
+    /// Writes the buffer; what the kernel took leaves the buffer even when a later write
+    /// fails, so a retry continues where this stopped.
     fn write_out(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         self.open()?;
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(&self.buf)?;
+        let Some(out) = self.out.as_mut() else {
+            return Err(io::Error::other("the file is not open"));
+        };
+        let mut written = 0;
+        let result = loop {
+            if written == self.buf.len() {
+                break Ok(());
+            }
+            match out.write(&self.buf[written..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if written > 0 {
+            self.mid_line = self.buf[written - 1] != b'\n';
         }
-        self.buf.clear();
-        Ok(())
+        self.buf.drain(..written);
+        result
     }
 
     /// Everything written reaches the disk (fdatasync).
@@ -155,7 +267,40 @@ impl LogFile {
     fn close(&mut self) -> io::Result<()> {
         self.sync()?;
         self.out = None;
+        if self.buf.is_empty() {
+            // A closed file holds no memory: thousands of them may be in the table.
+            self.buf = Vec::new();
+        }
         Ok(())
+    }
+
+    /// After a failure: the descriptor is let go whatever happens; unwritten lines stay in
+    /// the buffer for the next open of the path.
+    fn abandon(&mut self) {
+        let _ = self.write_out();
+        if let Some(out) = self.out.take() {
+            let _ = out.sync_data();
+        }
+    }
+
+    /// The path no longer names the open file (moved or removed under the daemon): the old
+    /// one is synced and let go, the path opened anew; lines not yet written go to the new
+    /// file. True when it was reopened.
+    fn reopen_if_moved(&mut self) -> io::Result<bool> {
+        let Some(out) = self.out.as_ref() else {
+            return Ok(false);
+        };
+        let same = fs::metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.id)
+            .unwrap_or(false);
+        if same {
+            return Ok(false);
+        }
+        let _ = out.sync_data();
+        self.out = None;
+        self.mid_line = false;
+        self.open()?;
+        Ok(true)
     }
 
     /// Renames the file to `<file>.<start>-<end>` and hands it to the compressor, which
@@ -209,6 +354,7 @@ impl LogFile {
                 level: self.settings.compress_level,
                 live: self.path.clone(),
                 keep: self.settings.backup_count,
+                mode: self.modes.file,
             });
         }
         Ok(())
@@ -246,11 +392,22 @@ fn stamp(t: &DateTime<Local>) -> String {
     t.format("%Y%m%dT%H%M%S%.3f").to_string()
 }
 
-/// Every facility file, by (service, facility, host).
+/// Every facility file, by path: names that map to one path share one writer, so no two
+/// writers ever rotate or compress each other's file.
 pub struct Writers {
     dir: PathBuf,
     facilities: Facilities,
-    files: HashMap<String, LogFile>,
+    modes: Modes,
+    files: HashMap<PathBuf, LogFile>,
+    /// `service\0facility\0host` → path, so names are mapped once.
+    paths: HashMap<String, PathBuf>,
+    /// The key and path of the last line: consecutive lines of one file map nothing.
+    last_key: String,
+    last_path: PathBuf,
+    /// Open files at most (least recently used ones are synced and closed past it).
+    max_open: usize,
+    open: usize,
+    clock: u64,
     compressor: Compressor,
     status: Arc<Status>,
     line: Vec<u8>,
@@ -264,13 +421,22 @@ impl Writers {
     pub fn new(
         dir: PathBuf,
         facilities: Facilities,
+        modes: Modes,
+        max_open: usize,
         compressor: Compressor,
         status: Arc<Status>,
     ) -> Writers {
         Writers {
             dir,
             facilities,
+            modes,
             files: HashMap::new(),
+            paths: HashMap::new(),
+            last_key: String::new(),
+            last_path: PathBuf::new(),
+            max_open: max_open.max(1),
+            open: 0,
+            clock: 0,
             compressor,
             status,
             line: Vec::with_capacity(1024),
@@ -307,7 +473,7 @@ impl Writers {
         )
     }
 
-    /// Writes one `text` line, already formatted, to its facility's file.
+    /// Writes one line, already formatted, to the facility file of `service` and `logger`.
     pub fn write_line(
         &mut self,
         service: &str,
@@ -326,16 +492,32 @@ impl Writers {
         r
     }
 
-    /// A message that is not a document: one raw line in the `_raw` service's file.
+    /// A message (or the part of one) that is not a document: one raw line in
+    /// `DIR/_raw/root.log`.
     pub fn write_raw(
         &mut self,
         routing_key: &str,
         body: &[u8],
         now: DateTime<Local>,
     ) -> io::Result<()> {
-        let mut line = Vec::with_capacity(body.len() + 64);
+        let mut line = Vec::with_capacity(body.len().min(1 << 20) + 64);
         format::raw(&mut line, routing_key, body);
-        self.append(RAW_SERVICE, "root", None, &line, now)
+        let path = self.dir.join(RAW_DIR).join("root.log");
+        self.append_at(&path, RAW_DIR, "root", &line, now)
+    }
+
+    /// The path of a facility's file: `DIR/<service>/<facility>.log`, or
+    /// `<host>-<facility>.log`, every name mapped one-to-one (`path_component`).
+    fn path_of(&self, service: &str, facility: &str, host: Option<&str>) -> PathBuf {
+        let file = match host {
+            Some(h) => format!(
+                "{}-{}.log",
+                path_component(h),
+                path_component_no_dash(facility)
+            ),
+            None => format!("{}.log", path_component(facility)),
+        };
+        self.dir.join(path_component(service)).join(file)
     }
 
     fn append(
@@ -351,34 +533,110 @@ impl Writers {
         self.key.push('\0');
         self.key.push_str(facility);
         self.key.push('\0');
-        self.key.push_str(host.unwrap_or(""));
-        if !self.files.contains_key(&self.key) {
+        if let Some(h) = host {
+            self.key.push('\0');
+            self.key.push_str(h);
+        }
+        let mut path = std::mem::take(&mut self.last_path);
+        if self.key != self.last_key || path.as_os_str().is_empty() {
+            match self.paths.get(&self.key) {
+                Some(p) => p.clone_into(&mut path),
+                None => {
+                    if self.paths.len() >= 8 * MAX_TABLE {
+                        self.paths.clear();
+                    }
+                    path = self.path_of(service, facility, host);
+                    self.paths.insert(self.key.clone(), path.clone());
+                }
+            }
+            self.last_key.clear();
+            self.last_key.push_str(&self.key);
+        }
+        let r = self.append_at(&path, service, facility, line, now);
+        self.last_path = path;
+        r
+    }
+
+    fn append_at(
+        &mut self,
+        path: &Path,
+        service: &str,
+        facility: &str,
+        line: &[u8],
+        now: DateTime<Local>,
+    ) -> io::Result<()> {
+        if !self.files.contains_key(path) {
             // A facility's name is its own logger prefix: routing it finds its settings.
             let settings = self.facilities.route(service, facility).settings.clone();
-            let file = match host {
-                Some(h) => format!("{}-{}.log", path_component(h), path_component(facility)),
-                None => format!("{}.log", path_component(facility)),
-            };
-            let path = self.dir.join(path_component(service)).join(file);
             // Rotated files a crash left uncompressed are compressed now.
-            for left in compress::leftovers(&path, settings.compress) {
+            for left in compress::leftovers(path, settings.compress) {
                 self.compressor.submit(Job {
                     rotated: left,
                     compress: settings.compress,
                     level: settings.compress_level,
-                    live: path.clone(),
+                    live: path.to_path_buf(),
                     keep: settings.backup_count,
+                    mode: self.modes.file,
                 });
             }
             let stats = self.status.facility(&format!("{service}:{facility}"));
-            self.files
-                .insert(self.key.clone(), LogFile::new(path, settings, now, stats));
+            self.files.insert(
+                path.to_path_buf(),
+                LogFile::new(path.to_path_buf(), settings, self.modes, now, stats),
+            );
         }
-        let Some(file) = self.files.get_mut(&self.key) else {
+        let closed = self.files.get(path).is_some_and(|f| f.out.is_none());
+        if closed {
+            self.make_room(path)?;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let Some(file) = self.files.get_mut(path) else {
             return Err(io::Error::other("facility file vanished from the table"));
         };
-        if file.append(line, now, &self.compressor)? {
+        file.last_used = clock;
+        let was_open = file.out.is_some();
+        let result = file.append(line, now, &self.compressor);
+        let is_open = file.out.is_some();
+        self.count_open(was_open, is_open);
+        let appended = result?;
+        if appended.synced {
             self.synced = true;
+        }
+        if let Some(e) = appended.deferred {
+            self.status.error(format!(
+                "writing {}: {e} (the line is kept and written again)",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn count_open(&mut self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => self.open += 1,
+            (true, false) => self.open = self.open.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// Below the cap of open files before `path` is opened: the least recently used others
+    /// are synced and closed.
+    fn make_room(&mut self, path: &Path) -> io::Result<()> {
+        while self.open >= self.max_open {
+            let victim = self
+                .files
+                .iter()
+                .filter(|(p, f)| f.out.is_some() && p.as_path() != path)
+                .min_by_key(|(_, f)| f.last_used)
+                .map(|(p, _)| p.clone());
+            let Some(victim) = victim else {
+                break;
+            };
+            if let Some(f) = self.files.get_mut(&victim) {
+                f.close()?;
+                self.open = self.open.saturating_sub(1);
+            }
         }
         Ok(())
     }
@@ -389,21 +647,73 @@ impl Writers {
         self.synced || self.files.values().all(|f| !f.dirty)
     }
 
-    /// Every file synced: what was written is on disk and can be acked.
+    /// Every file synced: what was written is on disk and can be acked. Every file is tried;
+    /// the first error is returned.
     pub fn sync_all(&mut self) -> io::Result<()> {
+        let mut first = None;
         for f in self.files.values_mut() {
-            f.sync()?;
+            if let Err(e) = f.sync() {
+                f.broken = true;
+                first.get_or_insert_with(|| {
+                    io::Error::new(e.kind(), format!("{}: {e}", f.path.display()))
+                });
+            }
         }
         self.synced = false;
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Scheduled rotations that are due, whether or not events arrive.
     pub fn rotate_due(&mut self, now: DateTime<Local>) -> io::Result<()> {
+        let mut first = None;
         for f in self.files.values_mut() {
-            f.rotate_if_due(now, &self.compressor)?;
+            let was = f.out.is_some();
+            let r = f.rotate_if_due(now, &self.compressor);
+            if was && f.out.is_none() {
+                self.open = self.open.saturating_sub(1);
+            }
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Files moved or removed under the daemon are reopened at their path (within a tick);
+    /// idle closed entries are forgotten past `MAX_TABLE`.
+    pub fn check_paths(&mut self) {
+        for f in self.files.values_mut() {
+            match f.reopen_if_moved() {
+                Ok(true) => eprintln!(
+                    "logcollect collect: {} was moved or removed: reopened at its path",
+                    f.path.display()
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    self.open = self.open.saturating_sub(1);
+                    self.status.error(format!(
+                        "cannot reopen {} (moved or removed): {e}",
+                        f.path.display()
+                    ));
+                }
+            }
+        }
+        if self.files.len() > MAX_TABLE {
+            self.files
+                .retain(|_, f| f.out.is_some() || f.dirty || !f.buf.is_empty());
+        }
+    }
+
+    /// After a write failure: every descriptor let go (unwritten lines kept), so the next
+    /// attempt opens the paths afresh.
+    pub fn abandon_all(&mut self) {
+        for f in self.files.values_mut() {
+            f.abandon();
+        }
+        self.open = 0;
     }
 
     /// SIGHUP: every file synced and closed (reopened by its next line), and the new
@@ -412,30 +722,35 @@ impl Writers {
         for f in self.files.values_mut() {
             f.close()?;
         }
+        self.open = 0;
         self.synced = false;
         if let Some(facilities) = facilities {
             self.facilities = facilities;
             // Settings and schedules come from the new file.
             self.files.clear();
+            self.paths.clear();
+            self.last_key.clear();
         }
         Ok(())
     }
 
     pub fn open_files(&self) -> usize {
-        self.files.values().filter(|f| f.out.is_some()).count()
+        self.open
     }
 
-    /// Closes files idle since the last call, so a stream of many services does not run out
-    /// of descriptors.
-    pub fn close_if_too_many(&mut self, max: usize) -> io::Result<()> {
-        if self.open_files() <= max {
-            return Ok(());
+    /// A message that could not be written: kept whole, with the reason, as one JSON line
+    /// in `DIR/_rejected/rejected.log`, synced before the message is acked.
+    pub fn reject(&mut self, record: &serde_json::Value) -> io::Result<PathBuf> {
+        let path = self.dir.join(REJECTED_DIR).join("rejected.log");
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = open_append(&path, self.modes)?;
+        let before = file.metadata()?.len();
+        if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
+            // Whole or nothing: a line cut by a full disk is taken back.
+            let _ = file.set_len(before);
+            return Err(e);
         }
-        for f in self.files.values_mut() {
-            if !f.dirty {
-                f.close()?;
-            }
-        }
-        Ok(())
+        Ok(path)
     }
 }

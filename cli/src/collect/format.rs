@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::json::Json;
-use crate::render::{escape, is_classic, quote, View};
+use crate::render::{escape, escape_c1_bytes, is_classic, quote, View};
 
 use super::facilities::LineFormat;
 
@@ -11,8 +11,11 @@ use super::facilities::LineFormat;
 pub fn line(out: &mut Vec<u8>, format: LineFormat, view: &View, doc: &Json) {
     match format {
         LineFormat::Ndjson => {
-            // Json's keys keep their order; serialising it cannot fail.
+            // Json's keys keep their order; serialising it cannot fail. C0 controls are
+            // escaped by serde_json, DEL and C1 here: still the same JSON.
+            let from = out.len();
             let _ = serde_json::to_writer(&mut *out, doc);
+            escape_c1_bytes(out, from);
             out.push(b'\n');
         }
         LineFormat::Text => {
@@ -35,9 +38,9 @@ fn text(out: &mut String, view: &View, doc: &Json) {
         out,
         "{} {:<5} {}[{}] {}: {}",
         if view.time.is_empty() {
-            "-"
+            std::borrow::Cow::Borrowed("-")
         } else {
-            &view.time
+            escape(&view.time)
         },
         escape(level),
         escape(&view.host),
@@ -62,6 +65,53 @@ fn text(out: &mut String, view: &View, doc: &Json) {
             out.push_str("    ");
             out.push_str(&escape(l));
             out.push('\n');
+        }
+    }
+}
+
+/// A document longer than `limit` bytes: one line in its facility's file that says so and
+/// keeps its first `limit` bytes (as text, escaped; in `ndjson`, a valid document with the
+/// head as a string).
+pub fn cut(
+    out: &mut Vec<u8>,
+    format: LineFormat,
+    head: &super::fast::Head<'_>,
+    app_id: Option<&str>,
+    doc: &str,
+    limit: usize,
+) {
+    let mut end = limit.min(doc.len());
+    while !doc.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept = &doc[..end];
+    let note = format!("[document of {} bytes cut to its first {end}]", doc.len());
+    match format {
+        LineFormat::Ndjson => {
+            let from = out.len();
+            let cut = serde_json::json!({
+                "@timestamp": head.time(),
+                "log": {"level": head.level(), "logger": head.logger()},
+                "service": {"name": head.service(app_id)},
+                "host": {"hostname": head.host()},
+                "message": note,
+                "logcollect": {"cut": {"bytes": doc.len(), "kept": end, "head": kept}},
+            });
+            let _ = serde_json::to_writer(&mut *out, &cut);
+            escape_c1_bytes(out, from);
+            out.push(b'\n');
+        }
+        LineFormat::Text => {
+            let level = head.level();
+            let _ = writeln!(
+                Adapter(out),
+                "{} {:<5} {}[-] {}: {note} {}",
+                escape(&head.time()),
+                escape(&level),
+                escape(&head.host()),
+                escape(&head.logger()),
+                escape(kept)
+            );
         }
     }
 }

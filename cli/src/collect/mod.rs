@@ -8,6 +8,7 @@ mod file;
 mod format;
 mod status;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -17,8 +18,8 @@ use std::time::Duration;
 use clap::Args;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
@@ -29,9 +30,19 @@ use crate::exit;
 use crate::render::View;
 use facilities::Facilities;
 use facilities::LineFormat;
-use file::Writers;
+use file::{Modes, Writers};
+use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use status::Status;
+use status::{Access, Status};
+
+/// Attempts at writing a message before it goes to `DIR/_rejected/`.
+const MAX_ATTEMPTS: u32 = 3;
+/// Descriptors kept for everything but the files (standard streams, the runtime, the broker
+/// connection, signals, the compressor, the dead-letter file), besides the status page's own.
+const RESERVED_FDS: u64 = 32;
+/// Open files at most when the descriptor limit allows more (each holds up to 128 KiB of
+/// lines in memory).
+const DEFAULT_MAX_OPEN: u64 = 256;
 
 pub const AFTER_HELP: &str = "\
 At-least-once: a message is acked once every event it holds is written and synced (per the
@@ -39,13 +50,14 @@ facility's flush_every); killed at any moment, what was not acked is delivered a
 event may then appear twice, with the same event.id). Memory is bounded by --prefetch.
 Signals: SIGHUP syncs and reopens every file (after an external logrotate) and reloads the
 facilities file; SIGTERM or Ctrl-C stops consuming, syncs, acks what was written, and exits.
-A message that is not a JSON document is written raw to DIR/_raw/root.log. See README.md,
-\"Central files\", for the facilities file.
+A message that is not a JSON document is written raw to DIR/_raw/root.log; one that still
+cannot be written after 3 attempts goes whole, with the reason, to DIR/_rejected/rejected.log
+and is acked. See README.md, \"Central files\", for the facilities file and the file names.
 
 Exit status:
   0    stopped by SIGTERM or Ctrl-C after syncing
   1    the connection could not be opened or was lost
-  2    usage or configuration error (the facilities file, --dir)";
+  2    usage or configuration error (the facilities file, --dir, the status page's access)";
 
 #[derive(Args, Debug)]
 pub struct CollectArgs {
@@ -79,6 +91,128 @@ pub struct CollectArgs {
     #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+
+    /// A host name the status page also answers to (besides localhost, 127.0.0.1, [::1]);
+    /// repeat for several. Requests naming any other Host are refused (DNS rebinding)
+    #[arg(long = "http-allow-host", value_name = "NAME", requires = "http")]
+    pub http_allow_hosts: Vec<String>,
+
+    /// Bearer token the status page's /api/* require (`Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN`); required when --http binds anything but loopback
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        requires = "http",
+        conflicts_with = "http_token_file"
+    )]
+    pub http_token: Option<String>,
+
+    /// --http-token, read from FILE (its first line), so it is not in the process list
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
+
+    /// Live connections to the status page at most; one more is answered 503
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_max_connections: u16,
+
+    /// Files open at most (least recently used ones are synced and closed past it); by
+    /// default 256, or fewer when the descriptor limit (ulimit -n) asks
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_open_files: Option<u64>,
+
+    /// A document longer than this is written cut to it, with a marker
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_document_bytes: u64,
+
+    /// Mode of the files created (octal; set as given, the umask does not apply)
+    #[arg(long, value_name = "MODE", default_value = "640", value_parser = parse_mode)]
+    pub file_mode: u32,
+
+    /// Mode of the directories created (octal)
+    #[arg(long, value_name = "MODE", default_value = "750", value_parser = parse_mode)]
+    pub dir_mode: u32,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("`{s}` is not an octal mode such as 640")),
+    }
+}
+
+/// The status page's access rule, checked before anything starts.
+fn http_access(args: &CollectArgs) -> Result<Access, String> {
+    let token = match (&args.http_token, &args.http_token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --http-token-file {}: {e}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err("the status page's token is empty".into());
+    }
+    if let Some(addr) = args.http {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(format!(
+                "--http {addr} is not a loopback address: whoever reaches it could read the \
+                 logs; give a token (--http-token-file FILE, or --http-token TOKEN), or bind \
+                 127.0.0.1"
+            ));
+        }
+    }
+    Ok(Access {
+        allow_hosts: args
+            .http_allow_hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        token,
+    })
+}
+
+/// The cap on open files: what the descriptor limit leaves once the rest is set aside.
+fn max_open_files(args: &CollectArgs) -> Result<usize, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let http = if args.http.is_some() {
+        u64::from(args.http_max_connections) + status::REFUSING as u64 + 1
+    } else {
+        0
+    };
+    let room = soft.saturating_sub(RESERVED_FDS).saturating_sub(http);
+    if room < 4 {
+        return Err(format!(
+            "the descriptor limit ({soft}, ulimit -n) leaves {room} for files once \
+             {RESERVED_FDS} are set aside, and {http} for the status page: raise it, or lower \
+             --http-max-connections"
+        ));
+    }
+    let cap = match args.max_open_files {
+        Some(n) if n > room => {
+            eprintln!(
+                "logcollect collect: --max-open-files {n} lowered to {room}: the descriptor \
+                 limit is {soft}"
+            );
+            room
+        }
+        Some(n) => n,
+        None => room.min(DEFAULT_MAX_OPEN),
+    };
+    Ok(usize::try_from(cap).unwrap_or(usize::MAX))
 }
 
 /// Why the consume loop ended.
@@ -98,7 +232,25 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
         },
         None => Facilities::default(),
     };
-    if let Err(e) = std::fs::create_dir_all(&args.dir) {
+    let access = match http_access(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("logcollect collect: {e}");
+            return exit::USAGE;
+        }
+    };
+    let max_open = match max_open_files(&args) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("logcollect collect: {e}");
+            return exit::USAGE;
+        }
+    };
+    let modes = Modes {
+        file: args.file_mode,
+        dir: args.dir_mode,
+    };
+    if let Err(e) = file::create_dirs(&args.dir, modes.dir) {
         eprintln!(
             "logcollect collect: cannot create --dir {}: {e}",
             args.dir.display()
@@ -120,12 +272,22 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
         args.queue.clone(),
         args.dir.clone(),
         args.css.clone(),
+        args.http.is_some(),
+        access,
     ));
     let (compressor, compress_thread) = compress::Compressor::start(status.clone());
-    let writers = Writers::new(args.dir.clone(), facilities, compressor, status.clone());
+    let writers = Writers::new(
+        args.dir.clone(),
+        facilities,
+        modes,
+        max_open,
+        compressor,
+        status.clone(),
+    );
     let end = runtime.block_on(async {
         if let Some(addr) = args.http {
-            match status::bind(addr).await {
+            let cap = usize::from(args.http_max_connections);
+            match status::bind(addr, cap, status.connections.clone()).await {
                 Ok(listener) => {
                     eprintln!("logcollect collect: status page on http://{addr}/");
                     tokio::spawn(status::serve(status.clone(), listener));
@@ -293,22 +455,44 @@ async fn watch_backlog(channel: Channel, queue: String, status: Arc<Status>) {
     }
 }
 
-/// Acks written messages, or hands them back after a write failure.
+/// Acks written messages once the files they went to are synced.
 struct Acks {
     /// Delivery tag of the newest message written and not yet acked.
     last: Option<u64>,
     pending: usize,
+    /// A sync failed: no message is taken until one succeeds, tried again after `pause`.
+    stalled: bool,
+    pause: Duration,
 }
 
 impl Acks {
-    /// Everything up to `last`, in one `multiple` ack, once the files are synced.
-    async fn ack(&mut self, channel: &Channel, writers: &mut Writers) -> Result<(), String> {
+    /// Everything up to `last`, in one `multiple` ack, once the files are synced. A failed
+    /// sync is not fatal: nothing is acked, no new message is taken, and the sync is tried
+    /// again after a pause (0.5 s, doubling to 30 s). `Err` only when the broker cannot take
+    /// the ack.
+    async fn ack(
+        &mut self,
+        channel: &Channel,
+        writers: &mut Writers,
+        status: &Status,
+    ) -> Result<(), String> {
         let Some(tag) = self.last else {
+            self.stalled = false;
             return Ok(());
         };
-        writers
-            .sync_all()
-            .map_err(|e| format!("cannot sync the files: {e}"))?;
+        if let Err(e) = writers.sync_all() {
+            status.error(format!(
+                "cannot sync the files: {e}; nothing is acked, trying again in {:?}",
+                self.pause
+            ));
+            self.stalled = true;
+            return Ok(());
+        }
+        if self.stalled {
+            eprintln!("logcollect collect: the files are synced again");
+            self.stalled = false;
+            self.pause = Duration::from_millis(500);
+        }
         channel
             .basic_ack(tag, BasicAckOptions { multiple: true })
             .await
@@ -335,15 +519,17 @@ async fn consume(
     };
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
-    // Rotation schedules and idle acks: a timer, not only arriving messages.
+    // Rotation schedules, moved files and idle acks: a timer, not only arriving messages.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut acks = Acks {
         last: None,
         pending: 0,
+        stalled: false,
+        pause: Duration::from_millis(500),
     };
-    let mut backoff = Duration::from_millis(500);
     let prefetch = usize::from(args.prefetch);
+    let max_doc = usize::try_from(args.max_document_bytes).unwrap_or(usize::MAX);
     let mut line = String::with_capacity(1024);
     let end = loop {
         let delivery = tokio::select! {
@@ -360,7 +546,7 @@ async fn consume(
                     },
                     None => None,
                 };
-                if let Err(e) = acks.ack(channel, &mut writers).await {
+                if let Err(e) = acks.ack(channel, &mut writers, &status).await {
                     break End::Failed(e);
                 }
                 if let Err(e) = writers.reopen(reloaded) {
@@ -369,21 +555,28 @@ async fn consume(
                 eprintln!("logcollect collect: SIGHUP: files reopened, facilities reloaded");
                 continue;
             }
+            _ = tokio::time::sleep(acks.pause), if acks.stalled => {
+                acks.pause = (acks.pause * 2).min(Duration::from_secs(30));
+                if let Err(e) = acks.ack(channel, &mut writers, &status).await {
+                    break End::Failed(e);
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 let now = chrono::Local::now();
                 if let Err(e) = writers.rotate_due(now) {
                     status.error(format!("rotation failed: {e}"));
                 }
-                if let Err(e) = acks.ack(channel, &mut writers).await {
-                    break End::Failed(e);
-                }
-                if let Err(e) = writers.close_if_too_many(512) {
-                    status.error(format!("cannot close idle files: {e}"));
+                writers.check_paths();
+                if !acks.stalled {
+                    if let Err(e) = acks.ack(channel, &mut writers, &status).await {
+                        break End::Failed(e);
+                    }
                 }
                 status.open_files.store(writers.open_files() as u64, Ordering::Relaxed);
                 continue;
             }
-            next = consumer.next() => next,
+            next = consumer.next(), if !acks.stalled => next,
         };
         let delivery = match delivery {
             Some(Ok(d)) => d,
@@ -394,39 +587,72 @@ async fn consume(
                 break End::Failed("the broker cancelled the subscription (queue deleted?)".into())
             }
         };
-        let now = chrono::Local::now();
-        let written = write_message(&delivery, &mut writers, &status, now, &mut line);
-        match written {
-            Ok(()) => {
-                backoff = Duration::from_millis(500);
-                acks.last = Some(delivery.delivery_tag);
-                acks.pending += 1;
-                if writers.ack_point() || acks.pending >= prefetch / 2 {
-                    if let Err(e) = acks.ack(channel, &mut writers).await {
-                        break End::Failed(e);
+        // Written in place, however many attempts it takes: an attempt starts after the
+        // events the last one wrote, so none is written twice; after MAX_ATTEMPTS the message
+        // goes whole to DIR/_rejected/, and it is acked either way.
+        let mut done = 0usize;
+        let mut attempts = 0u32;
+        let mut pause = Duration::from_millis(500);
+        let stopped = loop {
+            let now = chrono::Local::now();
+            let written = write_message(
+                &delivery,
+                &mut writers,
+                &status,
+                now,
+                &mut line,
+                done,
+                attempts == 0,
+                max_doc,
+            );
+            let (at, e) = match written {
+                Ok(()) => break false,
+                Err(failure) => failure,
+            };
+            done = at;
+            attempts = attempts.saturating_add(1);
+            status.error(format!(
+                "cannot write a message (attempt {attempts} of {MAX_ATTEMPTS}; {done} of its \
+                 events written, none twice): {e}"
+            ));
+            writers.abandon_all();
+            if attempts >= MAX_ATTEMPTS {
+                let record = rejection(&delivery, &args.queue, &e, attempts, done);
+                match writers.reject(&record) {
+                    Ok(path) => {
+                        status.rejected_messages.fetch_add(1, Ordering::Relaxed);
+                        status.error(format!(
+                            "message rejected after {attempts} attempts: kept whole in {} \
+                             ({done} of its events were written to their files)",
+                            path.display()
+                        ));
+                        break false;
                     }
+                    Err(re) => status.error(format!(
+                        "cannot keep the message in DIR/{}/ either: {re}; it stays unacked and \
+                         is tried again",
+                        file::REJECTED_DIR
+                    )),
                 }
             }
-            Err(e) => {
-                // Nothing is acked that is not on disk: this message and those written since
-                // the last ack go back to the queue; a pause keeps a full disk from spinning.
-                status.error(format!(
-                    "cannot write: {e}; the message goes back to the queue"
-                ));
-                let _ = writers.reopen(None);
-                let _ = channel
-                    .basic_nack(
-                        delivery.delivery_tag,
-                        BasicNackOptions {
-                            multiple: true,
-                            requeue: true,
-                        },
-                    )
-                    .await;
-                acks.last = None;
-                acks.pending = 0;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            let slept = tokio::select! {
+                _ = &mut interrupt => false,
+                _ = term.recv() => false,
+                _ = tokio::time::sleep(pause) => true,
+            };
+            if !slept {
+                break true;
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
+        };
+        if stopped {
+            break End::Stopped;
+        }
+        acks.last = Some(delivery.delivery_tag);
+        acks.pending += 1;
+        if writers.ack_point() || acks.pending >= prefetch / 2 {
+            if let Err(e) = acks.ack(channel, &mut writers, &status).await {
+                break End::Failed(e);
             }
         }
     };
@@ -437,105 +663,272 @@ async fn consume(
             BasicCancelOptions::default(),
         )
         .await;
-    if let Err(e) = acks.ack(channel, &mut writers).await {
+    acks.stalled = false;
+    if let Err(e) = acks.ack(channel, &mut writers, &status).await {
         status.error(e);
     }
     if let Err(e) = writers.reopen(None) {
         status.error(format!("cannot close the files: {e}"));
     }
     if matches!(end, End::Stopped) {
-        eprintln!("logcollect collect: stopped; every written event synced and acked");
+        if acks.last.is_none() {
+            eprintln!("logcollect collect: stopped; every written event synced and acked");
+        } else {
+            eprintln!(
+                "logcollect collect: stopped; the files could not be synced: the messages not \
+                 acked are delivered again"
+            );
+        }
     }
     drop(writers);
     end
 }
 
-/// One document of a message: read for its `text` line alone, or as a whole. Unboxed: the
-/// vector lives for one message, and a box would cost an allocation per event.
-#[allow(clippy::large_enum_variant)]
-enum Doc<'a> {
-    Fast(fast::Event<'a>),
-    Whole(crate::json::Json),
+/// The dead-letter record of a message: the body whole (as text when it is UTF-8, else in
+/// hex), where it came from, and why it was not written.
+fn rejection(
+    delivery: &lapin::message::Delivery,
+    queue: &str,
+    error: &std::io::Error,
+    attempts: u32,
+    written: usize,
+) -> serde_json::Value {
+    let mut record = serde_json::json!({
+        "rejected_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "queue": queue,
+        "routing_key": delivery.routing_key.as_str(),
+        "app_id": delivery.properties.app_id().as_ref().map(|s| s.as_str()),
+        "reason": error.to_string(),
+        "attempts": attempts,
+        "events_written_before": written,
+    });
+    if let serde_json::Value::Object(map) = &mut record {
+        match std::str::from_utf8(&delivery.data) {
+            Ok(text) => map.insert("body".into(), text.into()),
+            Err(_) => {
+                let hex: String = delivery.data.iter().map(|b| format!("{b:02x}")).collect();
+                map.insert("body_hex".into(), hex.into())
+            }
+        };
+    }
+    record
 }
 
-/// The documents' JSON texts of a body (an object, or an array of objects); `None` when the
-/// body is not documents.
-fn split(body: &[u8]) -> Option<Vec<&RawValue>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let docs = if text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('[')
-    {
-        serde_json::from_str::<Vec<&RawValue>>(text).ok()?
-    } else {
-        vec![serde_json::from_str::<&RawValue>(text).ok()?]
-    };
-    docs.iter()
-        .all(|d| d.get().starts_with('{'))
-        .then_some(docs)
+/// What one message's documents need while they are written.
+struct Ctx<'w, 'a> {
+    writers: &'w mut Writers,
+    status: &'w Status,
+    now: chrono::DateTime<chrono::Local>,
+    line: &'w mut String,
+    app_id: Option<&'a str>,
+    routing_key: &'a str,
+    max_doc: usize,
+    /// The newest documents written (text and `service:facility`), for the status page.
+    recent: VecDeque<(&'a str, String)>,
+    /// Written before those.
+    skipped: u64,
 }
 
-/// Writes every event of one message (an object, or an array of documents); a body that is
-/// not documents is written raw, never dropped. Only the newest `RECENT` events of a message
-/// are handed to the status page's ring (the older ones would leave it at once).
+impl<'a> Ctx<'_, 'a> {
+    /// Writes one element of a body: a document to its facility's file, cut past
+    /// `max_doc`; anything else raw.
+    fn document(&mut self, text: &'a str) -> std::io::Result<()> {
+        if !text.starts_with('{') {
+            return self.raw(text);
+        }
+        let (service, logger);
+        if text.len() > self.max_doc {
+            let head = fast::Head::parse(text);
+            (service, logger) = (head.service(self.app_id), head.logger());
+            let format = self.writers.format_of(&service, &logger);
+            let mut out = Vec::with_capacity(self.max_doc + 256);
+            format::cut(&mut out, format, &head, self.app_id, text, self.max_doc);
+            self.writers
+                .write_line(&service, &logger, &head.host(), &out, self.now)?;
+            self.status.cut_documents.fetch_add(1, Ordering::Relaxed);
+            self.status.events.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let label = match fast::Event::parse(text) {
+            Some(e)
+                if self.writers.format_of(&e.service(self.app_id), &e.logger())
+                    == LineFormat::Text =>
+            {
+                let (service, logger) = (e.service(self.app_id), e.logger());
+                self.line.clear();
+                e.text(self.line);
+                self.writers.write_line(
+                    &service,
+                    &logger,
+                    &e.host(),
+                    self.line.as_bytes(),
+                    self.now,
+                )?;
+                self.status
+                    .keeps_recent()
+                    .then(|| self.writers.label(&service, &logger))
+            }
+            _ => match serde_json::from_str::<crate::json::Json>(text) {
+                Ok(json) => {
+                    let view = View::of(&json, self.app_id);
+                    let facility = self.writers.write(&view, &json, self.now)?;
+                    Some(format!("{}:{facility}", view.service))
+                }
+                Err(_) => return self.raw(text),
+            },
+        };
+        self.status.events.fetch_add(1, Ordering::Relaxed);
+        if let (Some(label), true) = (label, self.status.keeps_recent()) {
+            if self.recent.len() >= status::RECENT {
+                self.recent.pop_front();
+                self.skipped += 1;
+            }
+            self.recent.push_back((text, label));
+        }
+        Ok(())
+    }
+
+    /// Something that is not a document, kept as one raw line.
+    fn raw(&mut self, text: &str) -> std::io::Result<()> {
+        self.writers
+            .write_raw(self.routing_key, text.as_bytes(), self.now)?;
+        self.status.raw_messages.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Walks an array body element by element, as it is read (no list of its documents is
+/// built), writing those from `skip` on.
+struct Each<'c, 'w, 'a> {
+    ctx: &'c mut Ctx<'w, 'a>,
+    base: usize,
+    skip: usize,
+    /// Elements read so far.
+    index: usize,
+    /// Byte offset just past the last element read.
+    end: usize,
+    failed: Option<(usize, std::io::Error)>,
+}
+
+struct EachVisitor<'s, 'c, 'w, 'a>(&'s mut Each<'c, 'w, 'a>);
+
+impl<'a> Visitor<'a> for EachVisitor<'_, '_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of documents")
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<&'a RawValue>()? {
+            let each = &mut *self.0;
+            let text = raw.get();
+            each.end = (text.as_ptr() as usize).saturating_sub(each.base) + text.len();
+            if each.index >= each.skip {
+                if let Err(e) = each.ctx.document(text) {
+                    each.failed = Some((each.index, e));
+                    return Err(de::Error::custom("stopped by a write failure"));
+                }
+            }
+            each.index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the events of one message (an object, or an array of documents) from its
+/// `skip`-th on. A body that is not documents is written raw, never dropped; in an array,
+/// an element that is not a document is written raw alone, and the rest of a body broken
+/// part-way is written raw. `Err` gives how many events are written (an attempt after it
+/// starts there) and why the next one was not.
+#[allow(clippy::too_many_arguments)]
 fn write_message(
     delivery: &lapin::message::Delivery,
     writers: &mut Writers,
     status: &Status,
     now: chrono::DateTime<chrono::Local>,
     line: &mut String,
-) -> std::io::Result<()> {
-    status.messages.fetch_add(1, Ordering::Relaxed);
+    skip: usize,
+    first: bool,
+    max_doc: usize,
+) -> Result<(), (usize, std::io::Error)> {
+    if first {
+        status.messages.fetch_add(1, Ordering::Relaxed);
+    }
     let app_id = delivery.properties.app_id().as_ref().map(|s| s.as_str());
-    let raw = |writers: &mut Writers| {
-        status.raw_messages.fetch_add(1, Ordering::Relaxed);
-        writers.write_raw(delivery.routing_key.as_str(), &delivery.data, now)
-    };
-    let Some(texts) = split(&delivery.data) else {
-        return raw(writers);
-    };
-    // Every document is read before any is written: a body with one unreadable document is
-    // written raw as a whole, as before.
-    let mut docs = Vec::with_capacity(texts.len());
-    for text in &texts {
-        let doc = match fast::Event::parse(text.get()) {
-            Some(e) if writers.format_of(&e.service(app_id), &e.logger()) == LineFormat::Text => {
-                Doc::Fast(e)
-            }
-            _ => match serde_json::from_str(text.get()) {
-                Ok(json) => Doc::Whole(json),
-                Err(_) => return raw(writers),
-            },
-        };
-        docs.push(doc);
-    }
-    let keep_from = texts.len().saturating_sub(status::RECENT);
-    let app: Option<Arc<str>> = app_id.map(Arc::from);
-    let mut recent = Vec::new();
-    for (i, (text, doc)) in texts.iter().zip(&docs).enumerate() {
-        let label = match doc {
-            Doc::Fast(e) => {
-                let (service, logger) = (e.service(app_id), e.logger());
-                line.clear();
-                e.text(line);
-                writers.write_line(&service, &logger, &e.host(), line.as_bytes(), now)?;
-                (i >= keep_from).then(|| writers.label(&service, &logger))
-            }
-            Doc::Whole(json) => {
-                let view = View::of(json, app_id);
-                let facility = writers.write(&view, json, now)?;
-                (i >= keep_from).then(|| format!("{}:{facility}", view.service))
-            }
-        };
-        status.events.fetch_add(1, Ordering::Relaxed);
-        if let Some(facility) = label {
-            recent.push(status::RecentEvent {
-                doc: text.get().into(),
-                facility,
-                app_id: app.clone(),
-            });
+    let body: &[u8] = &delivery.data;
+    let routing_key = delivery.routing_key.as_str();
+    let raw_whole = |writers: &mut Writers| {
+        if skip > 0 {
+            return Ok(());
         }
+        writers
+            .write_raw(routing_key, body, now)
+            .map_err(|e| (0, e))?;
+        status.raw_messages.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    };
+    let Ok(text) = std::str::from_utf8(body) else {
+        return raw_whole(writers);
+    };
+    let start = text.trim_start_matches([' ', '\t', '\n', '\r']);
+    let mut ctx = Ctx {
+        writers,
+        status,
+        now,
+        line,
+        app_id,
+        routing_key,
+        max_doc,
+        recent: VecDeque::new(),
+        skipped: 0,
+    };
+    if start.starts_with('{') {
+        match serde_json::from_str::<&RawValue>(text) {
+            Ok(doc) if skip == 0 => ctx.document(doc.get()).map_err(|e| (0, e))?,
+            Ok(_) => {}
+            Err(_) => return raw_whole(ctx.writers),
+        }
+    } else if start.starts_with('[') {
+        let mut each = Each {
+            ctx: &mut ctx,
+            base: text.as_ptr() as usize,
+            skip,
+            index: 0,
+            end: 0,
+            failed: None,
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = de::Deserializer::deserialize_seq(&mut de, EachVisitor(&mut each))
+            .and_then(|()| de.end());
+        if let Some(failed) = each.failed.take() {
+            return Err(failed);
+        }
+        if read.is_err() {
+            let (index, end) = (each.index, each.end);
+            if index == 0 {
+                return raw_whole(ctx.writers);
+            }
+            if index >= skip {
+                ctx.raw(&text[end..]).map_err(|e| (index, e))?;
+            }
+        }
+    } else {
+        return raw_whole(ctx.writers);
     }
-    status.recent(keep_from as u64, recent);
+    if status.keeps_recent() {
+        let app: Option<Arc<str>> = app_id.map(Arc::from);
+        let recent = std::mem::take(&mut ctx.recent);
+        status.recent(
+            ctx.skipped,
+            recent
+                .into_iter()
+                .map(|(doc, facility)| status::RecentEvent {
+                    doc: doc.into(),
+                    facility,
+                    app_id: app.clone(),
+                }),
+        );
+    }
     Ok(())
 }

@@ -70,7 +70,9 @@ function figures(s) {
   }));
 }
 
-const source = new EventSource("/api/events");
+// A page opened as /?token=T (a status page that asks for a token) passes it on.
+const token = new URLSearchParams(location.search).get("token");
+const source = new EventSource("/api/events" + (token ? "?token=" + encodeURIComponent(token) : ""));
 source.addEventListener("open", () => { conn.textContent = "live"; conn.className = "conn live"; });
 source.addEventListener("error", () => { conn.textContent = "reconnecting…"; conn.className = "conn"; });
 source.addEventListener("update", (msg) => {

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +24,8 @@ use crate::render::View;
 
 /// How many events the page and `/api/recent` show (the Twisted server's 300).
 pub const RECENT: usize = 300;
+/// A recent document longer than this is kept as a preview (its main fields, cut).
+const PREVIEW: usize = 4096;
 const LAST_ERRORS: usize = 20;
 
 const PAGE: &str = include_str!("page.html");
@@ -68,8 +71,101 @@ pub struct RecentEvent {
     pub app_id: Option<Arc<str>>,
 }
 
+/// Who the status page answers.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Host names (lower-case, without the port) accepted besides the loopback ones.
+    pub allow_hosts: Vec<String>,
+    /// Bearer token `/api/*` requires (`Authorization: Bearer T`, or `?token=T`).
+    pub token: Option<String>,
+}
+
+impl Access {
+    /// `Host` is a loopback name or one the operator listed, with or without a port. Any
+    /// other name may be a DNS-rebinding page the operator visited: refused.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((inside, port)) if port.is_empty() || is_port(port) => inside.to_string(),
+                _ => return false,
+            }
+        } else {
+            match host.rsplit_once(':') {
+                Some((name, port)) if is_port(&format!(":{port}")) => name.to_string(),
+                Some(_) => return false,
+                None => host,
+            }
+        };
+        let name = name.strip_suffix('.').unwrap_or(&name);
+        matches!(name, "localhost" | "127.0.0.1" | "::1")
+            || self.allow_hosts.iter().any(|h| h == name)
+    }
+
+    fn token_ok(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let from_header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let from_query = query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .map(percent_decode)
+        });
+        [from_header.map(str::to_string), from_query]
+            .iter()
+            .flatten()
+            .any(|given| same(given.as_bytes(), token.as_bytes()))
+    }
+}
+
+fn is_port(s: &str) -> bool {
+    s.strip_prefix(':')
+        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Compares in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied(), b.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub struct Status {
     started: Instant,
+    /// The recent ring is kept only for the status page (`--http`).
+    keep_recent: bool,
+    access: Access,
+    /// Live connections to the status page.
+    pub connections: Arc<AtomicUsize>,
+    pub rejected_messages: AtomicU64,
+    pub cut_documents: AtomicU64,
     pub queue: String,
     pub dir: PathBuf,
     css: Option<PathBuf>,
@@ -94,9 +190,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Status {
-    pub fn new(queue: String, dir: PathBuf, css: Option<PathBuf>) -> Status {
+    pub fn new(
+        queue: String,
+        dir: PathBuf,
+        css: Option<PathBuf>,
+        keep_recent: bool,
+        access: Access,
+    ) -> Status {
         Status {
             started: Instant::now(),
+            keep_recent,
+            access,
+            connections: Arc::new(AtomicUsize::new(0)),
+            rejected_messages: AtomicU64::new(0),
+            cut_documents: AtomicU64::new(0),
             queue,
             dir,
             css,
@@ -110,7 +217,7 @@ impl Status {
             errors: AtomicU64::new(0),
             last_errors: Mutex::new(VecDeque::new()),
             facilities: Mutex::new(BTreeMap::new()),
-            recent: Mutex::new((0, VecDeque::with_capacity(RECENT + 1))),
+            recent: Mutex::new((0, VecDeque::new())),
         }
     }
 
@@ -145,6 +252,9 @@ impl Status {
     /// `skipped` events were written before these and are counted, not kept (a batch larger
     /// than the ring keeps its newest only).
     pub fn recent(&self, skipped: u64, events: impl IntoIterator<Item = RecentEvent>) {
+        if !self.keep_recent {
+            return;
+        }
         let mut recent = lock(&self.recent);
         recent.0 = recent.0.saturating_add(skipped);
         for RecentEvent {
@@ -158,6 +268,11 @@ impl Status {
             if recent.1.len() >= RECENT {
                 recent.1.pop_front();
             }
+            let doc = if doc.len() > PREVIEW {
+                preview(&doc, app_id.as_deref())
+            } else {
+                doc
+            };
             recent.1.push_back(Recent {
                 n,
                 facility,
@@ -165,6 +280,11 @@ impl Status {
                 doc,
             });
         }
+    }
+
+    /// Whether the writer should hand events to `recent` at all.
+    pub fn keeps_recent(&self) -> bool {
+        self.keep_recent
     }
 
     /// Events newer than `after` (all kept when 0), newest first.
@@ -235,6 +355,9 @@ impl Status {
             "events_per_s": f64::from_bits(self.rate.load(Ordering::Relaxed)),
             "messages": self.messages.load(Ordering::Relaxed),
             "raw_messages": self.raw_messages.load(Ordering::Relaxed),
+            "rejected_messages": self.rejected_messages.load(Ordering::Relaxed),
+            "cut_documents": self.cut_documents.load(Ordering::Relaxed),
+            "http_connections": self.connections.load(Ordering::Relaxed),
             "bytes": facilities.iter().map(|f| f["bytes"].as_u64().unwrap_or(0)).sum::<u64>(),
             "open_files": self.open_files.load(Ordering::Relaxed),
             "facilities": facilities,
@@ -260,8 +383,72 @@ impl Status {
     }
 }
 
-/// Serves the page on `addr` until the process ends.
-pub async fn serve(status: Arc<Status>, listener: tokio::net::TcpListener) {
+/// A long recent document as a short one: its main fields, the message and field values cut
+/// to 256 characters, at most 20 fields, and how long the original was.
+fn preview(doc: &str, app_id: Option<&str>) -> Box<str> {
+    let json: Json = serde_json::from_str(doc).unwrap_or(Json::Null);
+    let view = View::of(&json, app_id);
+    let cut = |s: &str| -> String {
+        if s.chars().count() <= 256 {
+            s.to_string()
+        } else {
+            format!("{}…", s.chars().take(256).collect::<String>())
+        }
+    };
+    let fields: Map<String, Value> = view
+        .fields
+        .iter()
+        .take(20)
+        .map(|(k, v)| (cut(k), Value::String(cut(v))))
+        .collect();
+    json!({
+        "@timestamp": cut(&view.time),
+        "log": {"level": cut(&view.level_text), "logger": cut(&view.logger)},
+        "service": {"name": cut(&view.service)},
+        "host": {"hostname": cut(&view.host)},
+        "process": {"pid": cut(&view.pid)},
+        "message": cut(&view.message),
+        "fields": fields,
+        "error": view.error.as_deref().map(|e| json!({"message": cut(e)})),
+        "logcollect": {"preview_of_bytes": doc.len()},
+    })
+    .to_string()
+    .into_boxed_str()
+}
+
+/// Refuses a foreign `Host` (403) on every path, and a missing or wrong token (401) on
+/// `/api/*`, where the events are. The page, its script and stylesheet and `/healthz` hold
+/// none.
+async fn guard(State(status): State<Arc<Status>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if !host.is_some_and(|h| status.access.host_allowed(h)) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this status page answers to loopback names and the names given with \
+             --http-allow-host only\n",
+        )
+            .into_response();
+    }
+    if request.uri().path().starts_with("/api/")
+        && !status
+            .access
+            .token_ok(request.headers(), request.uri().query())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a token is required: `Authorization: Bearer TOKEN`, or ?token=TOKEN\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Serves the page until the process ends.
+pub async fn serve(status: Arc<Status>, listener: Capped) {
     let app = Router::new()
         .route("/", get(page))
         .route("/style.css", get(style))
@@ -270,14 +457,140 @@ pub async fn serve(status: Arc<Status>, listener: tokio::net::TcpListener) {
         .route("/api/stats", get(api_stats))
         .route("/api/events", get(events))
         .route("/healthz", get(healthz))
+        .layer(axum::middleware::from_fn_with_state(status.clone(), guard))
         .with_state(status.clone());
     if let Err(e) = axum::serve(listener, app).await {
         status.error(format!("the status page stopped: {e}"));
     }
 }
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+pub async fn bind(addr: SocketAddr, max: usize, live: Arc<AtomicUsize>) -> std::io::Result<Capped> {
+    Ok(Capped {
+        inner: tokio::net::TcpListener::bind(addr).await?,
+        live,
+        max,
+        refusing: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+/// Connections being told 503 at most at once (each for at most a second); past it, extra
+/// connections are closed at once.
+pub const REFUSING: usize = 8;
+
+/// The listener with a cap on live connections, so the status page can never take the
+/// descriptors the writer needs: one past the cap is answered 503 and closed.
+pub struct Capped {
+    inner: tokio::net::TcpListener,
+    live: Arc<AtomicUsize>,
+    max: usize,
+    refusing: Arc<AtomicUsize>,
+}
+
+/// A connection, counted while it lives.
+pub struct Counted {
+    stream: tokio::net::TcpStream,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let (stream, addr) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(_) => {
+                    // Out of descriptors, or a connection reset before it was taken.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if self.live.load(Ordering::Relaxed) >= self.max {
+                if self.refusing.load(Ordering::Relaxed) < REFUSING {
+                    self.refusing.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(refuse(stream, self.refusing.clone()));
+                }
+                continue;
+            }
+            self.live.fetch_add(1, Ordering::Relaxed);
+            return (
+                Counted {
+                    stream,
+                    live: self.live.clone(),
+                },
+                addr,
+            );
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// 503 to a connection past the cap: its request read first (so closing does not reset the
+/// answer away), within a second.
+async fn refuse(mut stream: tokio::net::TcpStream, refusing: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = "too many connections to the status page (--http-max-connections)\n";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    refusing.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn page() -> impl IntoResponse {
@@ -366,4 +679,57 @@ async fn events(
         Some((Ok(event), (status, last, tick)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_and_listed_hosts_are_let_in() {
+        let access = Access {
+            allow_hosts: vec!["logs.internal".into()],
+            token: None,
+        };
+        for ok in [
+            "localhost",
+            "localhost:9021",
+            "127.0.0.1",
+            "127.0.0.1:9021",
+            "[::1]",
+            "[::1]:9021",
+            "LOCALHOST.",
+            "logs.internal:8080",
+        ] {
+            assert!(access.host_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "rebind.attacker.example",
+            "rebind.attacker.example:9021",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "[::1]x",
+            "localhost:port",
+            "",
+            "10.0.0.1",
+        ] {
+            assert!(!access.host_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_taken_from_the_header_or_the_query() {
+        let access = Access {
+            allow_hosts: vec![],
+            token: Some("s3cr et".into()),
+        };
+        let mut h = HeaderMap::new();
+        assert!(!access.token_ok(&h, None));
+        assert!(access.token_ok(&h, Some("a=1&token=s3cr%20et")));
+        assert!(!access.token_ok(&h, Some("token=s3cr")));
+        h.insert(header::AUTHORIZATION, "Bearer s3cr et".parse().unwrap());
+        assert!(access.token_ok(&h, None));
+        h.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert!(!access.token_ok(&h, None));
+    }
 }

@@ -450,7 +450,19 @@ pub struct Collect {
 
 impl Collect {
     pub fn start(exchange: &str, queue: &str, dir: &std::path::Path, args: &[&str]) -> Collect {
+        Collect::start_with(exchange, queue, dir, args, |_| {})
+    }
+
+    /// `start`, with the command adjusted first (limits, environment).
+    pub fn start_with(
+        exchange: &str,
+        queue: &str,
+        dir: &std::path::Path,
+        args: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Collect {
         let mut cmd = logcollect(exchange);
+        prepare(&mut cmd);
         cmd.arg("collect")
             .arg("--dir")
             .arg(dir)
