@@ -147,6 +147,10 @@ crate::choice::choice! {
 #[derive(Clone)]
 pub struct Redactor {
     names: Vec<Entry>,
+    /// The letter pairs that start the entries' first words: a name with none of them holds no
+    /// entry (the check that makes the keys of `key=value` messages cheap). `None`: an entry
+    /// starts otherwise, every name is checked.
+    openings: Option<[u64; 11]>,
     bearer: bool,
     basic: bool,
     jwt: bool,
@@ -228,10 +232,20 @@ impl Entry {
 /// `needle` (lower case) in `haystack`, ASCII letters in any case.
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     let needle = needle.as_bytes();
+    let Some(&first) = needle.first() else {
+        return true;
+    };
     haystack
         .as_bytes()
         .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}
+
+/// Two ASCII letters (any case) as a number below 676.
+fn letter_pair(a: u8, b: u8) -> Option<usize> {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    (a.is_ascii_lowercase() && b.is_ascii_lowercase())
+        .then(|| usize::from(a - b'a') * 26 + usize::from(b - b'a'))
 }
 
 fn is_look_alike(word: &str) -> bool {
@@ -299,6 +313,14 @@ impl Redactor {
         key: Option<&str>,
     ) -> Redactor {
         let names: Vec<Entry> = names.into_iter().filter_map(Entry::new).collect();
+        let openings = names.iter().try_fold([0u64; 11], |mut set, entry| {
+            let opening = entry.words[0]
+                .as_bytes()
+                .get(..2)
+                .and_then(|w| letter_pair(w[0], w[1]))?;
+            set[opening / 64] |= 1 << (opening % 64);
+            Some(set)
+        });
         let pairs = detectors.contains(&Detector::SecretPair) && !names.is_empty();
         // `pin=1`: the shortest key, a separator and one character.
         let min_len = match names.iter().map(|e| e.fused.len()).min() {
@@ -318,6 +340,7 @@ impl Redactor {
         };
         Redactor {
             names,
+            openings,
             bearer: detectors.contains(&Detector::Bearer),
             basic: detectors.contains(&Detector::Basic),
             jwt: detectors.contains(&Detector::Jwt),
@@ -363,6 +386,14 @@ impl Redactor {
     pub fn is_secret_name(&self, name: &str) -> bool {
         if self.names.is_empty() {
             return false;
+        }
+        if let Some(set) = &self.openings {
+            let opens = name.as_bytes().windows(2).any(|w| {
+                letter_pair(w[0], w[1]).is_some_and(|p| set[p / 64] & (1 << (p % 64)) != 0)
+            });
+            if !opens {
+                return false;
+            }
         }
         // The words on the stack: no allocation unless the name has more than 32 of them.
         let mut few = [""; 32];
