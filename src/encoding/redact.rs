@@ -910,7 +910,7 @@ fn basic_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
 fn is_basic_credential(b64: &[u8]) -> bool {
     let data = b64.iter().take_while(|&&b| b != b'=').count();
     let padding = b64.len() - data;
-    if data % 4 == 1 || padding > 2 || (padding > 0 && b64.len() % 4 != 0) {
+    if data % 4 == 1 || padding > 2 || (padding > 0 && !b64.len().is_multiple_of(4)) {
         return false;
     }
     let mut decoded = Vec::with_capacity(data / 4 * 3 + 2);
