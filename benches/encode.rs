@@ -84,8 +84,19 @@ fn bench(c: &mut Criterion) {
     secret
         .fields
         .push(("password", FieldValue::Str("hunter2".into())));
+    // A clean message with what the pair detectors look at (`=`, `:`, digits, a URL): what
+    // an application logging `key=value` pairs pays when nothing is secret.
+    let mut pairs = event.clone();
+    pairs.message = "GET https://shop.example/api/orders/88231 status=200 duration_ms=12 \
+                     user=alice tokenizer=fast passenger=3 at 2024-01-15T12:30:45.123Z \
+                     request_id=550e8400-e29b-41d4-a716-446655440000"
+        .to_string();
     for (name, redactor) in &rules {
-        for (kind, event) in [("clean", &event), ("redacted", &secret)] {
+        for (kind, event) in [
+            ("clean", &event),
+            ("redacted", &secret),
+            ("pairs_clean", &pairs),
+        ] {
             let name = format!("ecs+redact_{name}_{kind}");
             bench_encode(&mut group, &name, &identity, event, |e, env, out| {
                 encode_into(Format::Ecs, &redactor.event(e), env, out)
@@ -97,6 +108,13 @@ fn bench(c: &mut Criterion) {
         "ecs_secret_event_unredacted",
         &identity,
         &secret,
+        |e, env, out| encode_into(Format::Ecs, e, env, out),
+    );
+    bench_encode(
+        &mut group,
+        "ecs_pairs_event_unredacted",
+        &identity,
+        &pairs,
         |e, env, out| encode_into(Format::Ecs, e, env, out),
     );
     group.finish();

@@ -362,7 +362,7 @@ settings! {
         backoff_max: Duration = Duration::from_secs(30), key "backoff_max_ms";
         /// The pause after a message is returned unroutable or nacked (it doubles while they go on).
         retry_delay: Duration = Duration::from_secs(1), key "retry_delay_ms";
-        /// Field names whose values are replaced whole (event, span and identity fields; any case; matched as words); replaces the default list.
+        /// Field names whose values are replaced whole (event, span and identity fields; any case; matched as words, and inside words when longer than four letters); replaces the default list.
         redact_fields: Vec<String> = DEFAULT_REDACT_FIELDS.iter().map(|s| s.to_string()).collect(),
             allowed "field names separated by commas (a list in a file); empty for none";
         /// More field names to redact, added to `redact_fields`.
@@ -371,7 +371,7 @@ settings! {
             default_doc "none";
         /// The detectors of secrets in messages and string values; leave one out to switch it off.
         redact_detectors: Vec<Detector> = Detector::ALL.to_vec(),
-            allowed "detectors separated by commas (a list in a file), of bearer, jwt, uri_password, aws_access_key, card_number; empty for none";
+            allowed "detectors separated by commas (a list in a file), of bearer, basic, jwt, uri_password, secret_pair, aws_access_key, card_number; empty for none";
         /// What replaces a secret: `mask` (`[REDACTED]`) or `hash` (`[REDACTED:<keyed hash>]`, equal for equal secrets).
         redact_with: RedactWith = RedactWith::DEFAULT;
         /// The key of `redact_with = hash` (never printed); processes sharing it give equal hashes.

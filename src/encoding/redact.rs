@@ -5,12 +5,25 @@
 //!
 //! - **by field name** (event fields, span fields, identity entries): the whole value is
 //!   replaced when the name, split into words (`_`, `-`, `.`, blanks and camelCase boundaries,
-//!   any case), contains an entry's words in a row: `password` matches `password`,
-//!   `DB_PASSWORD`, `user.password` and `passwordHash`; `api_key` matches `X-Api-Key` and
-//!   `apiKey`.
+//!   any case), holds an entry:
+//!   - as whole words in a row: `password` matches `DB_PASSWORD`, `user.password`,
+//!     `passwordHash`; `api_key` matches `X-Api-Key` and `apiKey`;
+//!   - or, for an entry of more than four letters, inside words: `newpassword`, `PGPASSWORD`,
+//!     `clientsecret`, `accesstoken`, `sessionid`, `Cookies`, `privatekey` (the entry's words run
+//!     together), `X-Api-Keys` (the first word may end with the entry's first, the last begin
+//!     with its last). People fuse and pluralise secret names, so a stem anywhere in a word
+//!     counts, except in [`LOOK_ALIKES`], words known to hold a stem and name no secret
+//!     (`tokenizer`, `secretary`, `possession`). Entries of four letters or fewer (`pin`, `pwd`,
+//!     `auth`, `pass`, `cvv`) sit inside too many words (`spin`, `author`, `passenger`,
+//!     `bypass`), so they match whole words only.
+//!
+//!   A name holding a secret word is redacted whatever else it says (`session_count`,
+//!   `token_type`): redacting a count by mistake is the safe side of the rule.
 //! - **by value** (the message, string fields, error messages): detectors find bearer tokens,
-//!   JWTs, passwords in URIs (`scheme://user:pass@`), AWS access key ids and card numbers that
-//!   pass the Luhn check and have a card's prefix and length; only the secret part is replaced.
+//!   `Basic` credentials, JWTs, passwords in URIs (`scheme://user:pass@`), pairs whose key is a
+//!   secret name by the rule above (`password=hunter2`, `"token": "abc"`, `PGPASSWORD: x`), AWS
+//!   access key ids and card numbers that pass the Luhn check and have a card's prefix and length;
+//!   only the secret part is replaced (a pair's value, never its key).
 //!
 //! The replacement is `[REDACTED]`, or `[REDACTED:<12 hex digits>]`, the start of an
 //! HMAC-SHA-256 of the secret under a key, so equal secrets can be correlated without being
@@ -34,12 +47,16 @@ pub const DEFAULT_FIELDS: &[&str] = &[
     "password",
     "passwd",
     "pwd",
+    "pass",
+    "passphrase",
     "secret",
+    "credential",
     "token",
     "api_key",
     "apikey",
     "access_key",
     "authorization",
+    "auth",
     "cookie",
     "set_cookie",
     "private_key",
@@ -51,15 +68,62 @@ pub const DEFAULT_FIELDS: &[&str] = &[
     "pin",
 ];
 
+/// Words that hold a secret entry's stem inside them but name no secret: a stem found inside
+/// one of these words is not a match (the word itself, as an entry, still is).
+pub const LOOK_ALIKES: &[&str] = &[
+    "tokenize",
+    "tokenizer",
+    "tokenizers",
+    "tokenized",
+    "tokenizes",
+    "tokenizing",
+    "tokenization",
+    "tokenise",
+    "tokeniser",
+    "tokenised",
+    "tokenisation",
+    "detokenize",
+    "detokenizer",
+    "tokenomics",
+    "secretary",
+    "secretaries",
+    "secretariat",
+    "secrete",
+    "secreted",
+    "secretes",
+    "secretion",
+    "secretions",
+    "secretive",
+    "secretly",
+    "obsession",
+    "obsessions",
+    "possession",
+    "possessions",
+    "repossession",
+    "dispossession",
+    "keyboard",
+    "keyboards",
+    "keyword",
+    "keywords",
+    "keystroke",
+    "keystrokes",
+    "keypad",
+];
+
 crate::choice::choice! {
     /// A detector of secrets in values (`redact_detectors`): each is on by default.
     pub enum Detector: "a detector" {
         /// `Bearer <token>` (an `Authorization` header's value).
         Bearer = "bearer",
+        /// `Basic <credentials>`: base64 that decodes to `user:password` text.
+        Basic = "basic",
         /// A JSON Web Token: `eyJ….eyJ….<signature>`.
         Jwt = "jwt",
         /// The password of a URI: `scheme://user:password@host`.
         UriPassword = "uri_password",
+        /// The value of a pair whose key is a secret field name (`redact_fields`): `key=value`,
+        /// `key: value`, `"key": "value"`, `key => value`.
+        SecretPair = "secret_pair",
         /// An AWS access key id (`AKIA…`, `ASIA…`, 20 characters).
         AwsAccessKey = "aws_access_key",
         /// A card number: 13 to 19 digits (blanks or dashes between groups allowed) with a
@@ -82,18 +146,110 @@ crate::choice::choice! {
 /// The rules, built once at start.
 #[derive(Clone)]
 pub struct Redactor {
-    /// Each entry's words, lower case.
-    names: Vec<Vec<String>>,
+    names: Vec<Entry>,
+    /// The letter pairs that start the entries' first words: a name with none of them holds no
+    /// entry (the check that makes the keys of `key=value` messages cheap). `None`: an entry
+    /// starts otherwise, every name is checked.
+    openings: Option<[u64; 11]>,
     bearer: bool,
+    basic: bool,
     jwt: bool,
     uri_password: bool,
+    /// Secret pairs: only with names to match their keys against.
+    pairs: bool,
     aws: bool,
     card: bool,
+    /// Shorter text cannot hold a secret any detector finds.
+    min_len: usize,
     /// `None`: `[REDACTED]`; `Some(key)`: the keyed hash.
     key: Option<Arc<[u8]>>,
     /// Tells these rules apart in the per-thread cache of field-name answers (clones share it:
     /// same rules, same answers).
     id: u64,
+}
+
+/// An entry of `redact_fields`, ready to match.
+#[derive(Clone)]
+struct Entry {
+    /// Its words, lower case.
+    words: Vec<String>,
+    /// Its words run together (`privatekey`), lower case.
+    fused: String,
+    /// More than four letters: matched inside words too.
+    inside: bool,
+}
+
+impl Entry {
+    fn new(name: &str) -> Option<Entry> {
+        let words: Vec<String> = words(name).map(|w| w.to_lowercase()).collect();
+        let fused = words.concat();
+        let inside = fused.chars().count() > 4;
+        (!words.is_empty()).then_some(Entry {
+            words,
+            fused,
+            inside,
+        })
+    }
+
+    /// Whether a name, split into `name` words, holds this entry (the rule is in the module's
+    /// documentation).
+    fn matches(&self, name: &[&str]) -> bool {
+        let k = self.words.len();
+        let same = |a: &str, b: &String| a.as_bytes().eq_ignore_ascii_case(b.as_bytes());
+        let in_a_row = |w: &[&str]| w.iter().zip(&self.words).all(|(a, b)| same(a, b));
+        if name.windows(k).any(in_a_row) {
+            return true;
+        }
+        if !self.inside {
+            return false;
+        }
+        // Inside one word: `newpassword`, `Cookies`, `privatekey`.
+        if name
+            .iter()
+            .any(|w| contains_ignore_case(w, &self.fused) && !is_look_alike(w))
+        {
+            return true;
+        }
+        // Across words, the outer ones partly: `X-Api-Keys`, `aws_secretaccess_key`.
+        let (first, last) = (&self.words[0], &self.words[k - 1]);
+        k > 1
+            && name.windows(k).any(|w| {
+                let (a, z) = (w[0].as_bytes(), w[k - 1].as_bytes());
+                a.len() >= first.len()
+                    && a[a.len() - first.len()..].eq_ignore_ascii_case(first.as_bytes())
+                    && z.len() >= last.len()
+                    && z[..last.len()].eq_ignore_ascii_case(last.as_bytes())
+                    && w[1..k - 1]
+                        .iter()
+                        .zip(&self.words[1..k - 1])
+                        .all(|(a, b)| same(a, b))
+                    && !is_look_alike(w[0])
+                    && !is_look_alike(w[k - 1])
+            })
+    }
+}
+
+/// `needle` (lower case) in `haystack`, ASCII letters in any case.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}
+
+/// Two ASCII letters (any case) as a number below 676.
+fn letter_pair(a: u8, b: u8) -> Option<usize> {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    (a.is_ascii_lowercase() && b.is_ascii_lowercase())
+        .then(|| usize::from(a - b'a') * 26 + usize::from(b - b'a'))
+}
+
+fn is_look_alike(word: &str) -> bool {
+    LOOK_ALIKES.iter().any(|l| word.eq_ignore_ascii_case(l))
 }
 
 /// Field names are `&'static str`: the answer for one is the same for every event, so the
@@ -136,8 +292,10 @@ impl fmt::Debug for Redactor {
         f.debug_struct("Redactor")
             .field("names", &self.names.len())
             .field("bearer", &self.bearer)
+            .field("basic", &self.basic)
             .field("jwt", &self.jwt)
             .field("uri_password", &self.uri_password)
+            .field("pairs", &self.pairs)
             .field("aws", &self.aws)
             .field("card", &self.card)
             .field("hash", &self.key.is_some())
@@ -154,11 +312,21 @@ impl Redactor {
         with: RedactWith,
         key: Option<&str>,
     ) -> Redactor {
-        let names = names
-            .into_iter()
-            .map(|n| words(n).map(|w| w.to_lowercase()).collect::<Vec<_>>())
-            .filter(|w| !w.is_empty())
-            .collect();
+        let names: Vec<Entry> = names.into_iter().filter_map(Entry::new).collect();
+        let openings = names.iter().try_fold([0u64; 11], |mut set, entry| {
+            let opening = entry.words[0]
+                .as_bytes()
+                .get(..2)
+                .and_then(|w| letter_pair(w[0], w[1]))?;
+            set[opening / 64] |= 1 << (opening % 64);
+            Some(set)
+        });
+        let pairs = detectors.contains(&Detector::SecretPair) && !names.is_empty();
+        // `pin=1`: the shortest key, a separator and one character.
+        let min_len = match names.iter().map(|e| e.fused.len()).min() {
+            Some(shortest) if pairs => (shortest + 2).min(8),
+            _ => 8,
+        };
         let key = match with {
             RedactWith::Mask => None,
             RedactWith::Hash => Some(match key {
@@ -172,11 +340,15 @@ impl Redactor {
         };
         Redactor {
             names,
+            openings,
             bearer: detectors.contains(&Detector::Bearer),
+            basic: detectors.contains(&Detector::Basic),
             jwt: detectors.contains(&Detector::Jwt),
             uri_password: detectors.contains(&Detector::UriPassword),
+            pairs,
             aws: detectors.contains(&Detector::AwsAccessKey),
             card: detectors.contains(&Detector::CardNumber),
+            min_len,
             key,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -201,13 +373,27 @@ impl Redactor {
     }
 
     fn detects(&self) -> bool {
-        self.bearer || self.jwt || self.uri_password || self.aws || self.card
+        self.bearer
+            || self.basic
+            || self.jwt
+            || self.uri_password
+            || self.pairs
+            || self.aws
+            || self.card
     }
 
     /// True when a field of this name is redacted whole.
     pub fn is_secret_name(&self, name: &str) -> bool {
         if self.names.is_empty() {
             return false;
+        }
+        if let Some(set) = &self.openings {
+            let opens = name.as_bytes().windows(2).any(|w| {
+                letter_pair(w[0], w[1]).is_some_and(|p| set[p / 64] & (1 << (p % 64)) != 0)
+            });
+            if !opens {
+                return false;
+            }
         }
         // The words on the stack: no allocation unless the name has more than 32 of them.
         let mut few = [""; 32];
@@ -225,10 +411,7 @@ impl Redactor {
             }
         }
         let name: &[&str] = if many.is_empty() { &few[..n] } else { &many };
-        self.names.iter().any(|entry| {
-            name.windows(entry.len())
-                .any(|w| w.iter().zip(entry).all(|(a, b)| a.eq_ignore_ascii_case(b)))
-        })
+        self.names.iter().any(|entry| entry.matches(name))
     }
 
     /// [`is_secret_name`](Self::is_secret_name) for an event's or span's field name, cached.
@@ -329,11 +512,11 @@ impl Redactor {
 
     /// `text` with what the detectors find replaced; borrowed when they find nothing.
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if !self.detects() || text.len() < 8 {
+        if !self.detects() || text.len() < self.min_len {
             return Cow::Borrowed(text);
         }
         // One pass the compiler vectorises tells which byte-by-byte detectors can match at all
-        // (most text has no card-length digit count, no `A`, or no `b`).
+        // (most text has no card-length digit count, no `A`, no `b`, no `=`).
         // One simple reduction per question, each of which the compiler turns into a loop over
         // whole vector registers (a single loop answering all five did not vectorise well).
         let bytes = text.as_bytes();
@@ -346,12 +529,19 @@ impl Redactor {
         let has_b = any(|b| b | 0x20 == b'b');
         let has_colon = any(|b| b == b':');
         let has_j = any(|b| b == b'J');
+        let has_equals = any(|b| b == b'=');
         let mut spans = Vec::new();
         if self.uri_password && has_colon {
             uri_passwords(text, &mut spans);
         }
+        if self.pairs && (has_colon || has_equals) {
+            self.secret_pairs(text, &mut spans);
+        }
         if self.bearer && has_b {
             bearer_tokens(text, &mut spans);
+        }
+        if self.basic && has_b {
+            basic_credentials(text, &mut spans);
         }
         if self.jwt && has_j {
             jwts(text, &mut spans);
@@ -366,6 +556,32 @@ impl Redactor {
             return Cow::Borrowed(text);
         }
         Cow::Owned(replace_spans(text, spans, |s| self.replacement(s)))
+    }
+
+    /// The value of every pair in `text` whose key is a secret name: `key=value`, `key: value`,
+    /// `"key": "value"` (quotes escaped or not), `key => value`, `key := value`.
+    fn secret_pairs(&self, text: &str, spans: &mut Vec<(usize, usize)>) {
+        let bytes = text.as_bytes();
+        let mut from = 0;
+        while let Some(found) = bytes[from..].iter().position(|&b| b == b'=' || b == b':') {
+            let sep = from + found;
+            from = sep + 1;
+            let Some(value_from) = separator_end(bytes, sep) else {
+                continue;
+            };
+            let Some(key) = key_before(text, sep) else {
+                continue;
+            };
+            if !self.is_secret_name(key) {
+                continue;
+            }
+            // A cookie header is a list of pairs, any of which may be a session: all of it.
+            let whole_line = contains_ignore_case(key, "cookie");
+            if let Some((start, end)) = pair_value(bytes, value_from, whole_line) {
+                spans.push((start, end));
+                from = from.max(end);
+            }
+        }
     }
 
     /// `[REDACTED]`, or the keyed hash of `secret`.
@@ -502,33 +718,174 @@ fn uri_passwords(text: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Where the value of a pair separated at `sep` (`=` or `:`) starts, blanks skipped; `None`
+/// when the byte there separates no pair: `::` (a path), `://` (a URI), `==`, `!=`, `<=`, `>=`.
+fn separator_end(bytes: &[u8], sep: usize) -> Option<usize> {
+    let before = sep.checked_sub(1).map(|i| bytes[i]);
+    let after = bytes.get(sep + 1).copied();
+    let end = match (bytes[sep], after) {
+        (b':', Some(b':')) | (b':', Some(b'/')) | (b'=', Some(b'=')) => return None,
+        _ if matches!(before, Some(b':' | b'=' | b'!' | b'<' | b'>')) => return None,
+        (b':', Some(b'=')) | (b'=', Some(b'>')) => sep + 2,
+        _ => sep + 1,
+    };
+    Some(skip_blanks(bytes, end))
+}
+
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// The key of a pair separated at `sep`: letters, digits, `_`, `-`, `.` right before it (blanks
+/// between allowed), quoted (`"key"`, `'key'`, `\"key\"`) or not.
+fn key_before(text: &str, sep: usize) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let mut end = sep;
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    let quote = match end.checked_sub(1).map(|i| bytes[i]) {
+        Some(q @ (b'"' | b'\'')) => {
+            end -= 1;
+            if end > 0 && bytes[end - 1] == b'\\' {
+                end -= 1;
+            }
+            Some(q)
+        }
+        _ => None,
+    };
+    let start = bytes[..end]
+        .iter()
+        .rposition(|b| !is_key_byte(*b))
+        .map_or(0, |p| p + 1);
+    // No key, or not a name (`12:30`, a long run that is no field name).
+    if end - start > 128 || !bytes[start..end].iter().any(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    if quote.is_some() && (start == 0 || Some(bytes[start - 1]) != quote) {
+        return None;
+    }
+    text.get(start..end)
+}
+
+/// Authorization schemes: after a secret key, the credential follows the scheme.
+const SCHEMES: &[&[u8]] = &[
+    b"basic",
+    b"bearer",
+    b"digest",
+    b"negotiate",
+    b"ntlm",
+    b"token",
+];
+
+/// The value starting at `at`: inside its quotes (`"…"`, `'…'`, `\"…\"`), else up to a blank or
+/// `,;&)]}<>"'` (with `whole_line`, up to the end of the line); after an authorization scheme,
+/// the credential. `None` for no value or a nested one (`{`, `[`).
+fn pair_value(bytes: &[u8], at: usize, whole_line: bool) -> Option<(usize, usize)> {
+    let escaped = bytes.get(at) == Some(&b'\\');
+    let open = if escaped { at + 1 } else { at };
+    let span = match bytes.get(open) {
+        None | Some(b'{' | b'[') => return None,
+        Some(&q @ (b'"' | b'\'')) => {
+            let start = open + 1;
+            let mut j = start;
+            while j < bytes.len() && bytes[j] != b'\n' {
+                if escaped && bytes[j] == b'\\' && bytes.get(j + 1) == Some(&q) {
+                    break;
+                }
+                if !escaped && bytes[j] == q {
+                    break;
+                }
+                // An escaped character belongs to the value.
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            (start, j.min(bytes.len()))
+        }
+        Some(_) if whole_line => {
+            let end = bytes[at..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .map_or(bytes.len(), |p| at + p);
+            (at, end)
+        }
+        Some(_) => {
+            let run = |from: usize| {
+                from + bytes[from..]
+                    .iter()
+                    .take_while(|&&b| {
+                        !b.is_ascii_whitespace()
+                            && !matches!(
+                                b,
+                                b',' | b';'
+                                    | b'&'
+                                    | b')'
+                                    | b']'
+                                    | b'}'
+                                    | b'<'
+                                    | b'>'
+                                    | b'"'
+                                    | b'\''
+                            )
+                    })
+                    .count()
+            };
+            let end = run(at);
+            let scheme = &bytes[at..end];
+            let credential = skip_blanks(bytes, end);
+            if credential > end && SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+                let credential_end = run(credential);
+                if credential_end > credential {
+                    return Some((credential, credential_end));
+                }
+            }
+            (at, end)
+        }
+    };
+    (span.1 > span.0).then_some(span)
+}
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
 
-/// `Bearer <token>` (any case): the token, when it is at least 8 characters long.
-fn bearer_tokens(text: &str, spans: &mut Vec<(usize, usize)>) {
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// `<scheme> <credential>`, the scheme (lower case) in any case at a word start, then blanks,
+/// then bytes of `credential` and `=` padding: the credential, when `accept` takes it.
+fn scheme_credentials(
+    text: &str,
+    scheme: &[u8],
+    credential: fn(u8) -> bool,
+    accept: fn(&[u8]) -> bool,
+    spans: &mut Vec<(usize, usize)>,
+) {
     let bytes = text.as_bytes();
+    let n = scheme.len();
     let mut i = 0;
-    while i + 6 < bytes.len() {
+    while i + n < bytes.len() {
         // The first byte alone rejects almost every position.
-        if bytes[i] | 0x20 == b'b'
-            && bytes[i..i + 6].eq_ignore_ascii_case(b"bearer")
+        if bytes[i] | 0x20 == scheme[0]
+            && bytes[i..i + n].eq_ignore_ascii_case(scheme)
             && starts_word(bytes, i)
         {
-            let mut j = i + 6;
-            let blanks = j;
-            while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
-                j += 1;
-            }
-            let start = j;
-            while j < bytes.len() && is_token_byte(bytes[j]) {
+            let start = skip_blanks(bytes, i + n);
+            let mut j = start;
+            while j < bytes.len() && credential(bytes[j]) {
                 j += 1;
             }
             while j < bytes.len() && bytes[j] == b'=' {
                 j += 1;
             }
-            if start > blanks && j - start >= 8 {
+            if start > i + n && j > start && accept(&bytes[start..j]) {
                 spans.push((start, j));
                 i = j;
                 continue;
@@ -536,6 +893,44 @@ fn bearer_tokens(text: &str, spans: &mut Vec<(usize, usize)>) {
         }
         i += 1;
     }
+}
+
+/// `Bearer <token>` (any case): the token, when it is at least 8 characters long.
+fn bearer_tokens(text: &str, spans: &mut Vec<(usize, usize)>) {
+    scheme_credentials(text, b"bearer", is_token_byte, |t| t.len() >= 8, spans);
+}
+
+/// `Basic <base64>` (any case): the credential, when it decodes to `user:password` text.
+fn basic_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
+    scheme_credentials(text, b"basic", is_base64_byte, is_basic_credential, spans);
+}
+
+/// Base64 (padded or not) of UTF-8 text with a `:` and no control characters: what a `Basic`
+/// credential holds, and what a word after "basic" in prose almost never decodes to.
+fn is_basic_credential(b64: &[u8]) -> bool {
+    let data = b64.iter().take_while(|&&b| b != b'=').count();
+    let padding = b64.len() - data;
+    if data % 4 == 1 || padding > 2 || (padding > 0 && !b64.len().is_multiple_of(4)) {
+        return false;
+    }
+    let mut decoded = Vec::with_capacity(data / 4 * 3 + 2);
+    let (mut bits, mut nbits) = (0u32, 0u32);
+    for &b in &b64[..data] {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        bits = (bits << 6 | u32::from(v)) & 0xff_ffff;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            decoded.push((bits >> nbits) as u8);
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok_and(|s| s.contains(':') && !s.chars().any(char::is_control))
 }
 
 fn is_base64url_byte(b: u8) -> bool {
@@ -734,38 +1129,197 @@ mod tests {
         Redactor::defaults().text(s).into_owned()
     }
 
+    /// Secret names as people write them: the default entries in any case, run together,
+    /// with prefixes and plurals.
+    const SECRET_NAMES: &[&str] = &[
+        "password",
+        "PASSWORD",
+        "db_password",
+        "user.password",
+        "passwordHash",
+        "newpassword",
+        "NewPassword",
+        "PGPASSWORD",
+        "MYSQL_ROOT_PASSWORD",
+        "passwords",
+        "passwordless",
+        "db_pass",
+        "SMTP_PASS",
+        "pwd",
+        "user-pwd",
+        "passwd",
+        "passphrase",
+        "ssh_passphrase",
+        "keyPassphrase",
+        "secret",
+        "clientsecret",
+        "client_secret",
+        "clientSecret",
+        "secrets",
+        "secret_key",
+        "credential",
+        "credentials",
+        "aws.credentials",
+        "token",
+        "accesstoken",
+        "access-token",
+        "accessToken",
+        "refresh_token",
+        "csrftoken",
+        "X-Auth-Token",
+        "tokens",
+        "api_key",
+        "apikey",
+        "X-Api-Key",
+        "X-Api-Keys",
+        "xapikey",
+        "apiKey",
+        "APIKEY",
+        "access_key",
+        "awsaccesskey",
+        "aws_access_key_id",
+        "authorization",
+        "Proxy-Authorization",
+        "http.request.headers.authorization",
+        "auth",
+        "basic_auth",
+        "authHeader",
+        "cookie",
+        "cookies",
+        "Cookies",
+        "Set-Cookie",
+        "setcookie",
+        "session",
+        "sessionid",
+        "session_id",
+        "JSESSIONID",
+        "usersession",
+        "private_key",
+        "privatekey",
+        "privateKey",
+        "tls.private_key_pem",
+        "credit_card",
+        "creditcard",
+        "card-number",
+        "cardnumber",
+        "card_numbers",
+        "cvv",
+        "CVC",
+        "pin",
+        "user_pin",
+    ];
+
+    /// Names that hold a stem and name no secret, and ordinary names.
+    const PLAIN_NAMES: &[&str] = &[
+        "user",
+        "passport",
+        "passenger",
+        "passengers",
+        "bypass",
+        "compass",
+        "pwdx",
+        "order_id",
+        "tokenizer",
+        "Tokenizer",
+        "hf_tokenizer",
+        "tokenized",
+        "tokenization",
+        "author",
+        "authors",
+        "authority",
+        "authorized",
+        "authenticated",
+        "oauthor",
+        "keyboard",
+        "keyboard_layout",
+        "keyword",
+        "spin",
+        "spinner",
+        "pinned",
+        "shipping",
+        "mapping",
+        "secretary",
+        "secretion",
+        "possession",
+        "obsessions",
+        "cardinal",
+        "credit",
+        "card",
+        "key",
+        "cache_key",
+        "routing_key",
+        "accessibility",
+        "access",
+        "private",
+        "cvvx",
+        "status",
+        "request_id",
+        "duration_ms",
+    ];
+
     #[test]
-    fn names_match_by_words_in_any_case() {
+    fn secret_names_match_as_words_and_inside_words() {
+        let r = Redactor::defaults();
+        for name in SECRET_NAMES {
+            assert!(r.is_secret_name(name), "{name} should be secret");
+        }
+        for name in PLAIN_NAMES {
+            assert!(!r.is_secret_name(name), "{name} should stay");
+        }
+        assert!(!Redactor::none().is_secret_name("password"));
+    }
+
+    #[test]
+    fn a_name_with_a_secret_word_is_secret_whatever_else_it_says() {
         let r = Redactor::defaults();
         for name in [
-            "password",
-            "PASSWORD",
-            "db_password",
-            "user.password",
-            "passwordHash",
-            "X-Api-Key",
-            "apiKey",
-            "APIKEY",
-            "Set-Cookie",
-            "accessToken",
-            "session_id",
-            "http.request.headers.authorization",
-            "card-number",
+            "session_count",
+            "token_type",
+            "secrets_count",
+            "password_policy",
         ] {
             assert!(r.is_secret_name(name), "{name}");
         }
-        for name in [
-            "user",
-            "passport",
-            "pwdx",
-            "secrets_count",
-            "order_id",
-            "tokenizer",
-            "cookies",
-        ] {
+    }
+
+    #[test]
+    fn short_entries_match_whole_words_and_user_entries_follow_the_same_rule() {
+        let r = Redactor::new(["ssn", "customer_ssn"], &[], RedactWith::Mask, None);
+        for name in ["ssn", "SSN", "customer.ssn", "customerssn", "customer_ssns"] {
+            assert!(r.is_secret_name(name), "{name}");
+        }
+        // `ssn` is too short to be looked for inside a word.
+        for name in ["lessns", "assn", "ssnx"] {
             assert!(!r.is_secret_name(name), "{name}");
         }
-        assert!(!Redactor::none().is_secret_name("password"));
+        // A look-alike named as an entry matches itself.
+        let r = Redactor::new(["tokenizer"], &[], RedactWith::Mask, None);
+        assert!(r.is_secret_name("tokenizer"));
+    }
+
+    #[test]
+    fn look_alikes_hold_a_stem() {
+        // Each look-alike would be secret without the list: the list is no dead weight.
+        let r = Redactor::defaults();
+        let stems = [
+            "token",
+            "secret",
+            "session",
+            "api_key",
+            "access_key",
+            "private_key",
+        ];
+        for word in LOOK_ALIKES {
+            assert!(!r.is_secret_name(word), "{word}");
+            let lower = word.to_lowercase();
+            assert!(
+                stems.iter().any(|s| lower.contains(&s.replace('_', "")))
+                    || lower.starts_with("key"),
+                "{word} holds no stem"
+            );
+        }
+        assert!(!r.is_secret_name("api_keyboard"));
+        assert!(r.is_secret_name("api_keys"));
     }
 
     #[test]
@@ -806,6 +1360,188 @@ mod tests {
             "v1.2.3 build 20240115123045",
         ] {
             assert_eq!(scrub(same), same);
+        }
+    }
+
+    #[test]
+    fn pairs_with_a_secret_key_lose_their_value_and_keep_their_key() {
+        for (text, want) in [
+            ("login password=hunter2 ok", "login password=[REDACTED] ok"),
+            ("PGPASSWORD=x psql", "PGPASSWORD=[REDACTED] psql"),
+            ("pin=1", "pin=[REDACTED]"),
+            ("token: abc", "token: [REDACTED]"),
+            (
+                r#"{"token": "abc", "user": "bob"}"#,
+                r#"{"token": "[REDACTED]", "user": "bob"}"#,
+            ),
+            (
+                r#"{"password":"hun\"ter2","user":"bob"}"#,
+                r#"{"password":"[REDACTED]","user":"bob"}"#,
+            ),
+            (
+                r#"body {\"password\":\"hunter2\",\"user\":\"bob\"}"#,
+                r#"body {\"password\":\"[REDACTED]\",\"user\":\"bob\"}"#,
+            ),
+            (
+                "config {password: 'a b c', user: x}",
+                "config {password: '[REDACTED]', user: x}",
+            ),
+            (
+                "clientsecret = s3cr3t;next",
+                "clientsecret = [REDACTED];next",
+            ),
+            (
+                "GET /cb?code=1&access_token=abc123&state=x",
+                "GET /cb?code=1&access_token=[REDACTED]&state=x",
+            ),
+            (
+                "Server=db;User Id=app;Password=p@ss;",
+                "Server=db;User Id=app;Password=[REDACTED];",
+            ),
+            (
+                "User{name=bob, password=hunter2}",
+                "User{name=bob, password=[REDACTED]}",
+            ),
+            ("--db-password=hunter2", "--db-password=[REDACTED]"),
+            ("opts :password => 'x'", "opts :password => '[REDACTED]'"),
+            ("password := hunter2", "password := [REDACTED]"),
+            ("password=a=b c", "password=[REDACTED] c"),
+            (
+                "sessionid=abc; csrftoken=xyz",
+                "sessionid=[REDACTED]; csrftoken=[REDACTED]",
+            ),
+            (
+                "Cookie: theme=dark; sid=abc123\nnext",
+                "Cookie: [REDACTED]\nnext",
+            ),
+            (
+                "Authorization: Basic dXNlcjpwYXNz",
+                "Authorization: Basic [REDACTED]",
+            ),
+            ("authorization=Token abc", "authorization=Token [REDACTED]"),
+            ("X-Api-Key: k-123", "X-Api-Key: [REDACTED]"),
+        ] {
+            assert_eq!(scrub(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_found_alone_and_prose_stays() {
+        for (text, want) in [
+            (
+                "header Basic dXNlcjpwYXNz sent",
+                "header Basic [REDACTED] sent",
+            ),
+            ("basic YTpi", "basic [REDACTED]"),
+            // `alice:s3cret!` padded.
+            ("Basic YWxpY2U6czNjcmV0IQ==.", "Basic [REDACTED]."),
+        ] {
+            assert_eq!(scrub(text), want, "{text}");
+        }
+        for same in [
+            "the basic idea",
+            "Basic information about basic auth",
+            "Basic dXNlcnBhc3M",
+            "Basic dXNlcjpwYXNz=",
+            "basically dXNlcjpwYXNz",
+        ] {
+            assert_eq!(scrub(same), same);
+        }
+    }
+
+    #[test]
+    fn pairs_whose_key_is_no_secret_stay() {
+        for same in [
+            "tokenizer=fast passenger=3 author: bob keyboard=us",
+            "order=4111111111111112 status=200",
+            "id=550e8400-e29b-41d4-a716-446655440000",
+            "at 2024-01-15T12:30:45.123Z ts: 12:30:45",
+            "https://example.com:8443/path?page=2&sort=asc",
+            "use myapp::auth::login",
+            "if x == y and a != b, a <= b",
+            "password:",
+            "password=",
+            "password= \nnext",
+            "password={\"nested\": 1}",
+            "time=12:30 zone: UTC",
+        ] {
+            assert_eq!(scrub(same), same);
+        }
+        // Switched off, or no names to match keys against: the pair stays.
+        let only_bearer = Redactor::new(
+            DEFAULT_FIELDS.iter().copied(),
+            &[Detector::Bearer],
+            RedactWith::Mask,
+            None,
+        );
+        assert_eq!(only_bearer.text("password=hunter2"), "password=hunter2");
+        let no_names = Redactor::new([], &[Detector::SecretPair], RedactWith::Mask, None);
+        assert_eq!(no_names.text("password=hunter2"), "password=hunter2");
+    }
+
+    mod look_alikes {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn plain_name() -> impl Strategy<Value = String> {
+            (proptest::sample::select(PLAIN_NAMES), 0..3u8).prop_map(|(n, case)| match case {
+                0 => n.to_string(),
+                1 => n.to_uppercase(),
+                _ => n.to_lowercase(),
+            })
+        }
+
+        /// Order numbers, UUIDs (starting with a letter, as v4 UUIDs often do: no digit run of
+        /// a card's length), timestamps, words.
+        fn plain_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[0-9]{1,12}",
+                "[a-f][0-9a-f]{7}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+                "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]\\.[0-9]{3}Z",
+                "[a-z]{1,10}",
+            ]
+        }
+
+        fn pair() -> impl Strategy<Value = String> {
+            (plain_name(), plain_value(), 0..4u8).prop_map(|(k, v, shape)| match shape {
+                0 => format!("{k}={v}"),
+                1 => format!("{k}: {v}"),
+                2 => format!("\"{k}\": \"{v}\""),
+                _ => format!("{k} => {v}"),
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn pairs_of_look_alikes_and_plain_values_are_unchanged(
+                pairs in proptest::collection::vec(pair(), 1..6),
+                comma in any::<bool>(),
+            ) {
+                let text = pairs.join(if comma { ", " } else { " " });
+                prop_assert_eq!(scrub(&text), text);
+            }
+
+            #[test]
+            fn look_alike_names_stay_in_any_case(name in plain_name()) {
+                prop_assert!(!Redactor::defaults().is_secret_name(&name), "{}", name);
+            }
+
+            #[test]
+            fn a_secret_pair_loses_exactly_its_value(
+                key in proptest::sample::select(SECRET_NAMES),
+                value in "[A-Za-z0-9]{1,24}",
+                shape in 0..3u8,
+            ) {
+                let (text, want) = match shape {
+                    0 => (format!("{key}={value}"), format!("{key}=[REDACTED]")),
+                    1 => (format!("{key}: {value}"), format!("{key}: [REDACTED]")),
+                    _ => (
+                        format!("\"{key}\": \"{value}\""),
+                        format!("\"{key}\": \"[REDACTED]\""),
+                    ),
+                };
+                prop_assert_eq!(scrub(&text), want);
+            }
         }
     }
 
