@@ -536,3 +536,28 @@ fn debug_of_config_masks_every_password_and_the_hash_key() {
     // The default guest password too.
     assert!(!format!("{:?}", Config::default()).contains("guest:guest"));
 }
+
+/// The compose stack's `.env` is an environment applications get started with (`docker compose
+/// run`, `set -a; . compose/.env`): none of its variables may be taken for a crate setting, or
+/// `init()` fails on an unknown key.
+#[test]
+fn the_compose_stacks_variables_never_collide_with_the_crates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/compose/.env");
+    let text = std::fs::read_to_string(path).expect("compose/.env");
+    let pairs: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert!(pairs.len() > 10, "{pairs:?}");
+    assert!(pairs.iter().any(|(k, _)| k == "LCSTACK_NAMESPACE"));
+    let config = Config::from_vars(pairs).expect("compose/.env is a valid environment");
+    assert_eq!(config, Config::default());
+    // And the crate stays strict: a stack-like variable under the crate's prefix is refused.
+    let e = error(&[("LOGCOLLECT_NAMESPACE", "default")]);
+    assert!(e.contains("unknown key `namespace`"), "{e}");
+}
