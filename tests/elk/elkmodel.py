@@ -865,7 +865,7 @@ class PipelineFacts:
 
 
 # --------------------------------------------------------------------------------------------
-# The crate's real output (examples/sample_documents.rs)
+# The crate's real output (tools/sample_documents.rs)
 # --------------------------------------------------------------------------------------------
 def crate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The process environment without any LOGCOLLECT_* variable the crate would read, plus extra."""
