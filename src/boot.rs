@@ -324,7 +324,13 @@ impl Builder {
         if !config.enabled {
             // No spool (it would be locked), no thread, no connection; a queue of one slot that
             // refuses everything (only `Shipper::ship` could offer an event).
-            let shared = Shared::new(1, encoder, None, crate::Overflow::DropNewest, Duration::ZERO);
+            let shared = Shared::new(
+                1,
+                encoder,
+                None,
+                crate::Overflow::DropNewest,
+                Duration::ZERO,
+            );
             shared.closed.store(true, Ordering::Relaxed);
             let layer = LogcollectLayer::off(Handoff::new(shared.clone()));
             return Ok((layer, Guard::idle(shared, config.shutdown_timeout)));

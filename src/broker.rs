@@ -587,7 +587,7 @@ async fn open_node(target: &Target, uri: &AMQPUri) -> Result<Session, BrokerErro
         channel
             .exchange_declare(
                 target.exchange.clone(),
-                exchange_kind(target.exchange_type),
+                ExchangeKind::from(target.exchange_type),
                 ExchangeDeclareOptions {
                     durable: true,
                     ..ExchangeDeclareOptions::default()
@@ -611,13 +611,15 @@ async fn open_node(target: &Target, uri: &AMQPUri) -> Result<Session, BrokerErro
     }
 }
 
-/// lapin's name for an exchange type.
-fn exchange_kind(exchange_type: ExchangeType) -> ExchangeKind {
-    match exchange_type {
-        ExchangeType::Topic => ExchangeKind::Topic,
-        ExchangeType::Direct => ExchangeKind::Direct,
-        ExchangeType::Fanout => ExchangeKind::Fanout,
-        ExchangeType::Headers => ExchangeKind::Headers,
+/// The AMQP client's name for an exchange type, e.g. to declare the exchange as the shipper does.
+impl From<ExchangeType> for ExchangeKind {
+    fn from(exchange_type: ExchangeType) -> ExchangeKind {
+        match exchange_type {
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Headers => ExchangeKind::Headers,
+        }
     }
 }
 

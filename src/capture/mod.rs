@@ -54,9 +54,7 @@ fn global_subscriber_set() -> bool {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .spawn_scoped(scope, || {
-                !tracing::dispatcher::get_default(|d| {
-                    d.is::<tracing::subscriber::NoSubscriber>()
-                })
+                !tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
             })
             .ok()
             .and_then(|thread| thread.join().ok())

@@ -270,7 +270,7 @@ impl Redactor {
     }
 
     /// A field's value redacted, or `None` when it holds no secret.
-    #[cfg(any(test, feature = "internals"))] // the tests' and the CLI's
+    #[cfg(feature = "internals")] // the CLI's
     pub fn field(&self, name: &str, value: &FieldValue) -> Option<FieldValue> {
         self.value(self.is_secret_name(name), value)
     }
