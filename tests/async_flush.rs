@@ -141,6 +141,11 @@ fn dropping_the_guard_on_a_runtime_worker_does_not_starve_its_tasks() {
         .await
         .expect("task")
     });
-    assert_eq!(shipper.stats().confirmed, EVENTS as u64, "{}", shipper.stats());
+    assert_eq!(
+        shipper.stats().confirmed,
+        EVENTS as u64,
+        "{}",
+        shipper.stats()
+    );
     assert_every_event_arrived(&mut capture);
 }

@@ -612,7 +612,10 @@ fn config_is_a_section_of_the_applications_own_file() {
     assert_eq!(c.queue_capacity, 1024);
     assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
     assert_eq!(c.redact_fields_extra, ["pin_code"]);
-    assert_eq!(c.identity.get("project").map(String::as_str), Some("billing"));
+    assert_eq!(
+        c.identity.get("project").map(String::as_str),
+        Some("billing")
+    );
     assert_eq!(
         c.spool.dir.as_deref(),
         Some(std::path::Path::new("/var/spool/app"))
@@ -623,7 +626,9 @@ fn config_is_a_section_of_the_applications_own_file() {
     assert_eq!(c.confirm_window, Config::default().confirm_window);
 
     // The errors of a file: an unknown key, an invalid value, a failed check, each named.
-    let err = |section: &str| match toml::from_str::<App>(&format!("port = 1\n[logcollect]\n{section}")) {
+    let err = |section: &str| match toml::from_str::<App>(&format!(
+        "port = 1\n[logcollect]\n{section}"
+    )) {
         Ok(_) => panic!("expected an error for {section}"),
         Err(e) => e.to_string(),
     };
@@ -632,7 +637,10 @@ fn config_is_a_section_of_the_applications_own_file() {
     let e = err("format = \"xml\"");
     assert!(e.contains("`format`") && e.contains("ecs, classic"), "{e}");
     let e = err("queue_capacity = 0");
-    assert!(e.contains("`queue_capacity`") && e.contains("at least 1"), "{e}");
+    assert!(
+        e.contains("`queue_capacity`") && e.contains("at least 1"),
+        "{e}"
+    );
     let e = err("console_level = \"=[\"");
     assert!(e.contains("`console_level`"), "{e}");
     let e = err("[logcollect.spool]\nnope = 1");
@@ -650,5 +658,8 @@ fn enabled_and_console_level_are_read_from_variables() {
     assert_eq!(c.console_level.as_deref(), Some("warn,app=info"));
     assert!(Config::default().enabled);
     let e = error(&[("LOGCOLLECT_ENABLED", "maybe")]);
-    assert!(e.contains("LOGCOLLECT_ENABLED") && e.contains("true or false"), "{e}");
+    assert!(
+        e.contains("LOGCOLLECT_ENABLED") && e.contains("true or false"),
+        "{e}"
+    );
 }

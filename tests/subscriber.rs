@@ -15,7 +15,13 @@ use serde_json::Value;
 fn in_own_process(scenario: &str) -> String {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
-        .args(["--ignored", "--exact", scenario, "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            scenario,
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("run the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -86,11 +92,18 @@ fn scenario_composed() {
     tracing::debug!(seq_no = 2, "below the filter");
     log::debug!("log below the filter");
     tracing::warn!(seq_no = 3, "tracing 3");
-    assert!(guard.flush(Duration::from_secs(20)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
 
     let docs = receive_exactly(&mut capture, 3);
     assert_eq!(messages(&docs), ["log 1", "tracing 0", "tracing 3"]);
-    let log = docs.iter().find(|d| d["message"] == "log 1").expect("log 1");
+    let log = docs
+        .iter()
+        .find(|d| d["message"] == "log 1")
+        .expect("log 1");
     assert_eq!(log["log"]["logger"], "legacy", "{log}");
     assert_eq!(guard.stats().accepted, 3);
 }
@@ -120,8 +133,15 @@ fn scenario_bridge_first() {
     // Panics if a `log` logger was set above.
     tracing_subscriber::registry().with(layer).init();
     log::warn!("log after all");
-    assert!(guard.flush(Duration::from_secs(20)).is_complete(), "{}", guard.stats());
-    assert_eq!(messages(&receive_exactly(&mut capture, 1)), ["log after all"]);
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+    assert_eq!(
+        messages(&receive_exactly(&mut capture, 1)),
+        ["log after all"]
+    );
 }
 
 #[test]
@@ -155,7 +175,11 @@ fn scenario_reload() {
     assert!(e.to_string().contains("`level`"), "{e}");
     tracing::info!(seq_no = 5, "info after the refused change");
     tracing::error!(seq_no = 6, "error after the refused change");
-    assert!(guard.flush(Duration::from_secs(20)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
 
     let docs = receive_exactly(&mut capture, 4);
     assert_eq!(
@@ -247,7 +271,11 @@ fn scenario_console_level() {
     levels.set_console_level("error").expect("console level");
     levels.set_level("info").expect("level");
     tracing::info!(seq_no = 3, "info shipped only, console at error");
-    assert!(guard.flush(Duration::from_secs(20)).is_complete(), "{}", guard.stats());
+    assert!(
+        guard.flush(Duration::from_secs(20)).is_complete(),
+        "{}",
+        guard.stats()
+    );
     let docs = receive_exactly(&mut capture, 4);
     assert_eq!(
         messages(&docs),
