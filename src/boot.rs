@@ -382,32 +382,51 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| crate::config::defaults::LEVEL.to_string());
         let console_level = self.config.console_level.clone();
-        let (shipper_filter, shipper_handle) = reload::Layer::new(filter("level", &level)?);
-        let console = match self.config.console {
-            true => {
-                let directive = console_level.as_deref().unwrap_or(&level);
-                let (f, handle) = reload::Layer::new(filter("console_level", directive)?);
-                Some((tracing_subscriber::fmt::layer().with_filter(f), handle))
-            }
+        let shipper_filter = filter("level", &level)?;
+        let console_filter = match self.config.console {
+            true => Some(filter(
+                "console_level",
+                console_level.as_deref().unwrap_or(&level),
+            )?),
             false => None,
         };
-        let (console, console_handle) = console.unzip();
         let enabled = self.config.enabled;
         let panic_hook = self.config.panic_hook;
         let (layer, mut guard) = self.build()?;
-        let registry = tracing_subscriber::registry().with(console);
-        // Per-layer filters: the console and the shipper each let through their own level.
-        let shipper = enabled.then(|| layer.with_filter(shipper_filter));
-        let shipper_handle = enabled.then_some(shipper_handle);
-        registry
-            .with(shipper)
-            .try_init()
-            .map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
+        let layer = enabled.then_some(layer);
+        let installed = match console_filter {
+            // One layer: its filter is global, as fast as a filter gets (callsites it disables
+            // are never asked again).
+            None => {
+                let (filter, handle) = reload::Layer::new(shipper_filter);
+                let installed = tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init();
+                installed.map(|()| (enabled.then(|| setter(handle)), None))
+            }
+            // Per-layer filters: the console and the shipper each let through their own level.
+            Some(console_filter) => {
+                let (console_filter, console_handle) = reload::Layer::new(console_filter);
+                let (shipper_filter, shipper_handle) = reload::Layer::new(shipper_filter);
+                let installed = tracing_subscriber::registry()
+                    .with(tracing_subscriber::fmt::layer().with_filter(console_filter))
+                    .with(layer.map(|layer| layer.with_filter(shipper_filter)))
+                    .try_init();
+                installed.map(|()| {
+                    (
+                        enabled.then(|| setter(shipper_handle)),
+                        Some(setter(console_handle)),
+                    )
+                })
+            }
+        };
+        let (shipper, console) = installed.map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
         // `try_init` also routes `log` records into tracing (tracing-subscriber's `tracing-log`
         // feature, via `LogTracer`), and fails if another `log` logger is already set.
         guard.levels = Some(LevelHandle {
-            shipper: shipper_handle.map(|h| setter(h) as Setter),
-            console: console_handle.map(|h| setter(h) as Setter),
+            shipper,
+            console,
             console_follows: Arc::new(AtomicBool::new(console_level.is_none())),
         });
         if panic_hook && enabled {
