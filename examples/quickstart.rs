@@ -126,7 +126,6 @@ mod peek {
     };
     use lapin::types::{FieldTable, ShortString};
     use lapin::{Connection, ConnectionProperties, ExchangeKind};
-    use logcollect::ExchangeType;
     use std::time::Duration;
 
     pub struct Peek {
@@ -165,12 +164,7 @@ mod peek {
                 channel
                     .exchange_declare(
                         exchange.clone(),
-                        match config.exchange_type {
-                            ExchangeType::Topic => ExchangeKind::Topic,
-                            ExchangeType::Direct => ExchangeKind::Direct,
-                            ExchangeType::Fanout => ExchangeKind::Fanout,
-                            ExchangeType::Headers => ExchangeKind::Headers,
-                        },
+                        ExchangeKind::from(config.exchange_type),
                         durable,
                         FieldTable::default(),
                     )

@@ -205,6 +205,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..logcollect::cargo_package!()
     });
     let broker_uri = builder.config().broker_uri.clone();
+    let shutdown_timeout = builder.config().shutdown_timeout;
     let guard = builder.init()?;
 
     let jobs = Arc::new(Jobs {
@@ -228,6 +229,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    drop(guard);
+    // Delivers what is queued without blocking a runtime worker (dropping the guard would wait
+    // on this one); what is left undelivered is reported on stderr.
+    let _ = guard.shutdown_async(shutdown_timeout).await;
     Ok(())
 }

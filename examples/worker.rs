@@ -111,6 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..logcollect::cargo_package!()
     });
     let broker_uri = builder.config().broker_uri.clone();
+    let shutdown_timeout = builder.config().shutdown_timeout;
     let guard = builder.init()?;
 
     tokio::select! {
@@ -121,6 +122,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ = shutdown_signal() => {}
     }
-    drop(guard);
+    // Delivers what is queued without blocking a runtime worker (dropping the guard would wait
+    // on this one); what is left undelivered is reported on stderr.
+    let _ = guard.shutdown_async(shutdown_timeout).await;
     Ok(())
 }

@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tracing_log::AsLog;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{reload, EnvFilter, Layer};
 
 use crate::broker::ExchangeType;
 use crate::broker::{Connector, Target};
@@ -149,6 +153,20 @@ impl Builder {
         self.config.console = on;
         self
     }
+    /// An `EnvFilter` directive for the console alone, e.g. `warn` while `level` ships `debug`.
+    ///
+    /// Sets `console_level` (`LOGCOLLECT_CONSOLE_LEVEL`); default `level`.
+    pub fn console_level(mut self, directive: impl Into<String>) -> Self {
+        self.config.console_level = Some(directive.into());
+        self
+    }
+    /// `false` ships nothing: no shipper thread, no connection (e.g. in local runs and tests).
+    ///
+    /// Sets `enabled` (`LOGCOLLECT_ENABLED`); default `true`.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.config.enabled = on;
+        self
+    }
     /// Adds an activity identity entry, e.g. `("project", "billing")`.
     ///
     /// Adds to `identity` (`LOGCOLLECT_IDENTITY__<KEY>`); default none.
@@ -255,8 +273,11 @@ impl Builder {
     }
 
     /// Starts the shipper and returns the layer, for a subscriber you compose yourself.
-    /// `level` and `console` are not applied here: add your own filter and layers. Call
-    /// [`init_log_bridge`](crate::capture::init_log_bridge) to capture `log` records too.
+    /// `level` and `console` are not applied here: add your own filter and layers.
+    /// `log` records reach the layer through the `log` bridge: tracing-subscriber's
+    /// `init()`/`try_init()` install it (its default `tracing-log` feature); otherwise call
+    /// [`init_log_bridge`](crate::capture::init_log_bridge) after installing the subscriber.
+    /// With `enabled = false` the layer captures nothing and no thread is started.
     pub fn build(self) -> Result<(LogcollectLayer, Guard), Error> {
         let config = self.config;
         config.validate()?;
@@ -294,6 +315,20 @@ impl Builder {
             },
             doc_bytes: Default::default(),
         };
+        if !config.enabled {
+            // No spool (it would be locked), no thread, no connection; a queue of one slot that
+            // refuses everything (only `Shipper::ship` could offer an event).
+            let shared = Shared::new(
+                1,
+                encoder,
+                None,
+                crate::Overflow::DropNewest,
+                Duration::ZERO,
+            );
+            shared.closed.store(true, Ordering::Relaxed);
+            let layer = LogcollectLayer::off(Handoff::new(shared.clone()));
+            return Ok((layer, Guard::idle(shared, config.shutdown_timeout)));
+        }
         let spool = match &config.spool.dir {
             Some(dir) => Some(
                 Spool::open(&SpoolSettings {
@@ -331,35 +366,133 @@ impl Builder {
         Ok((LogcollectLayer::new(Handoff::new(shared)), guard))
     }
 
-    /// Installs the global subscriber (filter, optional console, logcollect layer) and the
-    /// `log` bridge, and starts the shipper.
+    /// Installs the global subscriber (the logcollect layer and the optional console, each
+    /// with its level filter) and the `log` bridge, and starts the shipper. The guard's
+    /// [`levels`](Guard::levels) changes the filters while running.
     pub fn init(self) -> Result<Guard, Error> {
-        let directive = self
+        let level = self
             .config
             .level
             .clone()
             .unwrap_or_else(|| crate::config::defaults::LEVEL.to_string());
-        let filter = EnvFilter::try_new(&directive).map_err(|e| {
-            Error::Config(format!("`level` `{directive}` is not a valid filter: {e}"))
-        })?;
-        let console = self
-            .config
-            .console
-            .then(|| tracing_subscriber::fmt::layer().boxed());
+        let console_level = self.config.console_level.clone();
+        let shipper_filter = filter("level", &level)?;
+        let console_filter = match self.config.console {
+            true => Some(filter(
+                "console_level",
+                console_level.as_deref().unwrap_or(&level),
+            )?),
+            false => None,
+        };
+        let enabled = self.config.enabled;
         let panic_hook = self.config.panic_hook;
-        let (layer, guard) = self.build()?;
-        let subscriber = tracing_subscriber::registry()
-            .with(filter)
-            .with(console)
-            .with(layer);
-        subscriber
-            .try_init()
-            .map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
-        if panic_hook {
-            crate::panic::install_panic_hook(guard.shipper());
-        }
+        let (layer, mut guard) = self.build()?;
+        let layer = enabled.then_some(layer);
+        let installed = match console_filter {
+            // One layer: its filter is global, as fast as a filter gets (callsites it disables
+            // are never asked again).
+            None => {
+                let (filter, handle) = reload::Layer::new(shipper_filter);
+                let installed = tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init();
+                installed.map(|()| (enabled.then(|| setter(handle)), None))
+            }
+            // Per-layer filters: the console and the shipper each let through their own level.
+            Some(console_filter) => {
+                let (console_filter, console_handle) = reload::Layer::new(console_filter);
+                let (shipper_filter, shipper_handle) = reload::Layer::new(shipper_filter);
+                let installed = tracing_subscriber::registry()
+                    .with(tracing_subscriber::fmt::layer().with_filter(console_filter))
+                    .with(layer.map(|layer| layer.with_filter(shipper_filter)))
+                    .try_init();
+                installed.map(|()| {
+                    (
+                        enabled.then(|| setter(shipper_handle)),
+                        Some(setter(console_handle)),
+                    )
+                })
+            }
+        };
+        let (shipper, console) = installed.map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
         // `try_init` also routes `log` records into tracing (tracing-subscriber's `tracing-log`
         // feature, via `LogTracer`), and fails if another `log` logger is already set.
+        guard.levels = Some(LevelHandle {
+            shipper,
+            console,
+            console_follows: Arc::new(AtomicBool::new(console_level.is_none())),
+        });
+        if panic_hook && enabled {
+            crate::panic::install_panic_hook(guard.shipper());
+        }
         Ok(guard)
     }
+}
+
+fn filter(key: &str, directive: &str) -> Result<EnvFilter, Error> {
+    EnvFilter::try_new(directive)
+        .map_err(|e| Error::Config(format!("`{key}` `{directive}` is not a valid filter: {e}")))
+}
+
+type Setter = Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+fn setter<S: 'static>(handle: reload::Handle<EnvFilter, S>) -> Setter {
+    Arc::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+}
+
+/// Changes the level filters [`init`] installed, while the program runs (tracing-subscriber's
+/// `reload`): e.g. `guard.levels()?.set_level("debug")` on a signal or an admin request.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LevelHandle {
+    shipper: Option<Setter>,
+    console: Option<Setter>,
+    /// The console shows what `level` lets through until `console_level` is set.
+    console_follows: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for LevelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LevelHandle")
+            .field("shipper", &self.shipper.is_some())
+            .field("console", &self.console.is_some())
+            .finish()
+    }
+}
+
+impl LevelHandle {
+    /// Replaces `level`: what is shipped (and what the console shows, unless
+    /// [`set_console_level`](LevelHandle::set_console_level) was called or `console_level`
+    /// is set). An invalid directive is an error and changes nothing.
+    pub fn set_level(&self, directive: &str) -> Result<(), Error> {
+        let console = match self.console_follows.load(Ordering::Relaxed) {
+            true => self.console.as_ref(),
+            false => None,
+        };
+        for setter in self.shipper.iter().chain(console) {
+            setter(filter("level", directive)?).map_err(Error::Config)?;
+        }
+        sync_log_max_level();
+        Ok(())
+    }
+
+    /// Replaces `console_level`; an error when the console is off.
+    pub fn set_console_level(&self, directive: &str) -> Result<(), Error> {
+        let Some(setter) = &self.console else {
+            return Err(Error::Config(
+                "`console_level` cannot change: the console is off (`console = false`)".into(),
+            ));
+        };
+        setter(filter("console_level", directive)?).map_err(Error::Config)?;
+        self.console_follows.store(false, Ordering::Relaxed);
+        sync_log_max_level();
+        Ok(())
+    }
+}
+
+/// The `log` crate filters records before the bridge sees them, at the most verbose level of
+/// the subscriber when it was installed: follow the new filters.
+fn sync_log_max_level() {
+    log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
 }

@@ -355,7 +355,7 @@ impl Connector {
         channel
             .exchange_declare(
                 self.exchange.clone(),
-                exchange_kind(self.exchange_type),
+                ExchangeKind::from(self.exchange_type),
                 ExchangeDeclareOptions {
                     durable: true,
                     ..ExchangeDeclareOptions::default()
@@ -888,13 +888,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// lapin's name for an exchange type.
-fn exchange_kind(exchange_type: ExchangeType) -> ExchangeKind {
-    match exchange_type {
-        ExchangeType::Topic => ExchangeKind::Topic,
-        ExchangeType::Direct => ExchangeKind::Direct,
-        ExchangeType::Fanout => ExchangeKind::Fanout,
-        ExchangeType::Headers => ExchangeKind::Headers,
+/// The AMQP client's name for an exchange type, e.g. to declare the exchange as the shipper does.
+impl From<ExchangeType> for ExchangeKind {
+    fn from(exchange_type: ExchangeType) -> ExchangeKind {
+        match exchange_type {
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Headers => ExchangeKind::Headers,
+        }
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn allowed<T: Choice>() -> String {
 /// }
 /// ```
 ///
-/// gives the enum (`Debug`, `Clone`, `Copy`, `PartialEq`, `Eq`, `Hash`), `ALL`, `as_str`,
+/// gives the enum (`#[non_exhaustive]`; `Debug`, `Clone`, `Copy`, `PartialEq`, `Eq`, `Hash`), `ALL`, `as_str`,
 /// `Display`, `FromStr` (any case; the error lists the allowed names), `Deserialize` (through
 /// `FromStr`) and, with `default V`, `DEFAULT` and `Default`.
 macro_rules! choice {
@@ -54,6 +54,8 @@ macro_rules! choice {
     ) => {
         $(#[$attr])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        // Values get added (formats, detectors, policies): a match elsewhere needs a `_` arm.
+        #[non_exhaustive]
         pub enum $Enum {
             $(
                 $(#[$vattr])*

@@ -266,6 +266,8 @@ macro_rules! setting {
 settings! {
     /// Every setting, with its default. Build one in code, or read it with [`Config::from_env`].
     pub struct Config {
+        /// `false`: nothing is shipped, `init` starts no thread and opens no connection (the console still prints when `console` is set).
+        enabled: bool = true;
         /// The broker, or a cluster's nodes tried in order (failover); query `heartbeat` (default 10 s), `connection_timeout` and `auth_mechanism` honoured.
         broker_uri: String = defaults::BROKER_URI.to_string(),
             allowed "an amqp:// or amqps:// URI, e.g. amqp://user:password@host:5672/%2f; several separated by commas (a list in a file)",
@@ -308,6 +310,11 @@ settings! {
             check level_filter;
         /// Also print events on stdout (a `fmt` layer).
         console: bool = false;
+        /// `EnvFilter` directives for the console alone; unset means the console shows what `level` lets through.
+        console_level: Option<String> = None,
+            allowed LEVEL_ALLOWED,
+            default_doc "`level`",
+            check level_filter;
         /// Activity identity entries (`identity.project`, `identity.application`, …).
         identity: BTreeMap<String, String> = BTreeMap::new(),
             default_doc "none",
@@ -912,7 +919,39 @@ fn is_reserved_variable(name: &str) -> bool {
     name == "LOGCOLLECT_CONFIG" || name.starts_with("LOGCOLLECT_TEST_")
 }
 
+/// A `Config` is read from any serde source with the keys and values of a configuration file
+/// (durations in milliseconds, `spool` and `batch` as tables), e.g. a `[logcollect]` table of
+/// the application's own TOML file; unknown keys and invalid values are errors naming the key.
+/// The environment is not read: see [`Config::from_env`].
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct AppConfig {
+///     logcollect: logcollect::Config,
+/// }
+/// # let app: AppConfig = serde_json::from_str(r#"{"logcollect": {"exchange": "apps", "spool": {"max_bytes": 1048576}}}"#).unwrap();
+/// # assert_eq!(app.logcollect.exchange, "apps");
+/// # assert_eq!(app.logcollect.spool.max_bytes, 1 << 20);
+/// ```
+impl<'de> serde::Deserialize<'de> for Config {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = config::Value::deserialize(deserializer)?;
+        let table = value.into_table().map_err(|_| {
+            serde::de::Error::custom("logcollect configuration: must be a table of settings")
+        })?;
+        Config::from_table(table).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Config {
+    /// The defaults with the settings of `table` (as a file gives them), validated.
+    fn from_table(table: config::Map<String, config::Value>) -> Result<Config, Error> {
+        let mut config = Config::default();
+        read_table(&mut config, "", table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Reads the process environment (`LOGCOLLECT_*`, `LOGCOLLECT_CONFIG`, `RUST_LOG`).
     pub fn from_env() -> Result<Config, Error> {
         Config::from_vars(

@@ -11,7 +11,8 @@ pub enum Error {
     Config(String),
     /// A global subscriber was already installed.
     AlreadyInitialized(String),
-    /// Another `log` logger was already installed.
+    /// The `log` bridge cannot be installed now (see
+    /// [`init_log_bridge`](crate::capture::init_log_bridge)).
     LogBridge(String),
     /// The shipper thread could not be started.
     Spawn(std::io::Error),
@@ -31,10 +32,7 @@ impl fmt::Display for Error {
                 f,
                 "logcollect: a global tracing subscriber is already set: {m}"
             ),
-            Error::LogBridge(m) => write!(
-                f,
-                "logcollect: cannot capture `log` records, a logger is already set: {m}"
-            ),
+            Error::LogBridge(m) => write!(f, "logcollect: cannot capture `log` records: {m}"),
             Error::Spawn(e) => write!(f, "logcollect: cannot start the shipper thread: {e}"),
             Error::Spool(m) => write!(f, "logcollect spool: {m}"),
             Error::Tls(m) => write!(f, "logcollect TLS: {m}"),

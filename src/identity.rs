@@ -30,6 +30,7 @@ pub struct Identity {
 
 /// Where in Kubernetes the process runs, from the downward-API environment variables.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Kubernetes {
     /// `POD_NAME` (or `MY_POD_NAME`), else `HOSTNAME` (a pod's default host name is its name).
     pub pod_name: Option<String>,

@@ -24,6 +24,7 @@
 //! layer) and `amqp` (job messages); [`install_panic_hook`] logs panics (`init` installs it).
 
 #![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod boot;
 pub mod broker;
@@ -39,7 +40,7 @@ mod own_threads;
 mod panic;
 pub mod trace;
 
-pub use boot::{builder, builder_from_env, init, Builder, CargoPackage};
+pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHandle};
 pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{

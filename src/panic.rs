@@ -8,12 +8,12 @@ use crate::Shipper;
 
 /// How long the hook waits for the broker to confirm the panic event (and everything logged
 /// before it).
-pub const PANIC_FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+pub const PANIC_FLUSH_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Installs a panic hook that logs each panic as an ERROR event — the panic message as
 /// `message` and `error.message`, `error.type` = `panic`, the panic's location as
 /// `log.origin.file.*`, the panicking thread, a backtrace in `error.stack_trace`, inside the
-/// span that was current (so with its `trace.id`) — then flushes `shipper` for at most 2 s and
+/// span that was current (so with its `trace.id`) — then flushes `shipper` for at most 1 s (the panicking thread, maybe a runtime worker, is held no longer) and
 /// calls the hook that was installed before (by default the one printing to stderr).
 ///
 /// [`init`](crate::init) calls it unless `panic_hook` is `false`; call it yourself after

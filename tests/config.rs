@@ -569,3 +569,130 @@ fn debug_of_config_masks_every_password_and_the_hash_key() {
     // The default guest password too.
     assert!(!format!("{:?}", Config::default()).contains("guest:guest"));
 }
+
+/// The compose stack's `.env` is an environment applications get started with (`docker compose
+/// run`, `set -a; . compose/.env`): none of its variables may be taken for a crate setting, or
+/// `init()` fails on an unknown key.
+#[test]
+fn the_compose_stacks_variables_never_collide_with_the_crates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/compose/.env");
+    let text = std::fs::read_to_string(path).expect("compose/.env");
+    let pairs: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert!(pairs.len() > 10, "{pairs:?}");
+    assert!(pairs.iter().any(|(k, _)| k == "LCSTACK_NAMESPACE"));
+    let config = Config::from_vars(pairs).expect("compose/.env is a valid environment");
+    assert_eq!(config, Config::default());
+    // And the crate stays strict: a stack-like variable under the crate's prefix is refused.
+    let e = error(&[("LOGCOLLECT_NAMESPACE", "default")]);
+    assert!(e.contains("unknown key `namespace`"), "{e}");
+}
+
+/// `Config` is a table of the application's own configuration file, read by serde with the
+/// keys, values, checks and errors of `LOGCOLLECT_CONFIG`'s file.
+#[test]
+fn config_is_a_section_of_the_applications_own_file() {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct App {
+        port: u16,
+        logcollect: Config,
+    }
+    let app: App = toml::from_str(
+        r#"
+        port = 8080
+
+        [logcollect]
+        broker_uri = ["amqp://a:p@node1:5672/%2f", "amqp://a:p@node2:5672/%2f"]
+        exchange = "apps"
+        format = "classic"
+        level = "info,billing=debug"
+        console_level = "warn"
+        enabled = false
+        queue_capacity = 1024
+        shutdown_timeout_ms = 2500
+        redact_fields_extra = ["pin_code"]
+
+        [logcollect.identity]
+        project = "billing"
+
+        [logcollect.spool]
+        dir = "/var/spool/app"
+        max_bytes = 1048576
+
+        [logcollect.batch]
+        linger_ms = 5
+        "#,
+    )
+    .expect("the section reads");
+    let c = app.logcollect;
+    assert_eq!(
+        c.broker_uri,
+        "amqp://a:p@node1:5672/%2f,amqp://a:p@node2:5672/%2f"
+    );
+    assert_eq!(c.exchange, "apps");
+    assert_eq!(c.format, Format::Classic);
+    assert_eq!(c.level.as_deref(), Some("info,billing=debug"));
+    assert_eq!(c.console_level.as_deref(), Some("warn"));
+    assert!(!c.enabled);
+    assert_eq!(c.queue_capacity, 1024);
+    assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
+    assert_eq!(c.redact_fields_extra, ["pin_code"]);
+    assert_eq!(
+        c.identity.get("project").map(String::as_str),
+        Some("billing")
+    );
+    assert_eq!(
+        c.spool.dir.as_deref(),
+        Some(std::path::Path::new("/var/spool/app"))
+    );
+    assert_eq!(c.spool.max_bytes, 1 << 20);
+    assert_eq!(c.batch.linger, Duration::from_millis(5));
+    // What is not in the section keeps its default.
+    assert_eq!(c.confirm_window, Config::default().confirm_window);
+
+    // The errors of a file: an unknown key, an invalid value, a failed check, each named.
+    let err = |section: &str| match toml::from_str::<App>(&format!(
+        "port = 1\n[logcollect]\n{section}"
+    )) {
+        Ok(_) => panic!("expected an error for {section}"),
+        Err(e) => e.to_string(),
+    };
+    let e = err("exchnage = \"apps\"");
+    assert!(e.contains("unknown key `exchnage`"), "{e}");
+    let e = err("format = \"xml\"");
+    assert!(e.contains("`format`") && e.contains("ecs, classic"), "{e}");
+    let e = err("queue_capacity = 0");
+    assert!(
+        e.contains("`queue_capacity`") && e.contains("at least 1"),
+        "{e}"
+    );
+    let e = err("console_level = \"=[\"");
+    assert!(e.contains("`console_level`"), "{e}");
+    let e = err("[logcollect.spool]\nnope = 1");
+    assert!(e.contains("unknown key `spool.nope`"), "{e}");
+}
+
+#[test]
+fn enabled_and_console_level_are_read_from_variables() {
+    let c = Config::from_vars(vars(&[
+        ("LOGCOLLECT_ENABLED", "false"),
+        ("LOGCOLLECT_CONSOLE_LEVEL", "warn,app=info"),
+    ]))
+    .expect("config");
+    assert!(!c.enabled);
+    assert_eq!(c.console_level.as_deref(), Some("warn,app=info"));
+    assert!(Config::default().enabled);
+    let e = error(&[("LOGCOLLECT_ENABLED", "maybe")]);
+    assert!(
+        e.contains("LOGCOLLECT_ENABLED") && e.contains("true or false"),
+        "{e}"
+    );
+}

@@ -373,6 +373,7 @@ fn fields_named_like_reserved_keys_do_not_collide() {
                 assert_eq!(doc["project"], "billing");
                 assert!(doc["trace_id"].is_null());
             }
+            other => panic!("no expectations for the format {other}"),
         }
         // No key appears twice in the raw JSON: Elasticsearch rejects duplicate keys.
         assert_no_duplicate_keys(&body);

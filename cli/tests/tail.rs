@@ -88,6 +88,7 @@ fn tail_sees_exactly_what_the_load_generator_sent(format: Format) {
                 seqs.insert(doc["seq_no"].as_u64().expect("seq_no"));
                 ids.insert(doc["event_id"].as_str().expect("id").to_string());
             }
+            other => panic!("no expectations for the format {other}"),
         }
     }
     assert_eq!(seqs, (0..N).collect::<BTreeSet<_>>());

@@ -3,7 +3,7 @@
 # Idempotent: every call is a PUT/POST that can be repeated.
 #   - password of the built-in kibana_system user
 #   - role logcollect_writer (write only to logs-logcollect-*) and the user Logstash writes as
-#   - ILM policy logcollect (delete after LOGCOLLECT_RETENTION_DAYS) attached to the
+#   - ILM policy logcollect (delete after LCSTACK_RETENTION_DAYS) attached to the
 #     logs-logcollect-* data streams through an index template that composes the built-in logs
 #     component templates
 set -euo pipefail
@@ -11,11 +11,11 @@ set -euo pipefail
 : "${ELASTIC_PASSWORD:?ELASTIC_PASSWORD is not set}"
 : "${KIBANA_SYSTEM_PASSWORD:?KIBANA_SYSTEM_PASSWORD is not set}"
 : "${LOGSTASH_ES_PASSWORD:?LOGSTASH_ES_PASSWORD is not set}"
-: "${LOGCOLLECT_RETENTION_DAYS:?LOGCOLLECT_RETENTION_DAYS is not set}"
+: "${LCSTACK_RETENTION_DAYS:?LCSTACK_RETENTION_DAYS is not set}"
 ES_URL="${ES_URL:-http://elasticsearch:9200}"
 
-case "$LOGCOLLECT_RETENTION_DAYS" in
-  '' | *[!0-9]*) echo "LOGCOLLECT_RETENTION_DAYS must be a whole number of days" >&2; exit 1 ;;
+case "$LCSTACK_RETENTION_DAYS" in
+  '' | *[!0-9]*) echo "LCSTACK_RETENTION_DAYS must be a whole number of days" >&2; exit 1 ;;
 esac
 
 # es METHOD PATH [JSON BODY]: fails (and prints the answer) on any HTTP status >= 300.
@@ -62,14 +62,14 @@ es PUT /_security/user/logcollect_writer "{
   \"full_name\": \"logcollect Logstash writer\"
 }"
 
-# Retention: roll over daily (or at 50 GB per primary shard), delete LOGCOLLECT_RETENTION_DAYS
+# Retention: roll over daily (or at 50 GB per primary shard), delete LCSTACK_RETENTION_DAYS
 # days after rollover.
 es PUT /_ilm/policy/logcollect "{
   \"policy\": {
     \"_meta\": {\"managed_by\": \"logcollect compose setup\"},
     \"phases\": {
       \"hot\": {\"actions\": {\"rollover\": {\"max_age\": \"1d\", \"max_primary_shard_size\": \"50gb\"}}},
-      \"delete\": {\"min_age\": \"${LOGCOLLECT_RETENTION_DAYS}d\", \"actions\": {\"delete\": {}}}
+      \"delete\": {\"min_age\": \"${LCSTACK_RETENTION_DAYS}d\", \"actions\": {\"delete\": {}}}
     }
   }
 }"

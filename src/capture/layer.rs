@@ -44,6 +44,9 @@ thread_local! {
 /// ```
 pub struct LogcollectLayer {
     handoff: Handoff,
+    /// `false` with `enabled = false`: the layer captures nothing (it never disables events,
+    /// which would hide them from the other layers too).
+    on: bool,
     /// The subscriber the layer is part of, for tracing-opentelemetry's context lookups
     /// (`get_default` inside a dispatch gives the no-op one).
     #[cfg(feature = "otel")]
@@ -60,8 +63,17 @@ impl LogcollectLayer {
     pub(crate) fn new(handoff: Handoff) -> Self {
         LogcollectLayer {
             handoff,
+            on: true,
             #[cfg(feature = "otel")]
             dispatch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A layer that captures nothing (`enabled = false`).
+    pub(crate) fn off(handoff: Handoff) -> Self {
+        LogcollectLayer {
+            on: false,
+            ..LogcollectLayer::new(handoff)
         }
     }
 }
@@ -76,7 +88,7 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if own_threads::is_current() {
+        if !self.on || own_threads::is_current() {
             return;
         }
         let Some(span) = ctx.span(id) else { return };
@@ -118,7 +130,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if own_threads::is_current() {
+        if !self.on || own_threads::is_current() {
             return;
         }
         let normalized = event.normalized_metadata();

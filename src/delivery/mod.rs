@@ -53,6 +53,7 @@ impl std::fmt::Debug for Shipper {
 /// What a flush or a shutdown left undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub struct Flush {
     /// Events accepted before the flush that the broker had not confirmed by the deadline.
     pub undelivered: u64,
@@ -79,6 +80,38 @@ impl Shipper {
             undelivered: self.shared.wait_settled(timeout),
         }
     }
+
+    /// [`flush`](Shipper::flush) for async code: the wait runs on a helper thread and the
+    /// future completes when it ends, so no runtime worker is blocked (any executor). Dropping
+    /// the future abandons the result, not the flush (which ends by `timeout`).
+    pub async fn flush_async(&self, timeout: Duration) -> Flush {
+        let shared = self.shared.clone();
+        let target = shared.counters.accepted.load(Relaxed);
+        off_thread("logcollect-flush", move || Flush {
+            undelivered: shared.wait_settled(timeout),
+        })
+        .await
+        .unwrap_or_else(|| Flush {
+            // No thread to wait on: report what is unsettled now rather than block.
+            undelivered: target.saturating_sub(self.shared.counters.settled()),
+        })
+    }
+}
+
+/// Runs `work` on a thread of its own; its result, or `None` if no thread could be started
+/// or it panicked.
+async fn off_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .ok()?;
+    rx.await.ok()
 }
 
 impl Shipper {
@@ -94,12 +127,20 @@ impl Shipper {
 /// Keeps the shipper running. Dropping it (or calling [`shutdown`](Guard::shutdown)) delivers
 /// what is queued within the shutdown timeout, then stops the shipper thread; what could not
 /// be delivered is reported on stderr.
+///
+/// In async code, prefer [`shutdown_async`](Guard::shutdown_async) (and
+/// [`flush_async`](Guard::flush_async)): they wait without blocking a runtime worker. A guard
+/// dropped on a worker of a multi-thread tokio runtime waits through `block_in_place` (the
+/// worker's other tasks move to other workers); on a current-thread runtime, dropping it
+/// blocks that runtime for up to the shutdown timeout.
 #[must_use = "dropping the guard shuts the shipper down"]
 #[derive(Debug)]
 pub struct Guard {
     shipper: Shipper,
     thread: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// The level filters [`init`](crate::init) installed.
+    pub(crate) levels: Option<crate::LevelHandle>,
 }
 
 impl Guard {
@@ -113,7 +154,49 @@ impl Guard {
             shipper: Shipper { shared },
             thread: Some(thread),
             shutdown_timeout,
+            levels: None,
         })
+    }
+
+    /// A guard with no shipper (`enabled = false`): flushing and shutting down return at once.
+    pub(crate) fn idle(shared: Arc<Shared>, shutdown_timeout: Duration) -> Guard {
+        Guard {
+            shipper: Shipper { shared },
+            thread: None,
+            shutdown_timeout,
+            levels: None,
+        }
+    }
+
+    /// The handle to change the level filters while running, when [`init`](crate::init)
+    /// installed them (`None` after [`Builder::build`](crate::Builder::build): the filters are
+    /// yours).
+    pub fn levels(&self) -> Option<crate::LevelHandle> {
+        self.levels.clone()
+    }
+
+    /// See [`Shipper::flush_async`].
+    pub async fn flush_async(&self, timeout: Duration) -> Flush {
+        self.shipper.flush_async(timeout).await
+    }
+
+    /// [`shutdown`](Guard::shutdown) for async code: it runs on a helper thread, and the
+    /// future completes when it ends, without blocking a runtime worker.
+    pub async fn shutdown_async(mut self, timeout: Duration) -> Flush {
+        let shipper = self.shipper.clone();
+        let target = shipper.shared.counters.accepted.load(Relaxed);
+        let thread = self.thread.take();
+        let mut owned = Guard {
+            shipper: shipper.clone(),
+            thread,
+            shutdown_timeout: timeout,
+            levels: None,
+        };
+        off_thread("logcollect-shutdown", move || owned.stop(timeout))
+            .await
+            .unwrap_or_else(|| Flush {
+                undelivered: target.saturating_sub(shipper.shared.counters.settled()),
+            })
     }
 
     /// A clonable handle for reading stats or flushing from elsewhere.
@@ -174,7 +257,17 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
         let timeout = self.shutdown_timeout;
-        let _ = self.stop(timeout);
+        let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_multi_thread_runtime {
+            // The worker's other tasks move to other workers while this one waits.
+            let _ = tokio::task::block_in_place(|| self.stop(timeout));
+        } else {
+            let _ = self.stop(timeout);
+        }
     }
 }

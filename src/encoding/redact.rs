@@ -358,11 +358,13 @@ impl Redactor {
     }
 
     /// Redacts nothing.
+    #[cfg(any(test, feature = "internals"))] // the tests' and the CLI's
     pub fn none() -> Redactor {
         Redactor::new([], &[], RedactWith::Mask, None)
     }
 
     /// The defaults: [`DEFAULT_FIELDS`], every detector, `[REDACTED]`.
+    #[cfg(any(test, feature = "internals"))] // the tests' and the CLI's
     pub fn defaults() -> Redactor {
         Redactor::new(
             DEFAULT_FIELDS.iter().copied(),
@@ -451,6 +453,7 @@ impl Redactor {
     }
 
     /// A field's value redacted, or `None` when it holds no secret.
+    #[cfg(feature = "internals")] // the CLI's
     pub fn field(&self, name: &str, value: &FieldValue) -> Option<FieldValue> {
         self.value(self.is_secret_name(name), value)
     }

@@ -7,7 +7,7 @@
 //! use logcollect::integrations::amqp;
 //! use tracing::Instrument;
 //! // producer, inside the request's span:
-//! let properties = amqp::with_trace_context(lapin::BasicProperties::default().with_delivery_mode(2));
+//! let properties = amqp::with_trace_context(amqp::BasicProperties::default().with_delivery_mode(2));
 //! // channel.basic_publish(exchange, routing_key, options, payload, properties).await?;
 //!
 //! // worker, for each delivery:
@@ -20,8 +20,11 @@
 //! # Ok(()) }
 //! ```
 
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::BasicProperties;
+use lapin::types::{AMQPValue, LongString, ShortString};
+
+/// The AMQP client's types these functions take, re-exported so that callers name the same
+/// version of them that logcollect was built with.
+pub use lapin::{types::FieldTable, BasicProperties};
 
 use crate::trace::{self, SpanContext, TraceContext, TRACEPARENT, TRACESTATE};
 

@@ -8,4 +8,5 @@
 
 pub mod amqp;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

@@ -50,7 +50,7 @@ KIBANA_GENERATOR = ROOT / "kibana" / "generate.py"
 SETUP_ES = COMPOSE_DIR / "setup" / "setup-elasticsearch.sh"
 IMPORT_KIBANA = COMPOSE_DIR / "setup" / "import-kibana-objects.sh"
 CLASSIC_RS = ROOT / "src" / "encoding" / "classic.rs"
-SAMPLE_EXAMPLE = ROOT / "examples" / "sample_documents.rs"
+SAMPLE_EXAMPLE = ROOT / "tools" / "sample_documents.rs"
 FIXTURE = ELK_TESTS / "fixtures" / "sample_documents.json"
 
 # Set to 1 to develop against tests/elk/fixtures/sample_documents.json (a saved output of
@@ -980,7 +980,7 @@ class PipelineFacts:
 
 
 # --------------------------------------------------------------------------------------------
-# The crate's real output (examples/sample_documents.rs)
+# The crate's real output (tools/sample_documents.rs)
 # --------------------------------------------------------------------------------------------
 def crate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The process environment without any LOGCOLLECT_* variable the crate would read, plus extra."""

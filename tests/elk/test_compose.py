@@ -184,7 +184,7 @@ def test_versions_and_passwords_come_from_env(compose, env_file):
             # URL-safe: the publisher password goes into an AMQP URI, all of them into JSON.
             assert re.fullmatch(r"[A-Za-z0-9._~-]+", value), f"{key} must stay URL/JSON-safe"
     assert len(env_file["KIBANA_ENCRYPTION_KEY"]) >= 32
-    assert re.fullmatch(r"[1-9][0-9]*", env_file["LOGCOLLECT_RETENTION_DAYS"])
+    assert re.fullmatch(r"[1-9][0-9]*", env_file["LCSTACK_RETENTION_DAYS"])
 
 
 def test_healthchecks_do_not_interpolate_container_secrets_at_compose_time(compose):
@@ -217,7 +217,7 @@ def test_setup_script_covers_users_role_and_retention():
     assert '"names": ["logs-logcollect-*"]' in text
     assert "/_security/user/logcollect_writer" in text
     assert "/_ilm/policy/logcollect" in text
-    assert '${LOGCOLLECT_RETENTION_DAYS}d' in text
+    assert '${LCSTACK_RETENTION_DAYS}d' in text
     assert '"index.lifecycle.name": "logcollect"' in text
     assert '"index_patterns": ["logs-logcollect-*"]' in text
 
@@ -322,7 +322,7 @@ def test_transport_profiles_swap_rabbitmq_for_redis(compose, env_file):
     # One Logstash definition: the two services differ in their input and broker only.
     assert s["logstash"]["healthcheck"] == s["logstash-redis"]["healthcheck"]
     for k, v in s["logstash"]["environment"].items():
-        if not k.startswith("LOGCOLLECT_RABBITMQ_"):
+        if not k.startswith("LCSTACK_RABBITMQ_"):
             assert s["logstash-redis"]["environment"].get(k) == v, k
     # SHOWS IT BITES: the Redis Logstash waiting for RabbitMQ, or RabbitMQ left on by default.
     broken = copy.deepcopy(compose)

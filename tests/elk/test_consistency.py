@@ -121,8 +121,8 @@ def test_logstash_user_may_do_what_the_input_does_and_no_more(crate_defaults, de
 def test_compose_gives_logstash_the_users_of_the_definitions(compose, rabbitmq_input, definitions):
     env = compose["services"]["logstash"]["environment"]
     users = {u["name"] for u in definitions["users"]}
-    assert env["LOGCOLLECT_RABBITMQ_USER"] in users
-    assert env["LOGCOLLECT_RABBITMQ_USER"] == m.resolve_default(rabbitmq_input["user"])
+    assert env["LCSTACK_RABBITMQ_USER"] in users
+    assert env["LCSTACK_RABBITMQ_USER"] == m.resolve_default(rabbitmq_input["user"])
     demo_uri = compose["services"]["demo"]["environment"]["LOGCOLLECT_BROKER_URI"]
     assert demo_uri.startswith("amqp://logcollect-publisher:${RABBITMQ_PUBLISHER_PASSWORD}@rabbitmq:5672/")
 
@@ -214,7 +214,7 @@ def test_data_stream_role_and_data_view_agree(es_output, compose):
     titles = [o["attributes"]["title"] for o in views if o["type"] == "index-pattern"]
     assert titles == [f"{stream}*"]
     env = compose["services"]["logstash"]["environment"]
-    assert env["LOGCOLLECT_ES_USER"] == m.resolve_default(es_output["user"]) == "logcollect_writer"
+    assert env["LCSTACK_ES_USER"] == m.resolve_default(es_output["user"]) == "logcollect_writer"
     assert "/_security/user/logcollect_writer" in setup
     assert m.env_ref(es_output["data_stream_namespace"])[0] in env
 

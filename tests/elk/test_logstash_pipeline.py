@@ -145,10 +145,10 @@ def test_classic_user_fields_named_like_ecs_objects_stay_user_fields(sample, fac
 
 
 def test_identity_keys_are_configurable(sample, facts, pipeline_tree, make_logstash, compose, env_file):
-    assert facts.identity_env == "LOGCOLLECT_IDENTITY_KEYS"
-    assert env_file["LOGCOLLECT_IDENTITY_KEYS"].split(",") == facts.identity_keys
-    assert "LOGCOLLECT_IDENTITY_KEYS" in compose["services"]["logstash"]["environment"]
-    model = make_logstash(pipeline_tree, env={"LOGCOLLECT_IDENTITY_KEYS": "team"})
+    assert facts.identity_env == "LCSTACK_IDENTITY_KEYS"
+    assert env_file["LCSTACK_IDENTITY_KEYS"].split(",") == facts.identity_keys
+    assert "LCSTACK_IDENTITY_KEYS" in compose["services"]["logstash"]["environment"]
+    model = make_logstash(pipeline_tree, env={"LCSTACK_IDENTITY_KEYS": "team"})
     doc = {**sample["classic"], "team": "payments"}
     [out] = model.indexed(json.dumps(doc).encode(), crate_properties(doc, "classic"))
     expected = m.expected_indexed(doc, "classic", identity_keys=["team"], app_id=doc["application"])

@@ -86,7 +86,7 @@ def test_pushed_documents_are_read_in_batches_and_indexed_as_promised(client, ke
                                                                        redis_pipeline_tree, make_logstash):
     docs = numbered(sample, 300)
     assert push(client, key, docs, per_push=7) == 300
-    model = make_logstash(redis_pipeline_tree, env={"LOGCOLLECT_REDIS_KEY": key})
+    model = make_logstash(redis_pipeline_tree, env={"LCSTACK_REDIS_KEY": key})
     count = int(model.input["batch_count"])
     batches = model.redis_read(client)
     assert [len(b) for b in batches] == [count] * (300 // count) + ([300 % count] if 300 % count else [])
@@ -100,7 +100,7 @@ def test_one_value_at_a_time_when_batch_count_is_one(client, key, sample, facts,
     docs = numbered(sample, 5)
     push(client, key, docs, per_push=5)
     model = make_logstash(with_input_option(redis_pipeline_tree, "batch_count", "1"),
-                          env={"LOGCOLLECT_REDIS_KEY": key})
+                          env={"LCSTACK_REDIS_KEY": key})
     batches = model.redis_read(client)
     assert [len(b) for b in batches] == [1] * 5
     assert delivered(model, batches, docs, facts) == (list(range(5)), [])
@@ -116,7 +116,7 @@ def test_a_wrong_key_delivers_nothing(client, key, sample, facts, redis_pipeline
     seen, _ = delivered(wrong, batches, docs, facts)
     assert seen != list(range(20)) and seen == []
     assert client.llen(key) == 20
-    right = make_logstash(redis_pipeline_tree, env={"LOGCOLLECT_REDIS_KEY": key})
+    right = make_logstash(redis_pipeline_tree, env={"LCSTACK_REDIS_KEY": key})
     assert delivered(right, right.redis_read(client), docs, facts) == (list(range(20)), [])
 
 
@@ -124,7 +124,7 @@ def test_a_wrong_codec_fails_the_live_check(client, key, sample, facts, redis_pi
     """SHOWS IT BITES: with the plain codec the values arrive, but not as documents."""
     docs = numbered(sample, 4)
     push(client, key, docs, per_push=4)
-    plain = make_logstash(with_input_option(redis_pipeline_tree, "codec", "plain"), env={"LOGCOLLECT_REDIS_KEY": key})
+    plain = make_logstash(with_input_option(redis_pipeline_tree, "codec", "plain"), env={"LCSTACK_REDIS_KEY": key})
     seen, problems = delivered(plain, plain.redis_read(client), docs, facts)
     assert seen == [None] * 4, "no seq_no: each value is one text event"
     assert len(problems) == 4

@@ -46,18 +46,18 @@ def key_problems(attrs: dict, compose: dict, env_file: dict, crate_default: str)
     problems = []
     key = attrs.get("key", "")
     ref = m.env_ref(key)
-    if ref is None or ref[0] != "LOGCOLLECT_REDIS_KEY":
-        problems.append(f"key => {key!r}: not ${{LOGCOLLECT_REDIS_KEY:...}} (compose sets the list name there)")
+    if ref is None or ref[0] != "LCSTACK_REDIS_KEY":
+        problems.append(f"key => {key!r}: not ${{LCSTACK_REDIS_KEY:...}} (compose sets the list name there)")
     default = m.resolve_default(key) if ref and ref[1] is not None else key
     if default != crate_default:
         problems.append(f"key defaults to {default!r}; the crate pushes to {crate_default!r} by default")
     services = compose["services"]
-    logstash_key = services["logstash-redis"]["environment"].get("LOGCOLLECT_REDIS_KEY")
+    logstash_key = services["logstash-redis"]["environment"].get("LCSTACK_REDIS_KEY")
     demo_key = services["demo-redis"]["environment"].get("LOGCOLLECT_REDIS__KEY")
     if logstash_key is None or logstash_key != demo_key:
         problems.append(f"logstash-redis reads {logstash_key!r}, demo-redis pushes to {demo_key!r}")
-    if env_file.get("LOGCOLLECT_REDIS_KEY") != crate_default:
-        problems.append(f".env LOGCOLLECT_REDIS_KEY={env_file.get('LOGCOLLECT_REDIS_KEY')!r}, not the crate's default")
+    if env_file.get("LCSTACK_REDIS_KEY") != crate_default:
+        problems.append(f".env LCSTACK_REDIS_KEY={env_file.get('LCSTACK_REDIS_KEY')!r}, not the crate's default")
     return problems
 
 
@@ -76,14 +76,14 @@ def test_redis_input_reads_the_crates_list_in_batches_as_json(redis_input, compo
     assert int(i.get("threads", "1")) == 1, "one reader keeps the order of the list"
     assert key_problems(i, compose, env_file, crate_redis_key) == []
     ref = m.env_ref(i["password"])
-    assert ref == ("LOGCOLLECT_REDIS_PASSWORD", None), "password => \"${VAR}\" without a default"
+    assert ref == ("LCSTACK_REDIS_PASSWORD", None), "password => \"${VAR}\" without a default"
     # No declared format: one list may carry both encodings (docs/formats.md, "The Redis path").
     assert "add_field" not in i
 
 
 def test_a_wrong_key_is_caught(redis_pipeline_tree, compose, env_file, crate_redis_key):
     """SHOWS IT BITES: the input reading another list, or the stack's two sides disagreeing."""
-    for key in ("logcollect", "${LOGCOLLECT_REDIS_KEY:logcollect}", "${OTHER_KEY:logstash}"):
+    for key in ("logcollect", "${LCSTACK_REDIS_KEY:logcollect}", "${OTHER_KEY:logstash}"):
         attrs = input_attrs(with_input_option(redis_pipeline_tree, "key", key))
         assert key_problems(attrs, compose, env_file, crate_redis_key), key
     broken = copy.deepcopy(compose)
@@ -95,11 +95,11 @@ def test_redis_connection_settings_match_the_stack(redis_input, compose, env_fil
     services = compose["services"]
     env = services["logstash-redis"]["environment"]
     host = m.resolve_default(redis_input["host"])
-    assert host == "redis" and env["LOGCOLLECT_REDIS_HOST"] == "redis" and "redis" in services
+    assert host == "redis" and env["LCSTACK_REDIS_HOST"] == "redis" and "redis" in services
     assert m.resolve_default(redis_input["port"]) == "6379"
-    assert m.env_ref(redis_input["host"])[0] == "LOGCOLLECT_REDIS_HOST"
+    assert m.env_ref(redis_input["host"])[0] == "LCSTACK_REDIS_HOST"
     # One password, the server's requirepass: the same .env variable on all three.
-    assert env["LOGCOLLECT_REDIS_PASSWORD"] == "${REDIS_PASSWORD}"
+    assert env["LCSTACK_REDIS_PASSWORD"] == "${REDIS_PASSWORD}"
     assert services["redis"]["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD}"
     uri = services["demo-redis"]["environment"]["LOGCOLLECT_REDIS__URI"]
     assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD\}@redis:6379/" + m.resolve_default(redis_input["db"]), uri), uri

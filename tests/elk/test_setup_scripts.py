@@ -73,7 +73,7 @@ def es_ok(method, path, body):
 
 def _setup_env(url, days="7"):
     return {"ES_URL": url, "ELASTIC_PASSWORD": PASSWORD, "KIBANA_SYSTEM_PASSWORD": "kib-pw",
-            "LOGSTASH_ES_PASSWORD": "ls-pw", "LOGCOLLECT_RETENTION_DAYS": days}
+            "LOGSTASH_ES_PASSWORD": "ls-pw", "LCSTACK_RETENTION_DAYS": days}
 
 
 def test_setup_elasticsearch_sends_valid_requests(es_output):

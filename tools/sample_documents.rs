@@ -51,7 +51,7 @@ fn captured(line: u32) -> CapturedEvent {
         level: tracing::Level::ERROR,
         target: Cow::Borrowed("sample_documents::checkout"),
         module_path: Some(Cow::Borrowed("sample_documents")),
-        file: Some(Cow::Borrowed("examples/sample_documents.rs")),
+        file: Some(Cow::Borrowed("tools/sample_documents.rs")),
         line: Some(line),
         thread_name: Some(Arc::from("main")),
         thread_id: 1,
