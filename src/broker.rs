@@ -247,6 +247,8 @@ pub(crate) enum BrokerError {
     Silent { after: Duration },
     /// The connection or channel failed while publishing.
     Lost { detail: String },
+    /// The broker nacked and acked nothing for this long: the session was given up.
+    Nacking { after: Duration },
 }
 
 /// What went wrong in a TLS handshake.
@@ -294,6 +296,7 @@ impl BrokerError {
             BrokerError::Timeout { .. } => "connecting to the broker timed out, retrying",
             BrokerError::Silent { .. } => "the broker stopped confirming, reconnecting",
             BrokerError::Lost { .. } => "delivery interrupted, reconnecting",
+            BrokerError::Nacking { .. } => "the broker nacks every message on this session, reconnecting",
         }
     }
 
@@ -460,6 +463,12 @@ impl fmt::Display for BrokerError {
                  connection is replaced and unconfirmed messages are published again"
             ),
             BrokerError::Lost { detail } => write!(f, "the connection failed: {detail}"),
+            BrokerError::Nacking { after } => write!(
+                f,
+                "the broker nacked every message for {after:?} and acked none; the session is \
+                 replaced (sessions_replaced), on the next node of `broker_uri` if there is one, \
+                 and the nacked messages are published again"
+            ),
         }
     }
 }
