@@ -55,4 +55,14 @@ if [ "$(id -u)" = 0 ]; then
   chown rabbitmq:rabbitmq "$dst"
 fi
 
+# The cluster's shared Erlang cookie, where the node and its CLI tools read it.
+if [ -n "${LOGCOLLECT_ERLANG_COOKIE:-}" ]; then
+  cookie=/var/lib/rabbitmq/.erlang.cookie
+  printf '%s' "$LOGCOLLECT_ERLANG_COOKIE" > "$cookie"
+  chmod 600 "$cookie"
+  if [ "$(id -u)" = 0 ]; then
+    chown rabbitmq:rabbitmq "$cookie"
+  fi
+fi
+
 exec docker-entrypoint.sh "$@"

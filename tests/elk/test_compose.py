@@ -279,3 +279,85 @@ def test_logstash_healthcheck_reads_the_status_in_the_body(compose, answer, heal
         httpd.shutdown()
         httpd.server_close()
     assert (proc.returncode == 0) is healthy, (proc.returncode, proc.stderr)
+
+
+# --- the cluster profile: three RabbitMQ nodes, two Logstash instances ---------------------
+def _cluster_conf() -> dict[str, str]:
+    text = m.CLUSTER_CONF.read_text()
+    return dict(re.findall(r"^([a-z_.0-9]+)\s*=\s*(.+?)\s*$", text, re.M))
+
+
+def _brokers(services):
+    return {n: s for n, s in services.items() if str(s.get("image", "")).startswith("rabbitmq:")}
+
+
+def test_cluster_profile_has_three_nodes_that_find_each_other(compose):
+    services = compose["services"]
+    brokers = _brokers(services)
+    assert sorted(brokers) == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    conf = _cluster_conf()
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    listed = {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")}
+    assert listed == {f"rabbit@{s['hostname']}" for s in brokers.values()}, "every node, by its host name"
+    seed = brokers["rabbitmq"]
+    assert "profiles" not in seed, "the seed node is the single node of the default stack"
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        peer = brokers[name]
+        assert peer["profiles"] == ["cluster"], name
+        assert _has_healthcheck(peer), name
+        assert _depends_on(peer) == {"rabbitmq": {"condition": "service_healthy"}}, \
+            f"{name} joins the seed node: it starts once the seed is healthy"
+        mounts = dict(_volume_entries(peer))
+        assert mounts.get("./rabbitmq/cluster.conf", "").startswith("/etc/rabbitmq/conf.d/"), name
+        # Everything else as the seed: entry point, definitions, configuration, passwords.
+        for key in ("image", "entrypoint", "command"):
+            assert peer[key] == seed[key], (name, key)
+        assert peer["environment"] == seed["environment"], name
+        seed_files = {s: t for s, t in _volume_entries(seed) if s.startswith(".")}
+        assert seed_files.items() <= mounts.items(), name
+    # One cookie for all, a data directory each.
+    data = [t for s in brokers.values() for src, t in _volume_entries(s) if not src.startswith(".")]
+    sources = [src for s in brokers.values() for src, t in _volume_entries(s) if not src.startswith(".")]
+    assert data == ["/var/lib/rabbitmq"] * 3 and len(set(sources)) == 3
+    assert {s["environment"]["LOGCOLLECT_ERLANG_COOKIE"] for s in brokers.values()} == {"${RABBITMQ_ERLANG_COOKIE}"}
+    assert "LOGCOLLECT_ERLANG_COOKIE" in m.RENDER_DEFINITIONS.read_text()
+
+
+def test_quorum_queue_gets_a_replica_on_every_node(definitions):
+    q = next(q for q in definitions["queues"] if q["name"] == "logcollect")
+    assert q["arguments"]["x-queue-type"] == "quorum"
+    conf = (m.COMPOSE_DIR / "rabbitmq" / "rabbitmq.conf").read_text()
+    settings = dict(re.findall(r"^([a-z_.]+)\s*=\s*(.+?)\s*$", conf, re.M))
+    # Declared on the seed before the others join: membership grows to every node.
+    assert settings["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
+    assert int(settings["quorum_queue.continuous_membership_reconciliation.target_group_size"]) == 3
+
+
+def test_two_logstash_instances_get_the_node_list(compose, env_file, rabbitmq_input_raw):
+    services = compose["services"]
+    hosts = rabbitmq_input_raw["host"]
+    assert isinstance(hosts, list) and len(hosts) == 3
+    refs = [m.env_ref(h) for h in hosts]
+    assert all(r and r[1] == "rabbitmq" for r in refs), "a single node fills every slot"
+    names = {s["hostname"] for s in _brokers(services).values()}
+    first, second = services["logstash"], services["logstash-2"]
+    assert "profiles" not in first and second["profiles"] == ["cluster"]
+
+    def node_list(svc, env):
+        return {m.substitute_env(svc["environment"].get(r[0], "${%s}" % r[0]), env, strict=False)
+                for r in refs}
+
+    # The second instance always gets every node; the first does once .env says so.
+    assert node_list(second, {}) == names
+    cluster_env = {**env_file, "LOGCOLLECT_RABBITMQ_HOST_2": "rabbitmq-2", "LOGCOLLECT_RABBITMQ_HOST_3": "rabbitmq-3"}
+    assert node_list(first, cluster_env) == names
+    assert node_list(first, env_file) == {"rabbitmq"}, "the default stack: its single node"
+    waits = _depends_on(second)
+    assert all(waits.get(n, {}).get("condition") == "service_healthy" for n in names)
+    assert _has_healthcheck(second) and second["healthcheck"] == first["healthcheck"]
+    # Same pipeline and settings, a persisted queue each.
+    a, b = dict(_volume_entries(first)), dict(_volume_entries(second))
+    assert {k: v for k, v in a.items() if k.startswith(".")} == {k: v for k, v in b.items() if k.startswith(".")}
+    assert a["logstash-data"] == b["logstash-2-data"] == "/usr/share/logstash/data"
+    same = {k: v for k, v in first["environment"].items() if not k.startswith("LOGCOLLECT_RABBITMQ_HOST")}
+    assert same == {k: v for k, v in second["environment"].items() if not k.startswith("LOGCOLLECT_RABBITMQ_HOST")}
