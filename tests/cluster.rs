@@ -56,6 +56,7 @@ struct Load {
     /// (when, confirmed) of every progress line seen.
     timeline: Vec<(Instant, u64)>,
     last: String,
+    started: Instant,
 }
 
 impl Load {
@@ -73,6 +74,7 @@ impl Load {
             .env("LOGCOLLECT_BACKOFF_MIN_MS", "50")
             .env("LOGCOLLECT_BACKOFF_MAX_MS", "1000")
             .env("LOGCOLLECT_CONFIRM_TIMEOUT_MS", "5000")
+            .env("LOGCOLLECT_CONNECT_TIMEOUT_MS", "3000")
             .env("LOGCOLLECT_QUEUE_CAPACITY", "1000000")
             .env_remove("LOGCOLLECT_EXCHANGE")
             .env_remove("LOGCOLLECT_ROUTING_KEY")
@@ -96,6 +98,7 @@ impl Load {
             lines,
             timeline: Vec::new(),
             last: String::new(),
+            started: Instant::now(),
         }
     }
 
@@ -117,6 +120,11 @@ impl Load {
                     let hit = ok(&line);
                     self.record(at, line);
                     if hit {
+                        eprintln!(
+                            "[{:>6.1}s] {what}: {}",
+                            self.started.elapsed().as_secs_f64(),
+                            self.last
+                        );
                         return self.last.clone();
                     }
                 }
@@ -135,7 +143,9 @@ impl Load {
     /// Waits until `more` events beyond those confirmed now are confirmed.
     fn progress(&mut self, what: &str, more: u64) -> String {
         let target = self.confirmed() + more;
-        self.until(what, |l| number(l, "confirmed=").is_some_and(|c| c >= target))
+        self.until(what, |l| {
+            number(l, "confirmed=").is_some_and(|c| c >= target)
+        })
     }
 
     /// Stops logging; the final report line (the loadgen flushed and exited) and the timeline.
@@ -146,7 +156,11 @@ impl Load {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "loadgen did not exit: {}", self.last);
+            assert!(
+                Instant::now() < deadline,
+                "loadgen did not exit: {}",
+                self.last
+            );
             while let Ok((at, line)) = self.lines.try_recv() {
                 self.record(at, line);
             }
@@ -161,18 +175,31 @@ impl Load {
     }
 }
 
-/// Last confirm seen before `fault` to the first seen after it, from `(when, confirmed)` of the
-/// progress lines (100 ms apart: that is the resolution).
-fn failover(timeline: &[(Instant, u64)], fault: Instant) -> Option<Duration> {
-    let before: Vec<&(Instant, u64)> = timeline.iter().filter(|t| t.0 <= fault).collect();
-    let at_fault = before.last().map_or(0, |t| t.1);
-    let last_confirm = before
+/// The failover time of `fault`: the longest time with no confirm from the last confirm seen
+/// before it until `until` (the next fault, or the end), from `(when, confirmed)` of the progress
+/// lines (100 ms apart: that is the resolution). A session that keeps failing after its first
+/// confirms (nacks, say) counts whole.
+fn failover(
+    timeline: &[(Instant, u64)],
+    fault: Instant,
+    until: Option<Instant>,
+) -> Option<Duration> {
+    // When a confirm was first seen: a line whose count grew.
+    let confirms: Vec<Instant> = timeline
         .windows(2)
-        .rev()
-        .find(|w| w[1].1 > w[0].1)
-        .map(|w| w[1].0)?;
-    let first_after = timeline.iter().find(|t| t.0 > fault && t.1 > at_fault)?.0;
-    Some(first_after.saturating_duration_since(last_confirm))
+        .filter(|w| w[1].1 > w[0].1)
+        .map(|w| w[1].0)
+        .collect();
+    let start = confirms.iter().rposition(|t| *t <= fault)?;
+    let window: Vec<Instant> = confirms[start..]
+        .iter()
+        .copied()
+        .take_while(|t| until.is_none_or(|u| *t <= u))
+        .collect();
+    window
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .max()
 }
 
 /// Every document the queue holds, read through node `uri` until it stays empty for a second
@@ -308,10 +335,13 @@ fn case(
     let outcome = count(cluster, via, &application, events);
     let times: Vec<String> = faults
         .iter()
-        .map(|f| match failover(&timeline, *f) {
-            Some(d) => format!("{} ms", d.as_millis()),
-            None => "no stall seen".to_string(),
-        })
+        .enumerate()
+        .map(
+            |(k, f)| match failover(&timeline, *f, faults.get(k + 1).copied()) {
+                Some(d) => format!("{} ms", d.as_millis()),
+                None => "no stall seen".to_string(),
+            },
+        )
         .collect();
     let line = format!(
         "{label}: {} of {} seq_no in the quorum queue, {} duplicates (same event.id); failover \
@@ -328,76 +358,104 @@ fn case(
     line
 }
 
+/// Whether case `n` runs: all of them, unless LOGCOLLECT_CLUSTER_CASES lists some (`1,3`), for
+/// working on one.
+fn runs(n: u32) -> bool {
+    std::env::var("LOGCOLLECT_CLUSTER_CASES")
+        .map(|list| list.split(',').any(|c| c.trim() == n.to_string()))
+        .unwrap_or(true)
+}
+
 #[test]
 fn every_event_reaches_the_quorum_queue_whichever_node_fails() {
     let cluster = Cluster::start(NAME, PORT, 3);
     let mut results = Vec::new();
 
     // 1. The shipper's node, a follower of the queue.
-    let leader = cluster.healthy_leader();
-    let follower = (leader + 1) % 3;
-    results.push(case(&cluster, "kill-shipper-node", follower, |c, load| {
-        let at = Instant::now();
-        c.kill(follower);
-        load.until("delivery through another node", |l| {
-            !l.contains(&c.shown(follower)) && l.contains("node=")
-        });
-        vec![at]
-    }));
-    cluster.restart(follower);
+    if runs(1) {
+        let leader = cluster.healthy_leader();
+        let follower = (leader + 1) % 3;
+        results.push(case(&cluster, "kill-shipper-node", follower, |c, load| {
+            let at = Instant::now();
+            c.kill(follower);
+            load.until("delivery through another node", |l| {
+                !l.contains(&c.shown(follower)) && l.contains("node=")
+            });
+            vec![at]
+        }));
+        cluster.restart(follower);
+    }
 
     // 2. The queue's leader, while the shipper uses a follower.
-    let leader = cluster.healthy_leader();
-    let follower = (leader + 1) % 3;
-    results.push(case(&cluster, "kill-leader", follower, |c, _| {
-        let at = Instant::now();
-        c.kill(leader);
-        vec![at]
-    }));
-    cluster.restart(leader);
+    if runs(2) {
+        let leader = cluster.healthy_leader();
+        let follower = (leader + 1) % 3;
+        results.push(case(&cluster, "kill-leader", follower, |c, _| {
+            let at = Instant::now();
+            c.kill(leader);
+            vec![at]
+        }));
+        cluster.restart(leader);
+    }
 
     // 3. The node that is both.
-    let leader = cluster.healthy_leader();
-    results.push(case(&cluster, "kill-leader-and-shipper-node", leader, |c, load| {
-        let at = Instant::now();
-        c.kill(leader);
-        load.until("delivery through another node", |l| {
-            !l.contains(&c.shown(leader)) && l.contains("node=")
-        });
-        vec![at]
-    }));
-    cluster.restart(leader);
+    if runs(3) {
+        let leader = cluster.healthy_leader();
+        results.push(case(
+            &cluster,
+            "kill-leader-and-shipper-node",
+            leader,
+            |c, load| {
+                let at = Instant::now();
+                c.kill(leader);
+                load.until("delivery through another node", |l| {
+                    !l.contains(&c.shown(leader)) && l.contains("node=")
+                });
+                vec![at]
+            },
+        ));
+        cluster.restart(leader);
+    }
 
     // 4. A rolling restart: each node stopped and started again in turn, under load.
-    let _ = cluster.healthy_leader();
-    results.push(case(&cluster, "rolling-restart", 0, |c, load| {
-        let mut faults = Vec::new();
-        for i in 0..c.nodes {
-            faults.push(Instant::now());
-            c.stop(i);
-            load.progress(&format!("deliveries while {} is down", c.node(i)), RATE / 2);
-            c.restart(i);
-            let _ = c.healthy_leader();
-        }
-        faults
-    }));
+    if runs(4) {
+        let _ = cluster.healthy_leader();
+        results.push(case(&cluster, "rolling-restart", 0, |c, load| {
+            let mut faults = Vec::new();
+            for i in 0..c.nodes {
+                faults.push(Instant::now());
+                c.stop(i);
+                load.progress(&format!("deliveries while {} is down", c.node(i)), RATE / 2);
+                c.restart(i);
+                let _ = c.healthy_leader();
+            }
+            faults
+        }));
+    }
 
     // 5. The shipper's node, the leader, cut off for longer than the heartbeat.
-    let leader = cluster.healthy_leader();
-    results.push(case(&cluster, "cut-leader-and-shipper-node", leader, |c, load| {
-        let at = Instant::now();
-        c.signal(leader, "STOP");
-        load.until("delivery through another node during the cut", |l| {
-            !l.contains(&c.shown(leader)) && l.contains("node=")
-        });
-        load.progress("deliveries during the cut", RATE / 2);
-        // Longer than the heartbeat, whatever the failover took.
-        let cut = Duration::from_secs(3 * HEARTBEAT_S);
-        std::thread::sleep(cut.saturating_sub(at.elapsed()));
-        c.signal(leader, "CONT");
-        vec![at]
-    }));
-    let _ = cluster.healthy_leader();
+    if runs(5) {
+        let leader = cluster.healthy_leader();
+        results.push(case(
+            &cluster,
+            "cut-leader-and-shipper-node",
+            leader,
+            |c, load| {
+                let at = Instant::now();
+                c.signal(leader, "STOP");
+                load.until("delivery through another node during the cut", |l| {
+                    !l.contains(&c.shown(leader)) && l.contains("node=")
+                });
+                load.progress("deliveries during the cut", RATE / 2);
+                // Longer than the heartbeat, whatever the failover took.
+                let cut = Duration::from_secs(3 * HEARTBEAT_S);
+                std::thread::sleep(cut.saturating_sub(at.elapsed()));
+                c.signal(leader, "CONT");
+                vec![at]
+            },
+        ));
+        let _ = cluster.healthy_leader();
+    }
 
     let mut summary = std::io::stderr().lock();
     let _ = writeln!(summary, "cluster failover summary (rate {RATE}/s):");

@@ -169,8 +169,16 @@ mod tests {
         assert_eq!(f.nacks_persist(t0 + s(100)), None, "no nack yet");
         f.nacked(t0);
         f.nacked(t0 + s(1));
-        assert_eq!(f.nacks_persist(t0 + s(3)), None, "not yet twice the retry delay");
-        assert_eq!(f.nacks_persist(t0 + s(4)), Some(s(4)), "counted from the first nack");
+        assert_eq!(
+            f.nacks_persist(t0 + s(3)),
+            None,
+            "not yet twice the retry delay"
+        );
+        assert_eq!(
+            f.nacks_persist(t0 + s(4)),
+            Some(s(4)),
+            "counted from the first nack"
+        );
         f.accepted();
         assert_eq!(f.nacks_persist(t0 + s(10)), None, "an ack ends the streak");
         f.nacked(t0 + s(10));

@@ -24,7 +24,10 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn sbin_path() -> String {
-    format!("{}:/usr/sbin:/sbin", std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// A cluster of this test's own, stopped with everything it started when dropped.
@@ -130,7 +133,8 @@ impl Cluster {
 
     /// A graceful stop, files kept.
     pub fn stop(&self, i: usize) {
-        self.ctl(i, "rabbitmqctl", &["stop"]).expect("rabbitmqctl stop");
+        self.ctl(i, "rabbitmqctl", &["stop"])
+            .expect("rabbitmqctl stop");
     }
 
     fn ctl(&self, i: usize, program: &str, args: &[&str]) -> Result<String, String> {
@@ -211,13 +215,18 @@ impl Drop for Cluster {
         // Resume a node a failed test left frozen, so that it can be stopped.
         for i in 0..self.nodes {
             let short = self.short(i);
-            if let Ok(pid) = std::fs::read_to_string(repo(&format!("target/nodes/{short}/{short}.pid"))) {
+            if let Ok(pid) =
+                std::fs::read_to_string(repo(&format!("target/nodes/{short}/{short}.pid")))
+            {
                 let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
             }
         }
         let out = self.script(&["stop"]);
         if !out.status.success() {
-            eprintln!("scripts/cluster stop: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "scripts/cluster stop: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -229,4 +238,3 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
