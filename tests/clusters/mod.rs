@@ -19,8 +19,14 @@ const HOW_TO_GET_RABBITMQ: &str = "this test starts its own RabbitMQ cluster wit
 scripts/cluster: install the `rabbitmq-server` package (Debian: `apt-get install \
 rabbitmq-server`; scripts/test does) and run as root or as the rabbitmq user";
 
+/// `path` in the repository (the test may belong to the root crate or to cli/).
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = here
+        .ancestors()
+        .find(|d| d.join("scripts/cluster").is_file())
+        .unwrap_or(&here);
+    root.join(path)
 }
 
 fn sbin_path() -> String {
@@ -45,8 +51,10 @@ impl Cluster {
             nodes,
         };
         // Whatever a killed earlier run left.
-        cluster.script(&["stop"]);
-        let out = cluster.script(&["start", &nodes.to_string()]);
+        let _ = cluster.script(&["stop"]);
+        let out = cluster
+            .script(&["start", &nodes.to_string()])
+            .unwrap_or_else(|e| panic!("cannot run scripts/cluster ({e}); {HOW_TO_GET_RABBITMQ}"));
         assert!(
             out.status.success(),
             "scripts/cluster start failed: {}; {HOW_TO_GET_RABBITMQ}",
@@ -58,7 +66,7 @@ impl Cluster {
         cluster
     }
 
-    fn script(&self, args: &[&str]) -> std::process::Output {
+    fn script(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
         Command::new(repo("scripts/cluster"))
             .args(args)
             .env("LOGCOLLECT_CLUSTER_NAME", &self.name)
@@ -66,7 +74,6 @@ impl Cluster {
             .env("PATH", sbin_path())
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("cannot run scripts/cluster ({e}); {HOW_TO_GET_RABBITMQ}"))
     }
 
     pub fn uri(&self, i: usize) -> String {
@@ -137,7 +144,7 @@ impl Cluster {
             .expect("rabbitmqctl stop");
     }
 
-    fn ctl(&self, i: usize, program: &str, args: &[&str]) -> Result<String, String> {
+    pub fn ctl(&self, i: usize, program: &str, args: &[&str]) -> Result<String, String> {
         let out = Command::new(program)
             .args(["-q", "-n", &self.node(i)])
             .args(args)
@@ -221,12 +228,13 @@ impl Drop for Cluster {
                 let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
             }
         }
-        let out = self.script(&["stop"]);
-        if !out.status.success() {
-            eprintln!(
+        match self.script(&["stop"]) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
                 "scripts/cluster stop: {}",
                 String::from_utf8_lossy(&out.stderr)
-            );
+            ),
+            Err(e) => eprintln!("scripts/cluster stop: {e}"),
         }
     }
 }
