@@ -519,6 +519,11 @@ pub enum BrokerError {
         /// What lapin said.
         detail: String,
     },
+    /// The broker nacked and acked nothing for this long: the session was given up.
+    Nacking {
+        /// How long only nacks came.
+        after: Duration,
+    },
 }
 
 /// What went wrong in a TLS handshake.
@@ -570,6 +575,7 @@ impl BrokerError {
             BrokerError::Timeout { .. } => "connecting to the broker timed out, retrying",
             BrokerError::Silent { .. } => "the broker stopped confirming, reconnecting",
             BrokerError::Lost { .. } => "delivery interrupted, reconnecting",
+            BrokerError::Nacking { .. } => "the broker nacks every message on this session, reconnecting",
         }
     }
 
@@ -743,6 +749,12 @@ impl fmt::Display for BrokerError {
                  connection is replaced and unconfirmed messages are published again"
             ),
             BrokerError::Lost { detail } => write!(f, "the connection failed: {detail}"),
+            BrokerError::Nacking { after } => write!(
+                f,
+                "the broker nacked every message for {after:?} and acked none; the session is \
+                 replaced (sessions_replaced), on the next node of `broker_uri` if there is one, \
+                 and the nacked messages are published again"
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Flow control: when the shipper may publish. The broker may block us (a resource alarm);
-//! after a return or a nack we hold back for a delay that doubles while they go on; after a
-//! failed connection we wait a capped, jittered, doubling backoff.
+//! after a return or a nack we hold back for a delay that doubles while they go on; nacks with
+//! no ack among them for a while mean the session is broken; after a failed connection we wait a
+//! capped, jittered, doubling backoff.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,14 @@ pub(crate) struct Flow {
     hold: Duration,
     retry_delay: Duration,
     retry_delay_max: Duration,
+    /// When the first nack since the last ack (or since the session began) came.
+    nacked_since: Option<Instant>,
 }
+
+/// Nacks and no ack for this long (at least; twice the retry delay if longer) end the session.
+/// A channel can stay broken after its node lost a quorum queue's leader: the broker then nacks
+/// everything on it for good while a new channel gets acks.
+pub(crate) const NACKS_END_SESSION_AFTER: Duration = Duration::from_secs(1);
 
 impl Flow {
     pub fn new(retry_delay: Duration, retry_delay_max: Duration) -> Self {
@@ -25,6 +33,7 @@ impl Flow {
             hold: retry_delay,
             retry_delay,
             retry_delay_max: retry_delay_max.max(retry_delay),
+            nacked_since: None,
         }
     }
 
@@ -48,9 +57,28 @@ impl Flow {
         self.hold = self.hold.saturating_mul(2).min(self.retry_delay_max);
     }
 
+    /// The broker nacked a message at `now`: a refusal that may persist.
+    pub fn nacked(&mut self, now: Instant) {
+        self.nacked_since.get_or_insert(now);
+        self.refused();
+    }
+
     /// A message was confirmed: the next refusal waits the shortest delay again.
     pub fn accepted(&mut self) {
         self.hold = self.retry_delay;
+        self.nacked_since = None;
+    }
+
+    /// How long nacks have persisted with no ack among them, if that is long enough to give up
+    /// on the session: [`NACKS_END_SESSION_AFTER`], or twice the retry delay if longer.
+    pub fn nacks_persist(&self, now: Instant) -> Option<Duration> {
+        let since = self.nacked_since?;
+        let limit = self
+            .retry_delay
+            .saturating_mul(2)
+            .max(NACKS_END_SESSION_AFTER);
+        let lasted = now.saturating_duration_since(since);
+        (lasted >= limit).then_some(lasted)
     }
 
     /// Whether a refusal's hold is still on at `now`.
@@ -150,6 +178,39 @@ mod tests {
         f.accepted();
         let refused = refuse(&mut f);
         assert_holds_for(&f, refused, secs(1));
+    }
+
+    #[test]
+    fn nacks_with_no_ack_among_them_end_the_session_after_twice_the_retry_delay() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut f = Flow::new(s(2), s(30));
+        assert_eq!(f.nacks_persist(t0 + s(100)), None, "no nack yet");
+        f.nacked(t0);
+        f.nacked(t0 + s(1));
+        assert_eq!(
+            f.nacks_persist(t0 + s(3)),
+            None,
+            "not yet twice the retry delay"
+        );
+        assert_eq!(
+            f.nacks_persist(t0 + s(4)),
+            Some(s(4)),
+            "counted from the first nack"
+        );
+        f.accepted();
+        assert_eq!(f.nacks_persist(t0 + s(10)), None, "an ack ends the streak");
+        f.nacked(t0 + s(10));
+        assert_eq!(f.nacks_persist(t0 + s(13)), None, "a new streak starts");
+        assert_eq!(f.nacks_persist(t0 + s(14)), Some(s(4)));
+        // A short retry delay still gives the broker the floor; a huge one never overflows.
+        let mut f = Flow::new(Duration::from_millis(20), s(1));
+        f.nacked(t0);
+        assert_eq!(f.nacks_persist(t0 + Duration::from_millis(999)), None);
+        assert!(f.nacks_persist(t0 + s(1)).is_some());
+        let mut f = Flow::new(Duration::MAX, Duration::MAX);
+        f.nacked(t0);
+        assert_eq!(f.nacks_persist(t0 + s(1 << 40)), None);
     }
 
     #[test]

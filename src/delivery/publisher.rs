@@ -145,6 +145,9 @@ impl Publisher<'_> {
                         window.restore(seq, message);
                         return End::Failed(BrokerError::lost(&e, target));
                     }
+                    if let Some(after) = flow.nacks_persist(Instant::now()) {
+                        return nacks_persist(counters, after);
+                    }
                 }
                 event = events.next() => match event {
                     Some(Event::ConnectionBlocked(reason)) => {
@@ -177,6 +180,9 @@ impl Publisher<'_> {
                         spool.sync(false);
                     }
                     self.diag.drops(&shared.stats());
+                    if let Some(after) = flow.nacks_persist(Instant::now()) {
+                        return nacks_persist(counters, after);
+                    }
                     if !flow.blocked() && window.stalled(Instant::now(), self.limits.confirm_timeout) {
                         return End::Failed(BrokerError::Silent {
                             after: self.limits.confirm_timeout,
@@ -227,12 +233,19 @@ impl Publisher<'_> {
                 Counters::add(&counters.nacked, message.events);
                 counters.set_error("the broker nacked a message; will retry");
                 self.order.retry(shared, message);
-                flow.refused();
+                flow.nacked(Instant::now());
             }
             Err(e) => return Err(Box::new((seq, message, e))),
         }
         Ok(())
     }
+}
+
+/// The broker has nacked for `after` and acked nothing: this session is broken (its channel may
+/// stay so after a quorum queue's leader moved); a new connection, on the next node, replaces it.
+fn nacks_persist(counters: &Counters, after: Duration) -> End {
+    Counters::add(&counters.sessions_replaced, 1);
+    End::Failed(BrokerError::Nacking { after })
 }
 
 /// Takes `message` into the window and returns the future of its publish and confirm. The

@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub nacked: AtomicU64,
     pub retried: AtomicU64,
     pub reconnects: AtomicU64,
+    pub sessions_replaced: AtomicU64,
     /// Events from an earlier run's spool, confirmed by this run.
     pub recovered: AtomicU64,
     pub spooled: AtomicU64,
@@ -162,6 +163,7 @@ impl Counters {
             nacked: self.nacked.load(Relaxed),
             retried: self.retried.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            sessions_replaced: self.sessions_replaced.load(Relaxed),
             recovered: self.recovered.load(Relaxed),
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
@@ -216,6 +218,11 @@ pub struct Stats {
     pub retried: u64,
     /// Connections lost and re-established.
     pub reconnects: u64,
+    /// Sessions the shipper gave up because the broker nacked and acked nothing for a while
+    /// (twice `retry_delay_ms`, at least 1 s): each is replaced by a new connection and channel,
+    /// on the next node of `broker_uri` if there is one (a reconnect too). A channel can stay
+    /// that way after a cluster node that held a quorum queue's leader died.
+    pub sessions_replaced: u64,
     /// Events an earlier run left in the spool, delivered (confirmed) by this one.
     pub recovered: u64,
     /// Events written to the disk spool (a spilled event counts once).
@@ -291,7 +298,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "accepted={} published={} confirmed={} returned={} nacked={} retried={} reconnects={} \
-             recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
+             sessions_replaced={} recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
              dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} \
              dropped_spool_full={} spool_torn={} messages_published={} messages_confirmed={} \
              latency_p50_ms={:.3} latency_p99_ms={:.3} latency_max_ms={:.3} queue_depth={}",
@@ -302,6 +309,7 @@ impl fmt::Display for Stats {
             self.nacked,
             self.retried,
             self.reconnects,
+            self.sessions_replaced,
             self.recovered,
             self.spooled,
             self.replayed,

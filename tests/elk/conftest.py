@@ -38,7 +38,18 @@ def pipeline_plugins(pipeline_tree):
 def rabbitmq_input(pipeline_plugins):
     found = [p for p in pipeline_plugins if (p.section, p.name) == ("input", "rabbitmq")]
     assert len(found) == 1, f"expected one rabbitmq input, found {found}"
-    return found[0].attrs
+    # The queue's arguments as Logstash sees them with no environment set (their defaults; the
+    # queue type's agreement with the definitions under every value: test_consistency.py).
+    attrs = dict(found[0].attrs)
+    if "arguments" in attrs:
+        attrs["arguments"] = m.substitute_env(attrs["arguments"], {})
+    return attrs
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_input_raw(pipeline_plugins):
+    """The rabbitmq input's options as written (`${VAR:default}` references kept)."""
+    return next(p for p in pipeline_plugins if (p.section, p.name) == ("input", "rabbitmq")).attrs
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +61,8 @@ def es_output(pipeline_plugins):
 
 @pytest.fixture(scope="session")
 def definitions():
-    return json.loads(m.DEFINITIONS.read_text(encoding="utf-8"))
+    """definitions.json with the queue type rendered as render-definitions.sh does by default."""
+    return m.definitions_with_queue_type()
 
 
 @pytest.fixture(scope="session")

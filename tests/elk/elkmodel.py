@@ -341,6 +341,25 @@ def sprintf_field(template: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Compose / .env
 # --------------------------------------------------------------------------------------------
+QUEUE_TYPE_VAR = "LCSTACK_QUEUE_TYPE"
+CLUSTER_CONF = COMPOSE_DIR / "rabbitmq" / "cluster.conf"
+
+
+def render_default_queue_type() -> str:
+    """The queue type render-definitions.sh uses when LCSTACK_QUEUE_TYPE is not set."""
+    found = re.search(r': "\$\{' + QUEUE_TYPE_VAR + r':=([a-z]+)\}"', RENDER_DEFINITIONS.read_text())
+    if not found:
+        raise LookupError(f"render-definitions.sh sets no default for {QUEUE_TYPE_VAR}")
+    return found.group(1)
+
+
+def definitions_with_queue_type(queue_type: str | None = None) -> dict:
+    """definitions.json with the queue type rendered (as render-definitions.sh does; passwords
+    stay placeholders): the script's default unless `queue_type` is given."""
+    text = DEFINITIONS.read_text(encoding="utf-8")
+    return json.loads(text.replace("${" + QUEUE_TYPE_VAR + "}", queue_type or render_default_queue_type()))
+
+
 def load_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
 

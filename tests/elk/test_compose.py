@@ -322,7 +322,7 @@ def test_transport_profiles_swap_rabbitmq_for_redis(compose, env_file):
     # One Logstash definition: the two services differ in their input and broker only.
     assert s["logstash"]["healthcheck"] == s["logstash-redis"]["healthcheck"]
     for k, v in s["logstash"]["environment"].items():
-        if not k.startswith("LCSTACK_RABBITMQ_"):
+        if not k.startswith(("LCSTACK_RABBITMQ_", "LCSTACK_QUEUE_TYPE")):
             assert s["logstash-redis"]["environment"].get(k) == v, k
     # SHOWS IT BITES: the Redis Logstash waiting for RabbitMQ, or RabbitMQ left on by default.
     broken = copy.deepcopy(compose)
@@ -422,3 +422,85 @@ def test_redis_command_and_conf_run_and_the_healthcheck_reads_pong(compose, env_
         proc.terminate()
         proc.wait(timeout=30)
     assert _healthcheck(compose, sock, {**base, "REDISCLI_AUTH": "pw-test"}) != 0, "server gone"
+
+
+# --- the cluster profile: three RabbitMQ nodes, two Logstash instances ---------------------
+def _cluster_conf() -> dict[str, str]:
+    text = m.CLUSTER_CONF.read_text()
+    return dict(re.findall(r"^([a-z_.0-9]+)\s*=\s*(.+?)\s*$", text, re.M))
+
+
+def _brokers(services):
+    return {n: s for n, s in services.items() if str(s.get("image", "")).startswith("rabbitmq:")}
+
+
+def test_cluster_profile_has_three_nodes_that_find_each_other(compose):
+    services = compose["services"]
+    brokers = _brokers(services)
+    assert sorted(brokers) == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    conf = _cluster_conf()
+    assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+    listed = {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")}
+    assert listed == {f"rabbit@{s['hostname']}" for s in brokers.values()}, "every node, by its host name"
+    seed = brokers["rabbitmq"]
+    assert seed["profiles"] == ["amqp"], "the seed node is the single node of the default stack"
+    for name in ("rabbitmq-2", "rabbitmq-3"):
+        peer = brokers[name]
+        assert peer["profiles"] == ["cluster"], name
+        assert _has_healthcheck(peer), name
+        assert _depends_on(peer) == {"rabbitmq": {"condition": "service_healthy"}}, \
+            f"{name} joins the seed node: it starts once the seed is healthy"
+        mounts = dict(_volume_entries(peer))
+        assert mounts.get("./rabbitmq/cluster.conf", "").startswith("/etc/rabbitmq/conf.d/"), name
+        # Everything else as the seed: entry point, definitions, configuration, passwords.
+        for key in ("image", "entrypoint", "command"):
+            assert peer[key] == seed[key], (name, key)
+        assert peer["environment"] == seed["environment"], name
+        seed_files = {s: t for s, t in _volume_entries(seed) if s.startswith(".")}
+        assert seed_files.items() <= mounts.items(), name
+    # One cookie for all, a data directory each.
+    data = [t for s in brokers.values() for src, t in _volume_entries(s) if not src.startswith(".")]
+    sources = [src for s in brokers.values() for src, t in _volume_entries(s) if not src.startswith(".")]
+    assert data == ["/var/lib/rabbitmq"] * 3 and len(set(sources)) == 3
+    assert {s["environment"]["LCSTACK_ERLANG_COOKIE"] for s in brokers.values()} == {"${RABBITMQ_ERLANG_COOKIE}"}
+    assert "LCSTACK_ERLANG_COOKIE" in m.RENDER_DEFINITIONS.read_text()
+
+
+def test_quorum_queue_gets_a_replica_on_every_node(definitions):
+    q = next(q for q in definitions["queues"] if q["name"] == "logcollect")
+    assert q["arguments"]["x-queue-type"] == "quorum"
+    conf = (m.COMPOSE_DIR / "rabbitmq" / "rabbitmq.conf").read_text()
+    settings = dict(re.findall(r"^([a-z_.]+)\s*=\s*(.+?)\s*$", conf, re.M))
+    # Declared on the seed before the others join: membership grows to every node.
+    assert settings["quorum_queue.continuous_membership_reconciliation.enabled"] == "true"
+    assert int(settings["quorum_queue.continuous_membership_reconciliation.target_group_size"]) == 3
+
+
+def test_two_logstash_instances_get_the_node_list(compose, env_file, rabbitmq_input_raw):
+    services = compose["services"]
+    hosts = rabbitmq_input_raw["host"]
+    assert isinstance(hosts, list) and len(hosts) == 3
+    refs = [m.env_ref(h) for h in hosts]
+    assert all(r and r[1] == "rabbitmq" for r in refs), "a single node fills every slot"
+    names = {s["hostname"] for s in _brokers(services).values()}
+    first, second = services["logstash"], services["logstash-2"]
+    assert first["profiles"] == ["amqp"] and second["profiles"] == ["cluster"]
+
+    def node_list(svc, env):
+        return {m.substitute_env(svc["environment"].get(r[0], "${%s}" % r[0]), env, strict=False)
+                for r in refs}
+
+    # The second instance always gets every node; the first does once .env says so.
+    assert node_list(second, {}) == names
+    cluster_env = {**env_file, "LCSTACK_RABBITMQ_HOST_2": "rabbitmq-2", "LCSTACK_RABBITMQ_HOST_3": "rabbitmq-3"}
+    assert node_list(first, cluster_env) == names
+    assert node_list(first, env_file) == {"rabbitmq"}, "the default stack: its single node"
+    waits = _depends_on(second)
+    assert all(waits.get(n, {}).get("condition") == "service_healthy" for n in names)
+    assert _has_healthcheck(second) and second["healthcheck"] == first["healthcheck"]
+    # Same pipeline and settings, a persisted queue each.
+    a, b = dict(_volume_entries(first)), dict(_volume_entries(second))
+    assert {k: v for k, v in a.items() if k.startswith(".")} == {k: v for k, v in b.items() if k.startswith(".")}
+    assert a["logstash-data"] == b["logstash-2-data"] == "/usr/share/logstash/data"
+    same = {k: v for k, v in first["environment"].items() if not k.startswith("LCSTACK_RABBITMQ_HOST")}
+    assert same == {k: v for k, v in second["environment"].items() if not k.startswith("LCSTACK_RABBITMQ_HOST")}

@@ -269,3 +269,63 @@ def test_logstash_prefetch_times_batch_is_what_readme_says(rabbitmq_input, crate
     assert prefetch * max_events <= 16 * 256
     conf = m.AMQP_INPUT.read_text(encoding="utf-8")
     assert f"{prefetch * max_events} events" in conf, "the pipeline's comment on prefetch_count is stale"
+
+
+# --- the queue type: one setting for the definitions and the pipeline ---------------------
+QUEUE_TYPES = ("quorum", "classic", "stream")
+
+
+def _render(tmp_path, queue_type):
+    """The real render-definitions.sh in its render-only mode, with `queue_type` set (None: unset)."""
+    out = tmp_path / f"rendered-{queue_type}.json"
+    env = {"PATH": "/usr/bin:/bin", "RABBITMQ_ADMIN_PASSWORD": "a", "RABBITMQ_PUBLISHER_PASSWORD": "p",
+           "RABBITMQ_LOGSTASH_PASSWORD": "l", "LOGCOLLECT_DEFINITIONS_OUT": str(out)}
+    if queue_type is not None:
+        env[m.QUEUE_TYPE_VAR] = queue_type
+    proc = subprocess.run(["bash", str(m.RENDER_DEFINITIONS)], env=env, capture_output=True, text=True)
+    return proc, (json.loads(out.read_text()) if proc.returncode == 0 else None)
+
+
+def test_queue_type_is_one_variable_with_one_default(rabbitmq_input_raw, env_file):
+    raw = json.loads(m.DEFINITIONS.read_text(encoding="utf-8"))
+    q = _one(raw["queues"], name=rabbitmq_input_raw["queue"], vhost="/")
+    assert q["arguments"] == {"x-queue-type": "${" + m.QUEUE_TYPE_VAR + "}"}
+    args = rabbitmq_input_raw["arguments"]
+    assert list(args) == ["x-queue-type"]
+    ref = m.env_ref(args["x-queue-type"])
+    assert ref and ref[0] == m.QUEUE_TYPE_VAR, args
+    default = m.render_default_queue_type()
+    assert ref[1] == default == env_file[m.QUEUE_TYPE_VAR] == "quorum"
+
+
+@pytest.mark.parametrize("queue_type", [None, *QUEUE_TYPES])
+def test_definitions_and_pipeline_declare_the_same_queue_type(tmp_path, rabbitmq_input_raw, queue_type):
+    proc, rendered = _render(tmp_path, queue_type)
+    assert proc.returncode == 0, proc.stderr
+    q = _one(rendered["queues"], name=rabbitmq_input_raw["queue"], vhost="/")
+    env = {} if queue_type is None else {m.QUEUE_TYPE_VAR: queue_type}
+    assert q["arguments"] == m.substitute_env(rabbitmq_input_raw["arguments"], env)
+    assert q["arguments"]["x-queue-type"] == (queue_type or "quorum")
+    assert q["durable"] and not q["auto_delete"], "every type is declared durable"
+
+
+def test_an_unknown_queue_type_stops_the_broker_start(tmp_path):
+    for bad in ("lazy", "Quorum", "quorum\"", ""):
+        proc, _ = _render(tmp_path, bad)
+        if bad == "":
+            # Empty is unset: the default.
+            assert proc.returncode == 0, proc.stderr
+            continue
+        assert proc.returncode != 0 and m.QUEUE_TYPE_VAR in proc.stderr, (bad, proc.stderr)
+
+
+def test_compose_passes_the_queue_type_to_every_broker_and_logstash(compose):
+    services = compose["services"]
+    brokers = [n for n, s in services.items() if str(s.get("image", "")).startswith("rabbitmq:")]
+    # The Redis path's Logstash reads no queue: the AMQP ones only.
+    logstashes = [n for n, s in services.items() if "logstash" in str(s.get("image", ""))
+                  and n != "logstash-redis"]
+    assert len(brokers) == 3 and len(logstashes) == 2, (brokers, logstashes)
+    for name in brokers + logstashes:
+        env = services[name]["environment"]
+        assert env.get(m.QUEUE_TYPE_VAR) == "${" + m.QUEUE_TYPE_VAR + "}", name
