@@ -1,5 +1,5 @@
 //! The documentation of the settings agrees with their declarations (`Config::SETTINGS`): the
-//! README's configuration table, and the `Builder` methods' docs.
+//! full reference's configuration table (docs/configuration.md), and the `Builder` methods' docs.
 //!
 //! The rule for the default column: a setting whose default is a value shows that value in
 //! backticks, exactly as a file or variable would give it (durations in milliseconds); a setting
@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use logcollect::{Config, Setting};
 
-const README: &str = include_str!("../README.md");
+const REFERENCE: &str = include_str!("../docs/configuration.md");
 const BOOT: &str = include_str!("../src/boot.rs");
 
-/// The README's name for a setting: its variable without the prefix, lower case
+/// The reference's name for a setting: its variable without the prefix, lower case
 /// (`spool__max_bytes`, `identity__<key>`).
 fn readme_key(setting: &Setting) -> String {
     setting
@@ -31,10 +31,10 @@ fn backticked(cell: &str) -> Vec<&str> {
 /// keys (`` `backoff_min_ms`, `backoff_max_ms` ``), then its default cell holds as many
 /// backticked values, in the same order.
 fn configuration_table() -> Vec<(String, String)> {
-    let section = README
+    let section = REFERENCE
         .split("\n## ")
         .find(|s| s.starts_with("Configuration\n"))
-        .expect("README.md has a \"## Configuration\" section");
+        .expect("docs/configuration.md has a \"## Configuration\" section");
     let mut rows = Vec::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
@@ -65,13 +65,13 @@ fn configuration_table() -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_readme_configuration_table_lists_every_setting_with_its_default() {
+fn the_configuration_reference_lists_every_setting_with_its_default() {
     let rows = configuration_table();
     let mut table: BTreeMap<&str, &str> = BTreeMap::new();
     for (key, default) in &rows {
         assert!(
             table.insert(key, default).is_none(),
-            "`{key}` is in the README's table twice"
+            "`{key}` is in docs/configuration.md's table twice"
         );
     }
     let declared: BTreeMap<String, &Setting> = Config::SETTINGS
@@ -84,10 +84,10 @@ fn the_readme_configuration_table_lists_every_setting_with_its_default() {
     for (key, setting) in &declared {
         match table.get(key.as_str()) {
             None => problems.push(format!(
-                "`{key}` is declared (src/config.rs) but not in the README's table"
+                "`{key}` is declared (src/config.rs) but not in docs/configuration.md's table"
             )),
             Some(default) if *default != setting.default_doc() => problems.push(format!(
-                "`{key}`: the README says the default is {default}, the declaration {}",
+                "`{key}`: docs/configuration.md says the default is {default}, the declaration {}",
                 setting.default_doc()
             )),
             Some(_) => {}
@@ -96,7 +96,7 @@ fn the_readme_configuration_table_lists_every_setting_with_its_default() {
     for key in table.keys() {
         if !declared.contains_key(*key) {
             problems.push(format!(
-                "`{key}` is in the README's table but declares no setting (src/config.rs)"
+                "`{key}` is in docs/configuration.md's table but declares no setting (src/config.rs)"
             ));
         }
     }
@@ -119,7 +119,7 @@ fn a_literal_default_is_shown_as_its_value() {
 }
 
 /// Every `Builder` method that sets a setting says so on one line:
-/// "Sets `key` (`VARIABLE`); default D." with D as in the README.
+/// "Sets `key` (`VARIABLE`); default D." with D as in docs/configuration.md.
 #[test]
 fn the_builder_docs_name_the_key_its_variable_and_its_default() {
     let mut documented = Vec::new();
