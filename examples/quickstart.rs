@@ -5,7 +5,7 @@
 //! cargo run --example quickstart  # needs RabbitMQ at LOGCOLLECT_BROKER_URI (default: local)
 //! ```
 //! Configure it like any application: `LOGCOLLECT_IDENTITY__PROJECT=demo`,
-//! `LOGCOLLECT_CONSOLE=true`, `LOGCOLLECT_FORMAT=classic`, … (see README.md).
+//! `LOGCOLLECT_CONSOLE=true`, `LOGCOLLECT_FORMAT=classic`, … (see docs/configuration.md).
 //!
 //! Exits 0 once the broker has confirmed every event and every document was read back; 1 when
 //! they were not confirmed within [`DELIVERY_WAIT`] (the broker never answered) or could not be
@@ -44,7 +44,7 @@ impl std::error::Error for PaymentError {
 
 fn main() {
     // Demo only: a private queue bound to the exchange, so we can show what arrives.
-    // (In production Logstash's queue is bound there; see "Full stack" in README.md.)
+    // (In production Logstash's queue is bound there; see compose/README.md.)
     let peek = peek::Peek::bind();
 
     // The one call an application makes.

@@ -9,7 +9,7 @@
 //! allowed, a one-line doc and an optional check. That declaration is the `Config` (and
 //! `SpoolConfig`) field, its default, its key in the key lists, how it is read from a file or a
 //! variable, its error messages and its per-value validation; [`Config::SETTINGS`] lists them
-//! (the README's configuration table is tested against it). Adding a setting is one declaration
+//! (docs/configuration.md's table is tested against it). Adding a setting is one declaration
 //! there, plus the code that uses it.
 
 use std::collections::BTreeMap;
@@ -43,7 +43,7 @@ pub mod defaults {
     pub const LEVEL: &str = "info";
     /// `spool.max_bytes`.
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
-    /// `batch.max_events`: see README, "Batches", for the measurement behind it.
+    /// `batch.max_events`: see docs/batches.md for the measurement behind it.
     pub const BATCH_MAX_EVENTS: usize = 256;
     /// `batch.max_bytes`.
     pub const BATCH_MAX_BYTES: usize = 256 << 10;
@@ -64,7 +64,7 @@ const LEVEL_ALLOWED: &str = "a level (error, warn, info, debug, trace) or EnvFil
 ///
 /// - `key`: the key when it is not the field's name (durations are `<field>_ms`);
 /// - `allowed`: what a value may be, when the type's own description is not enough;
-/// - `default_doc`: what an unset default (`None`, no entries) means, as the README says it;
+/// - `default_doc`: what an unset default (`None`, no entries) means, as docs/configuration.md says it;
 /// - `check`: `fn(&T) -> Result<(), String>`, run by [`Config::validate`].
 ///
 /// `Type` is one with a [`Kind`]: text, numbers, bools, durations (milliseconds), paths, the
@@ -488,7 +488,7 @@ impl Setting {
         self.value(&Config::default())
     }
 
-    /// The default as the README's table shows it: the default value in backticks, or, for a
+    /// The default as docs/configuration.md's table shows it: the default value in backticks, or, for a
     /// setting unset by default, the declared description (e.g. "none (no spool)").
     pub fn default_doc(&self) -> String {
         match (self.default_value(), self.default_doc) {

@@ -1,4 +1,4 @@
-//! The report on stderr at shutdown (README, "Guard"): when events are left undelivered, one
+//! The report on stderr at shutdown (docs/configuration.md, "Guard"): when events are left undelivered, one
 //! line says how many, the timeout, whether they are lost or in the spool, and the stats; when
 //! everything was delivered, nothing is said. A child process ships, the test reads its stderr.
 

@@ -1,4 +1,4 @@
-//! README guarantees of the spool with no other test: replay keeps the logging order within one
+//! Guarantees of the spool (docs/guarantees.md) with no other test: replay keeps the logging order within one
 //! run, memory holds at most 8192 events whatever `queue_capacity` says, and a full disk under
 //! the spool loses nothing uncounted (and never panics). Real broker, real files, a real tmpfs.
 

@@ -94,7 +94,7 @@ pub fn config_invalid(message: String) -> Diagnosis {
         headline: "the configuration is invalid".to_string(),
         detail: message,
         fix: "correct the setting named above (LOGCOLLECT_* variables, or the file given with \
-              --config / LOGCOLLECT_CONFIG); README.md, \"Configuration\", lists every key"
+              --config / LOGCOLLECT_CONFIG); docs/configuration.md lists every key"
             .to_string(),
     }
 }

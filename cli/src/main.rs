@@ -32,7 +32,7 @@ pub mod exit {
 
 const AFTER_HELP: &str = "\
 Configuration: the library's own, read from LOGCOLLECT_* variables and the file named by
-LOGCOLLECT_CONFIG or --config (variables win over the file); see README.md, \"Configuration\".
+LOGCOLLECT_CONFIG or --config (variables win over the file); see docs/configuration.md.
 
 Exit status:
   0    success

@@ -251,17 +251,17 @@ def test_classic_keys_are_all_handled(facts):
 
 def test_logstash_prefetch_times_batch_is_what_readme_says(rabbitmq_input, crate_defaults):
     """Logstash holds prefetch_count unacknowledged *messages*, each now a batch of up to
-    batch.max_events events and batch.max_bytes bytes: README's figures must stay true."""
+    batch.max_events events and batch.max_bytes bytes: docs/batches.md's figures must stay true."""
     prefetch = int(rabbitmq_input["prefetch_count"])
     max_events = int(crate_defaults["batch_max_events"])
     max_bytes = int(crate_defaults["batch_max_bytes"])
-    readme = " ".join((m.ROOT / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((m.ROOT / "docs" / "batches.md").read_text(encoding="utf-8").split())
     found = re.search(r"`prefetch_count => (\d+)`, i\.e\. up to (\d+) × (\d+) = ([\d,]+) events "
                       r"\(≤ (\d+) MiB\)", readme)
-    assert found, "README no longer states prefetch_count × batch.max_events (section Batches)"
+    assert found, "docs/batches.md no longer states prefetch_count × batch.max_events"
     r_prefetch, r_p, r_events, r_total, r_mib = found.groups()
-    assert int(r_prefetch) == int(r_p) == prefetch, "README's prefetch_count is not the pipeline's"
-    assert int(r_events) == max_events, "README's batch size is not the crate's default batch.max_events"
+    assert int(r_prefetch) == int(r_p) == prefetch, "docs/batches.md's prefetch_count is not the pipeline's"
+    assert int(r_events) == max_events, "docs/batches.md's batch size is not the crate's default batch.max_events"
     assert int(r_total.replace(",", "")) == prefetch * max_events
     assert prefetch * max_bytes <= int(r_mib) << 20
     # About what Logstash's default (256 one-event messages) held in events, and far less than

@@ -52,7 +52,7 @@ Signals: SIGHUP syncs and reopens every file (after an external logrotate) and r
 facilities file; SIGTERM or Ctrl-C stops consuming, syncs, acks what was written, and exits.
 A message that is not a JSON document is written raw to DIR/_raw/root.log; one that still
 cannot be written after 3 attempts goes whole, with the reason, to DIR/_rejected/rejected.log
-and is acked. See README.md, \"Central files\", for the facilities file and the file names.
+and is acked. See cli/README.md, \"Central files\", for the facilities file and the file names.
 
 Exit status:
   0    stopped by SIGTERM or Ctrl-C after syncing
