@@ -179,3 +179,14 @@ fn the_builder_docs_name_the_key_its_variable_and_its_default() {
         "every builder method that changes one setting documents it (`configure` changes any)"
     );
 }
+
+/// The front page stays a front page: reference material goes to docs/, cli/README.md,
+/// compose/README.md and CONTRIBUTING.md.
+#[test]
+fn the_readme_front_page_is_at_most_300_lines() {
+    let lines = include_str!("../README.md").lines().count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; move reference material to docs/"
+    );
+}
