@@ -38,6 +38,7 @@ mod identity;
 pub mod integrations;
 mod own_threads;
 mod panic;
+mod probe;
 pub mod trace;
 
 pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHandle};
@@ -52,6 +53,11 @@ pub use encoding::{Detector, Format, RedactWith};
 pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
+pub use probe::Probe;
+
+/// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key
+/// of a classic document is a user field.
+pub const CLASSIC_RESERVED_KEYS: &[&str] = encoding::CLASSIC_RESERVED;
 
 /// The encoder's building blocks (the captured event, the JSON encoders, the identity), for
 /// this workspace's command-line tool, benchmarks and examples. Not a stable API: it exists only

@@ -2,10 +2,9 @@
 //! vhost, the exchange, the permissions, a confirmed and routed test event — and stops at the
 //! first break with a diagnosis.
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anstyle::{AnsiColor, Style};
 use clap::Args;
@@ -14,8 +13,8 @@ use lapin::types::ShortString;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Confirmation, Connection};
 use logcollect::broker::{describe, Connector};
-use logcollect::internals::{self as encoding, CapturedEvent, Envelope, FieldValue, Identity};
 use logcollect::Config;
+use logcollect::Probe;
 use serde_json::json;
 
 use crate::diagnose::{self, Diagnosis, NodeResult, TcpOutcome};
@@ -480,48 +479,15 @@ fn step_timeout(step: &'static str, what: &str, after: Duration) -> Diagnosis {
 
 /// One INFO document in the configured format, its routing key and properties.
 fn test_event(config: &Config, logger: &str) -> (String, Vec<u8>, BasicProperties) {
-    let identity = Identity::detect(
-        config.identity.clone(),
-        config.hostname.clone(),
-        config.hostname_fqdn,
-        config.service_name.clone(),
-    );
-    let event = CapturedEvent {
-        timestamp: SystemTime::now(),
-        level: tracing::Level::INFO,
-        target: Cow::Owned(logger.to_string()),
-        module_path: None,
-        file: None,
-        line: None,
-        thread_name: None,
-        thread_id: 0,
-        message: "logcollect check: test event".to_string(),
-        fields: vec![("check", FieldValue::Bool(true))],
-        spans: Vec::new(),
-        trace: None,
-    };
-    let id = encoding::event_id(&event);
-    let envelope = Envelope {
-        id,
-        identity: &identity,
-        max_field_bytes: config.max_field_bytes,
-    };
-    let body = encoding::encode(config.format, &event, &envelope);
-    let routing_key =
-        encoding::routing_key(&config.routing_key, logger, "INFO", &identity.service_name);
-    let timestamp = event
-        .timestamp
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let probe = Probe::new(config, logger, "logcollect check: test event");
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from("application/json"))
-        .with_message_id(ShortString::from(id.to_string()))
-        .with_app_id(ShortString::try_new(identity.service_name.clone()).unwrap_or_default())
-        .with_timestamp(timestamp)
-        .with_type(ShortString::from(config.format.as_str()));
-    (routing_key, body, properties)
+        .with_message_id(ShortString::from(probe.id.as_str()))
+        .with_app_id(ShortString::try_new(probe.service.as_str()).unwrap_or_default())
+        .with_timestamp(probe.timestamp)
+        .with_type(ShortString::from(probe.format.as_str()));
+    (probe.routing_key, probe.body, properties)
 }
 
 fn print_json(report: &Report, code: u8) -> std::io::Result<()> {

@@ -11,7 +11,7 @@ use crate::KeyValue;
 
 // The keys a `classic` document writes itself (the library's list); every other top-level key
 // is a field or an identity entry.
-use logcollect::internals::CLASSIC_RESERVED;
+use logcollect::CLASSIC_RESERVED_KEYS as CLASSIC_RESERVED;
 
 /// The documents a message body holds: an object is one, an array one per element (as
 /// Logstash's `json` codec reads it). `Err` when the body is not JSON.

@@ -15,7 +15,6 @@ use uuid::Uuid;
 use crate::capture::CapturedEvent;
 use crate::identity::Identity;
 
-#[cfg(feature = "internals")]
 pub use classic::RESERVED as CLASSIC_RESERVED;
 pub use redact::{Detector, RedactWith};
 pub use routing::{routing_key, MAX_ROUTING_KEY_BYTES};
