@@ -123,7 +123,10 @@ impl Counters {
         }
         if let Ok(mut latency) = self.latency.lock() {
             for t in born {
-                let micros = now.duration_since(*t).unwrap_or_default().as_micros();
+                let elapsed = now.duration_since(*t).unwrap_or_default();
+                #[cfg(feature = "metrics")]
+                crate::metrics::latency(elapsed.as_secs_f64());
+                let micros = elapsed.as_micros();
                 latency.push(u64::try_from(micros).unwrap_or(u64::MAX));
             }
         }
