@@ -1,6 +1,6 @@
 //! `logcollect collect --http`: `/metrics` over real HTTP after a known load — it parses as
 //! Prometheus text, the counts equal what was sent, bytes equal the file's size, the facility
-//! label stays bounded with more services than labels, the token and Host rules of the status
+//! label stays bounded with thousands of services, the token and Host rules of the status
 //! page apply — and `/healthz` turns 503 while writing fails past `--unhealthy-after`, then 200
 //! again once it works.
 
@@ -231,8 +231,9 @@ fn metrics_count_what_was_written_with_bounded_facility_labels_behind_the_token(
     assert_eq!(get(port, "/metrics", "evil.example", &auth).0, 403);
     assert_eq!(get(port, "/metrics", "127.0.0.1", "").0, 401);
 
-    // N events of one service, in arrays of 10, then one event of each of 60 more services:
-    // the first 50 facilities seen get a label, the 11 after them count as "other".
+    // N events of one service, in arrays of 10, then one event of each of 2000 more services
+    // (arrays of 100): the first 50 facilities seen get a label, the 1951 after them count as
+    // "other".
     let n = 500u64;
     for chunk in 0..n / 10 {
         let body: Vec<_> = (chunk * 10..chunk * 10 + 10)
@@ -248,16 +249,18 @@ fn metrics_count_what_was_written_with_bounded_facility_labels_behind_the_token(
     wait_until("the main service's events written", LIMIT, || {
         seq_count(&main_file) == n as usize
     });
-    let others = 60u64;
-    for i in 0..others {
-        let service = format!("svc{i:03}");
+    let others = 2000u64;
+    for chunk in 0..others / 100 {
+        let body: Vec<_> = (chunk * 100..chunk * 100 + 100)
+            .map(|i| doc(&format!("svc{i:04}"), i))
+            .collect();
         broker.publish(
             &exchange,
             "logstash.svc",
-            doc(&service, i).to_string().as_bytes(),
+            json!(body).to_string().as_bytes(),
         );
     }
-    let last = files.join(format!("svc{:03}/root.log", others - 1));
+    let last = files.join(format!("svc{:04}/root.log", others - 1));
     wait_until("the other services' events written", LIMIT, || {
         seq_count(&last) == 1
     });
@@ -283,16 +286,19 @@ fn metrics_count_what_was_written_with_bounded_facility_labels_behind_the_token(
         ),
         main_bytes as f64
     );
-    // Labels: "main", then svc000..svc048 (50 in all), then "other" for svc049..svc059.
+    // Labels: "main", then svc0000..svc0048 (50 in all), then "other" for the rest.
     let facilities: BTreeSet<String> = m
         .keys()
         .filter(|(name, _)| name == written)
         .map(|(_, labels)| labels[0].1.clone())
         .collect();
     assert_eq!(facilities.len(), 51, "{facilities:?}");
-    assert!(facilities.contains("svc048:root"), "{facilities:?}");
-    assert!(!facilities.contains("svc049:root"), "{facilities:?}");
-    assert_eq!(value(&m, written, &[("facility", "other")]), 11.0);
+    assert!(facilities.contains("svc0048:root"), "{facilities:?}");
+    assert!(!facilities.contains("svc0049:root"), "{facilities:?}");
+    assert_eq!(
+        value(&m, written, &[("facility", "other")]),
+        (others - 49) as f64
+    );
     let total: f64 = m
         .iter()
         .filter(|((name, _), _)| name == written)
@@ -301,7 +307,7 @@ fn metrics_count_what_was_written_with_bounded_facility_labels_behind_the_token(
     assert_eq!(total, (n + others) as f64);
     assert_eq!(
         value(&m, "logcollect_collect_messages_total", &[]),
-        (n / 10 + others) as f64
+        (n / 10 + others / 100) as f64
     );
     for zero in [
         "logcollect_collect_write_errors_total",
