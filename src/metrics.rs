@@ -21,9 +21,10 @@ pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 /// The transport label: the only one today (a bounded set as transports are added).
 const TRANSPORT: &str = "amqp";
 
-/// The delivery latency histogram (seconds): logging call to broker confirm, one sample per event.
-pub(crate) fn latency(seconds: f64) {
-    histogram!("logcollect_delivery_latency_seconds", "transport" => TRANSPORT).record(seconds);
+/// The delivery latency histogram (seconds): logging call to broker confirm, one sample per
+/// event. Looked up once per confirmed message, not per event.
+pub(crate) fn latency_histogram() -> metrics::Histogram {
+    histogram!("logcollect_delivery_latency_seconds", "transport" => TRANSPORT)
 }
 
 /// Copies the snapshot into the recorder every [`INTERVAL`] until the shipper is gone. A
@@ -32,12 +33,14 @@ pub(crate) fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
     let weak: Weak<Shared> = Arc::downgrade(shared);
     std::thread::Builder::new()
         .name("logcollect-metrics".into())
-        .spawn(move || loop {
-            match weak.upgrade() {
-                Some(shared) => publish(&shared),
-                None => return,
+        .spawn(move || {
+            // Whatever the recorder logs is not shipped (no loop through the shipper).
+            crate::own_threads::mark_current();
+            while let Some(shared) = weak.upgrade() {
+                publish(&shared);
+                drop(shared);
+                std::thread::sleep(INTERVAL);
             }
-            std::thread::sleep(INTERVAL);
         })
         .map(drop)
 }
