@@ -36,6 +36,8 @@ mod encoding;
 mod error;
 mod identity;
 pub mod integrations;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod own_threads;
 mod panic;
 mod probe;

@@ -150,6 +150,10 @@ impl Guard {
         shutdown_timeout: Duration,
     ) -> std::io::Result<Guard> {
         let thread = shipper::spawn(shared.clone(), config)?;
+        #[cfg(feature = "metrics")]
+        if let Err(e) = crate::metrics::spawn(&shared) {
+            diag::emit(&format!("metrics are not published: no thread ({e})"));
+        }
         Ok(Guard {
             shipper: Shipper { shared },
             thread: Some(thread),
@@ -238,6 +242,8 @@ impl Guard {
             let _ = thread.join();
         }
         shared.release_spool();
+        #[cfg(feature = "metrics")]
+        crate::metrics::publish(shared);
         if !flushed.is_complete() {
             let kept = if shared.spooling() {
                 "; those in the spool are sent on the next start"

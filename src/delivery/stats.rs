@@ -122,9 +122,14 @@ impl Counters {
         if born.is_empty() {
             return;
         }
+        #[cfg(feature = "metrics")]
+        let histogram = crate::metrics::latency_histogram();
         if let Ok(mut latency) = self.latency.lock() {
             for t in born {
-                let micros = now.duration_since(*t).unwrap_or_default().as_micros();
+                let elapsed = now.duration_since(*t).unwrap_or_default();
+                #[cfg(feature = "metrics")]
+                histogram.record(elapsed.as_secs_f64());
+                let micros = elapsed.as_micros();
                 latency.push(u64::try_from(micros).unwrap_or(u64::MAX));
             }
         }

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
 use super::facilities::Compression;
@@ -35,11 +36,15 @@ impl Compressor {
             .name("collect-compress".into())
             .spawn(move || {
                 for job in rx {
-                    if let Err(e) = run(&job) {
-                        status.error(format!(
+                    match run(&job) {
+                        Ok(true) => {
+                            status.compressions.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(false) => {}
+                        Err(e) => status.error(format!(
                             "compressing or pruning {}: {e}",
                             job.rotated.display()
-                        ));
+                        )),
                     }
                 }
             })
@@ -53,14 +58,16 @@ impl Compressor {
     }
 }
 
-fn run(job: &Job) -> io::Result<()> {
-    if job.compress != Compression::None && job.rotated.exists() {
+/// Whether a file was compressed.
+fn run(job: &Job) -> io::Result<bool> {
+    let compressed = job.compress != Compression::None && job.rotated.exists();
+    if compressed {
         compress(&job.rotated, job.compress, job.level, job.mode)?;
     }
     if let Some(keep) = job.keep {
         prune(&job.live, keep)?;
     }
-    Ok(())
+    Ok(compressed)
 }
 
 /// `X` → `X.gz` (or `.zst`) through `X.gz.tmp`, synced, then `X` removed: a crash leaves

@@ -6,6 +6,7 @@ mod facilities;
 mod fast;
 mod file;
 mod format;
+mod metrics;
 mod status;
 
 use std::collections::VecDeque;
@@ -110,6 +111,12 @@ pub struct CollectArgs {
     /// --http-token, read from FILE (its first line), so it is not in the process list
     #[arg(long, value_name = "FILE", requires = "http")]
     pub http_token_file: Option<PathBuf>,
+
+    /// /healthz answers 503 once every write has been failing for longer than SECONDS (a
+    /// full disk, a directory made unwritable), besides while the broker connection is down
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "http",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub unhealthy_after: u64,
 
     /// Live connections to the status page at most; one more is answered 503
     #[arg(long, value_name = "N", default_value_t = 32,
@@ -268,13 +275,15 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
             return exit::FAILED;
         }
     };
-    let status = Arc::new(Status::new(
+    let mut status = Status::new(
         args.queue.clone(),
         args.dir.clone(),
         args.css.clone(),
         args.http.is_some(),
         access,
-    ));
+    );
+    status.unhealthy_after = Duration::from_secs(args.unhealthy_after);
+    let status = Arc::new(status);
     let (compressor, compress_thread) = compress::Compressor::start(status.clone());
     let writers = Writers::new(
         args.dir.clone(),
@@ -606,9 +615,13 @@ async fn consume(
                 max_doc,
             );
             let (at, e) = match written {
-                Ok(()) => break false,
+                Ok(()) => {
+                    status.write_succeeded();
+                    break false;
+                }
                 Err(failure) => failure,
             };
+            status.write_failed();
             done = at;
             attempts = attempts.saturating_add(1);
             status.error(format!(

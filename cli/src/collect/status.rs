@@ -1,5 +1,6 @@
 //! The collector's figures, the latest events, and the status page that shows them live
-//! (Server-Sent Events), with `/api/recent`, `/api/stats` and `/healthz`.
+//! (Server-Sent Events), with `/api/recent`, `/api/stats`, `/metrics` (Prometheus text,
+//! written by `super::metrics`) and `/healthz`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -35,6 +36,8 @@ const SCRIPT: &str = include_str!("page.js");
 /// One facility's figures, updated by the writer without a lock.
 pub struct FacilityStats {
     pub name: String,
+    /// Order of first use: the first `metrics::MAX_FACILITY_LABELS` get a label of their own.
+    pub index: usize,
     file: Mutex<String>,
     events: AtomicU64,
     bytes: AtomicU64,
@@ -176,6 +179,14 @@ pub struct Status {
     /// Messages ready in the queue (-1 until known).
     pub backlog: AtomicI64,
     pub open_files: AtomicU64,
+    /// Rotated files compressed.
+    pub compressions: AtomicU64,
+    /// Failed attempts to write a message.
+    pub write_errors: AtomicU64,
+    /// When writing began to fail (ms since `started`, plus 1), 0 while the last write succeeded.
+    write_failing_since: AtomicU64,
+    /// `/healthz` answers 503 once writing has been failing this long.
+    pub unhealthy_after: Duration,
     /// Events per second over the last second (f64 bits).
     rate: AtomicU64,
     errors: AtomicU64,
@@ -213,6 +224,10 @@ impl Status {
             connected: AtomicBool::new(false),
             backlog: AtomicI64::new(-1),
             open_files: AtomicU64::new(0),
+            compressions: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            write_failing_since: AtomicU64::new(0),
+            unhealthy_after: Duration::from_secs(60),
             rate: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_errors: Mutex::new(VecDeque::new()),
@@ -223,11 +238,14 @@ impl Status {
 
     /// The figures of facility `name` (`service:facility`), created on first use.
     pub fn facility(&self, name: &str) -> Arc<FacilityStats> {
-        lock(&self.facilities)
+        let mut facilities = lock(&self.facilities);
+        let index = facilities.len();
+        facilities
             .entry(name.to_string())
             .or_insert_with(|| {
                 Arc::new(FacilityStats {
                     name: name.to_string(),
+                    index,
                     file: Mutex::new(String::new()),
                     events: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
@@ -235,6 +253,76 @@ impl Status {
                 })
             })
             .clone()
+    }
+
+    /// Every facility's figures now: (index, name, events, bytes, rotations).
+    pub fn facility_figures(&self) -> Vec<(usize, String, u64, u64, u64)> {
+        lock(&self.facilities)
+            .values()
+            .map(|f| {
+                (
+                    f.index,
+                    f.name.clone(),
+                    f.events.load(Ordering::Relaxed),
+                    f.bytes.load(Ordering::Relaxed),
+                    f.rotations.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Errors survived, of every kind.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A message was written whole: writing works.
+    pub fn write_succeeded(&self) {
+        self.write_failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// An attempt to write a message failed: writing has been failing since the first such
+    /// failure after the last success.
+    pub fn write_failed(&self) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let _ = self.write_failing_since.compare_exchange(
+            0,
+            now.saturating_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How long writing has been failing (no message written since), `None` while it works.
+    pub fn write_failing_for(&self) -> Option<Duration> {
+        let since = self.write_failing_since.load(Ordering::Relaxed);
+        (since > 0).then(|| {
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since - 1))
+        })
+    }
+
+    /// Healthy: consuming, and writing has not been failing for longer than
+    /// `unhealthy_after`; else why not.
+    pub fn health(&self) -> Result<(), String> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return Err("not consuming: no connection to the broker".into());
+        }
+        match self.write_failing_for() {
+            Some(failing) if failing > self.unhealthy_after => Err(format!(
+                "not writing: every write has failed for {}s (--unhealthy-after {}s); see the \
+                 errors on /api/stats or stderr",
+                failing.as_secs(),
+                self.unhealthy_after.as_secs()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// An error the collector survived: counted, kept among the last ones, and on stderr.
@@ -417,8 +505,8 @@ fn preview(doc: &str, app_id: Option<&str>) -> Box<str> {
 }
 
 /// Refuses a foreign `Host` (403) on every path, and a missing or wrong token (401) on
-/// `/api/*`, where the events are. The page, its script and stylesheet and `/healthz` hold
-/// none.
+/// `/api/*`, where the events are, and `/metrics` (facility names). The page, its script and
+/// stylesheet and `/healthz` hold none.
 async fn guard(State(status): State<Arc<Status>>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
@@ -432,7 +520,8 @@ async fn guard(State(status): State<Arc<Status>>, request: Request, next: Next) 
         )
             .into_response();
     }
-    if request.uri().path().starts_with("/api/")
+    let path = request.uri().path();
+    if (path.starts_with("/api/") || path == "/metrics")
         && !status
             .access
             .token_ok(request.headers(), request.uri().query())
@@ -457,6 +546,7 @@ pub async fn serve(status: Arc<Status>, listener: Capped) {
         .route("/api/stats", get(api_stats))
         .route("/api/events", get(events))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(status.clone(), guard))
         .with_state(status.clone());
     if let Err(e) = axum::serve(listener, app).await {
@@ -647,16 +737,21 @@ async fn api_stats(State(status): State<Arc<Status>>) -> impl IntoResponse {
     axum::Json(status.stats_json())
 }
 
+/// 200 while the collector consumes and writes; 503 without a broker connection, or when
+/// writing has been failing for longer than `--unhealthy-after`.
 async fn healthz(State(status): State<Arc<Status>>) -> Response {
-    if status.connected.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not consuming: no connection to the broker\n",
-        )
-            .into_response()
+    match status.health() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
+        super::metrics::render(&status),
+    )
+        .into_response()
 }
 
 /// The live feed: every 500 ms, the events written since the last (`events`, newest first,
