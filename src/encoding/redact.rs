@@ -252,28 +252,44 @@ fn is_look_alike(word: &str) -> bool {
     LOOK_ALIKES.iter().any(|l| word.eq_ignore_ascii_case(l))
 }
 
-/// Field names are `&'static str`: the answer for one is the same for every event, so the
-/// shipper looks it up by address instead of splitting it into words again (the split was a
-/// tenth of the shipper's time). A small direct-mapped table per thread; a miss recomputes.
-mod name_cache {
+/// A name's answer is the same for every event, so the shipper looks it up instead of splitting
+/// the name into words again (the split was a tenth of the shipper's time; a pair's key went
+/// through it once per separator). Small direct-mapped tables per thread, two kinds of key:
+/// a field name is `&'static str`, known by its address; a pair's key is a slice of the
+/// message, known by its bytes (up to [`KEY_BYTES`] of them; longer keys are not cached). A
+/// miss, or a thread being torn down, recomputes: same answer, no cache.
+mod answers {
     use std::cell::Cell;
+    use std::thread::LocalKey;
 
     const SLOTS: usize = 128;
 
-    /// (rules id, address, length, secret?); id 0 marks an empty slot.
-    type Slot = (u64, usize, usize, bool);
+    /// The longest pair key cached.
+    pub(super) const KEY_BYTES: usize = 32;
+
+    /// Rules id, address, length.
+    type FieldKey = (u64, usize, usize);
+    /// Rules id, length, bytes (zero-padded).
+    type PairKey = (u64, usize, [u8; KEY_BYTES]);
+
+    type Table<K> = [Cell<Option<(K, bool)>>; SLOTS];
 
     thread_local! {
-        static TABLE: [Cell<Slot>; SLOTS] = const { [const { Cell::new((0, 0, 0, false)) }; SLOTS] };
+        static FIELDS: Table<FieldKey> = const { [const { Cell::new(None) }; SLOTS] };
+        static PAIR_KEYS: Table<PairKey> = const { [const { Cell::new(None) }; SLOTS] };
     }
 
-    pub(super) fn get_or(id: u64, name: &'static str, compute: impl FnOnce() -> bool) -> bool {
-        let key = (id, name.as_ptr() as usize, name.len());
-        let slot = (key.1 >> 3 ^ key.2.wrapping_mul(31) ^ key.0 as usize) % SLOTS;
-        let cached = TABLE
-            .try_with(|table| {
-                let (i, p, n, secret) = table[slot].get();
-                ((i, p, n) == key).then_some(secret)
+    fn get_or<K: Copy + PartialEq + 'static>(
+        table: &'static LocalKey<Table<K>>,
+        hash: u64,
+        key: K,
+        compute: impl FnOnce() -> bool,
+    ) -> bool {
+        let slot = (hash >> 32) as usize % SLOTS;
+        let cached = table
+            .try_with(|t| match t[slot].get() {
+                Some((k, secret)) if k == key => Some(secret),
+                _ => None,
             })
             .ok()
             .flatten();
@@ -281,9 +297,36 @@ mod name_cache {
             return secret;
         }
         let secret = compute();
-        // Ignored when the thread is being torn down: no cache, same answer.
-        let _ = TABLE.try_with(|table| table[slot].set((key.0, key.1, key.2, secret)));
+        let _ = table.try_with(|t| t[slot].set(Some((key, secret))));
         secret
+    }
+
+    fn mix(h: u64, word: u64) -> u64 {
+        (h.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
+    }
+
+    /// The answer for a field name under the rules `id`.
+    pub(super) fn field(id: u64, name: &'static str, compute: impl FnOnce() -> bool) -> bool {
+        let key = (id, name.as_ptr() as usize, name.len());
+        let hash = mix(mix(id, key.1 as u64), key.2 as u64);
+        get_or(&FIELDS, hash, key, compute)
+    }
+
+    /// The answer for a pair's key under the rules `id`.
+    pub(super) fn pair_key(id: u64, name: &str, compute: impl FnOnce() -> bool) -> bool {
+        let bytes = name.as_bytes();
+        if bytes.len() > KEY_BYTES {
+            return compute();
+        }
+        let mut padded = [0u8; KEY_BYTES];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let mut hash = mix(id, bytes.len() as u64);
+        for chunk in padded.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            hash = mix(hash, u64::from_le_bytes(word));
+        }
+        get_or(&PAIR_KEYS, hash, (id, bytes.len(), padded), compute)
     }
 }
 
@@ -386,17 +429,25 @@ impl Redactor {
 
     /// True when a field of this name is redacted whole.
     pub fn is_secret_name(&self, name: &str) -> bool {
+        self.may_hold_entry(name) && self.holds_entry(name)
+    }
+
+    /// False when `name` cannot hold an entry: no entries, or none of their opening letter
+    /// pairs (the check that makes most keys of `key=value` messages cheap).
+    fn may_hold_entry(&self, name: &str) -> bool {
         if self.names.is_empty() {
             return false;
         }
-        if let Some(set) = &self.openings {
-            let opens = name.as_bytes().windows(2).any(|w| {
-                letter_pair(w[0], w[1]).is_some_and(|p| set[p / 64] & (1 << (p % 64)) != 0)
-            });
-            if !opens {
-                return false;
-            }
-        }
+        let Some(set) = &self.openings else {
+            return true;
+        };
+        name.as_bytes()
+            .windows(2)
+            .any(|w| letter_pair(w[0], w[1]).is_some_and(|p| set[p / 64] & (1 << (p % 64)) != 0))
+    }
+
+    /// Whether `name`, split into words, holds an entry.
+    fn holds_entry(&self, name: &str) -> bool {
         // The words on the stack: no allocation unless the name has more than 32 of them.
         let mut few = [""; 32];
         let mut n = 0;
@@ -421,7 +472,13 @@ impl Redactor {
         if self.names.is_empty() {
             return false;
         }
-        name_cache::get_or(self.id, name, || self.is_secret_name(name))
+        answers::field(self.id, name, || self.is_secret_name(name))
+    }
+
+    /// [`is_secret_name`](Self::is_secret_name) for a pair's key in a message, cached when it
+    /// passes the opening check (`user`, `tokenizer`, `passenger` do).
+    fn is_secret_key(&self, key: &str) -> bool {
+        self.may_hold_entry(key) && answers::pair_key(self.id, key, || self.holds_entry(key))
     }
 
     /// The event with its secrets replaced; borrowed when it has none.
@@ -575,7 +632,7 @@ impl Redactor {
             let Some(key) = key_before(text, sep) else {
                 continue;
             };
-            if !self.is_secret_name(key) {
+            if !self.is_secret_key(key) {
                 continue;
             }
             // A cookie header is a list of pairs, any of which may be a session: all of it.
@@ -1449,6 +1506,48 @@ mod tests {
             "basically dXNlcjpwYXNz",
         ] {
             assert_eq!(scrub(same), same);
+        }
+    }
+
+    #[test]
+    fn cached_key_answers_are_the_rules_answers() {
+        // More keys than the cache has slots, under two sets of rules that answer differently
+        // for the same key, twice over: every answer is the rules' own, whatever was evicted.
+        let rules = [
+            Redactor::defaults(),
+            Redactor::new(["user", "ssn"], &[], RedactWith::Mask, None),
+        ];
+        let mut keys: Vec<String> = SECRET_NAMES
+            .iter()
+            .chain(PLAIN_NAMES)
+            .map(|k| k.to_string())
+            .collect();
+        keys.extend((0..300).map(|i| format!("user_{i}")));
+        keys.extend((0..300).map(|i| format!("token_{i}")));
+        // Longer than the cache holds, and the same bytes in another case.
+        keys.push(format!("{}_password", "x".repeat(40)));
+        keys.push(format!("{}_user", "x".repeat(40)));
+        keys.extend(["USER", "User", "userName", "username"].map(String::from));
+        let mut differ = 0;
+        for _ in 0..2 {
+            for key in &keys {
+                let answers = rules.each_ref().map(|r| r.is_secret_name(key));
+                differ += usize::from(answers[0] != answers[1]);
+                for (r, secret) in rules.iter().zip(answers) {
+                    assert_eq!(r.is_secret_key(key), secret, "{key}");
+                }
+            }
+        }
+        assert!(
+            differ > 600,
+            "the rules should disagree on many keys: {differ}"
+        );
+        // Through the detector: a key cached as clean under one set of rules is still a
+        // secret under another.
+        let users = Redactor::new(["user"], &[Detector::SecretPair], RedactWith::Mask, None);
+        for _ in 0..2 {
+            assert_eq!(scrub("user=alice"), "user=alice");
+            assert_eq!(users.text("user=alice"), "user=[REDACTED]");
         }
     }
 
