@@ -163,11 +163,11 @@ enum Source {
 }
 
 /// One item taken: its document and who sent it.
-struct Item {
-    body: Vec<u8>,
-    service: Option<String>,
+pub(crate) struct Item {
+    pub body: Vec<u8>,
+    pub service: Option<String>,
     /// A stream entry's id.
-    id: Option<String>,
+    pub id: Option<String>,
 }
 
 fn failed(what: &str, uri: &str, e: ::redis::RedisError) -> String {
@@ -378,7 +378,7 @@ impl Source {
     }
 }
 
-fn entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
+pub(crate) fn entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
     reply
         .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
         .unwrap_or_default()
@@ -403,7 +403,7 @@ impl Item {
 
     /// A stream entry: its `doc` (an entry without one is kept whole, as a raw line of its
     /// fields) and its `service`.
-    fn entry(entry: StreamId) -> Self {
+    pub(crate) fn entry(entry: StreamId) -> Self {
         let service = entry
             .map
             .get("service")
@@ -455,7 +455,7 @@ async fn confirm(
     Ok(true)
 }
 
-pub async fn collect(
+pub(super) async fn collect(
     args: &CollectArgs,
     client: Client,
     mut writers: Writers,

@@ -6,7 +6,7 @@ mod facilities;
 mod fast;
 mod file;
 mod format;
-mod from_redis;
+pub(crate) mod from_redis;
 mod status;
 
 use std::collections::VecDeque;
