@@ -54,6 +54,8 @@ facilities file; SIGTERM or Ctrl-C stops consuming, syncs, acks what was written
 A message that is not a JSON document is written raw to DIR/_raw/root.log; one that still
 cannot be written after 3 attempts goes whole, with the reason, to DIR/_rejected/rejected.log
 and is acked. See README.md, \"Central files\", for the facilities file and the file names.
+With --from redis://: a list item is trimmed from the collector's processing list, a stream
+entry acknowledged (XACK), only once written and synced; see README.md, \"From Redis\".
 
 Exit status:
   0    stopped by SIGTERM or Ctrl-C after syncing
