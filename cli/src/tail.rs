@@ -15,6 +15,7 @@ use lapin::{Channel, Connection};
 use logcollect::{Config, Connector};
 use regex::Regex;
 
+use crate::collect::from_redis;
 use crate::diagnose::{self, describe, Diagnosis};
 use crate::exit;
 use crate::levels::Level;
@@ -34,15 +35,22 @@ by: FIRST CAUSE)\". Colour on a terminal unless NO_COLOR is set or --color never
 Exit status:
   0    --count events were printed
   1    the connection could not be opened or was lost (run `logcollect check`)
-  2    usage or configuration error
+  2    usage or configuration error; --from names a Redis list
   130  interrupted (Ctrl-C)";
 
 #[derive(Args, Debug)]
 pub struct TailArgs {
     /// Binding key for the queue: `#` is everything on a topic exchange, `logstash.billing.#`
-    /// one application's targets; repeat to bind several
-    #[arg(long = "key", value_name = "KEY", default_value = "#")]
+    /// one application's targets; repeat to bind several (default `#`). With --from
+    /// redis://, the stream read (default `logstash`)
+    #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
+
+    /// Read a Redis stream instead of the broker: redis://[:PASSWORD@]HOST[:PORT][/DB], or
+    /// rediss:// for TLS. Entries added after tail starts are shown (XREAD from `$`); nothing
+    /// is taken or acknowledged. A list cannot be tailed without taking from it: refused
+    #[arg(long, value_name = "URI")]
+    pub from: Option<String>,
 
     /// Show events of this level or above: trace, debug, info, warn, error
     #[arg(long, value_name = "LEVEL")]
@@ -112,6 +120,9 @@ pub fn run(config: &Config, args: TailArgs) -> u8 {
             return exit::FAILED;
         }
     };
+    if let Some(uri) = &args.from {
+        return runtime.block_on(tail_redis(uri, &args, &filters));
+    }
     match runtime.block_on(tail(config, &args, &filters)) {
         End::Counted | End::StdoutClosed => exit::OK,
         End::Interrupted => exit::INTERRUPTED,
@@ -154,7 +165,7 @@ async fn tail(config: &Config, args: &TailArgs, filters: &Filters) -> End {
                 "logcollect tail: listening on exchange `{}` of {} with {} (queue `{queue}`)",
                 config.exchange,
                 describe(&uri),
-                args.keys
+                amqp_keys(args)
                     .iter()
                     .map(|k| format!("`{k}`"))
                     .collect::<Vec<_>>()
@@ -250,7 +261,7 @@ async fn subscribe(
         .await
         .map_err(|e| failed("declare tail's queue", e))?;
     let name = queue.name().to_string();
-    for key in &args.keys {
+    for key in &amqp_keys(args) {
         channel
             .queue_bind(
                 ShortString::from(name.as_str()),
@@ -286,12 +297,13 @@ async fn subscribe(
     Ok((channel, name, consumer))
 }
 
-async fn print_loop(
-    channel: &Channel,
-    mut consumer: lapin::Consumer,
+/// Standard output, buffered, and whether lines are coloured.
+fn output(
     args: &TailArgs,
-    filters: &Filters,
-) -> End {
+) -> (
+    std::io::BufWriter<anstream::AutoStream<std::io::Stdout>>,
+    bool,
+) {
     let choice = match args.color {
         ColorWhen::Auto => anstream::ColorChoice::Auto,
         ColorWhen::Always => anstream::ColorChoice::Always,
@@ -303,7 +315,161 @@ async fn print_loop(
             stdout.current_choice(),
             anstream::ColorChoice::Always | anstream::ColorChoice::AlwaysAnsi
         );
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+    (std::io::BufWriter::with_capacity(64 * 1024, stdout), color)
+}
+
+/// The binding keys: `--key`, or every routing key.
+fn amqp_keys(args: &TailArgs) -> Vec<String> {
+    if args.keys.is_empty() {
+        vec!["#".to_string()]
+    } else {
+        args.keys.clone()
+    }
+}
+
+const LIST_REFUSED: &str = "cannot tail a list without taking its items from the reader that \
+needs them (a list has no copy for a second reader); ship to a stream instead \
+(LOGCOLLECT_REDIS__DATA_TYPE=stream, read by `collect --from ... --data-type stream`) and tail that";
+
+/// `tail --from redis://…`: the stream's entries added from now on, read with XREAD (no group,
+/// nothing taken or acknowledged).
+async fn tail_redis(uri: &str, args: &TailArgs, filters: &Filters) -> u8 {
+    let client = match from_redis::client(uri) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("logcollect tail: {e}");
+            return exit::USAGE;
+        }
+    };
+    let key = match args.keys.as_slice() {
+        [] => from_redis::DEFAULT_KEY,
+        [k] => k.as_str(),
+        _ => {
+            eprintln!("logcollect tail: --from redis:// reads one key: give --key once");
+            return exit::USAGE;
+        }
+    };
+    let shown_uri = from_redis::masked(uri);
+    let mut conn = match from_redis::connect(&client, uri).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("logcollect tail: {e}");
+            return exit::FAILED;
+        }
+    };
+    let kind: Result<String, _> = redis::cmd("TYPE").arg(key).query_async(&mut conn).await;
+    match kind.as_deref() {
+        Ok("stream") | Ok("none") => {}
+        Ok("list") => {
+            eprintln!("logcollect tail: `{key}` on {shown_uri} is a list: {LIST_REFUSED}");
+            return exit::USAGE;
+        }
+        Ok(other) => {
+            eprintln!("logcollect tail: `{key}` on {shown_uri} is a {other}, not a stream");
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!(
+                "logcollect tail: TYPE `{key}` on {shown_uri}: {}",
+                from_redis::masked(&e.to_string())
+            );
+            return exit::FAILED;
+        }
+    }
+    // `$` resolved once: each later read starts after the last entry seen, so none added
+    // between two reads is missed.
+    let newest: Result<Vec<redis::streams::StreamId>, _> = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+        .await
+        .map(|r| r.ids);
+    let mut last = match newest {
+        Ok(ids) => ids
+            .first()
+            .map_or_else(|| "0-0".to_string(), |e| e.id.clone()),
+        Err(e) => {
+            eprintln!(
+                "logcollect tail: XREVRANGE `{key}` on {shown_uri}: {}",
+                from_redis::masked(&e.to_string())
+            );
+            return exit::FAILED;
+        }
+    };
+    eprintln!("logcollect tail: listening on stream `{key}` of {shown_uri}");
+    let (mut out, color) = output(args);
+    let mut shown = 0u64;
+    if args.count == Some(0) {
+        return exit::OK;
+    }
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        // XREAD changes nothing on the server: a read cut short by Ctrl-C loses nothing.
+        let mut xread = redis::cmd("XREAD");
+        xread
+            .arg("COUNT")
+            .arg(500)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(&last);
+        let read = tokio::select! {
+            _ = &mut interrupt => return exit::INTERRUPTED,
+            r = xread.query_async::<Option<redis::streams::StreamReadReply>>(&mut conn) => r,
+        };
+        let reply = match read {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                eprintln!("logcollect tail: `{key}` on {shown_uri} became a list: {LIST_REFUSED}");
+                return exit::USAGE;
+            }
+            Err(e) => {
+                eprintln!(
+                    "logcollect tail: the connection to {shown_uri} was lost: {}",
+                    from_redis::masked(&e.to_string())
+                );
+                return exit::FAILED;
+            }
+        };
+        for entry in from_redis::entries(reply) {
+            last = entry.id.clone();
+            let item = from_redis::Item::entry(entry);
+            match show(
+                &mut out,
+                &item.body,
+                item.service.as_deref(),
+                key,
+                args,
+                filters,
+                color,
+                &mut shown,
+            ) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let _ = out.flush();
+                    return exit::OK;
+                }
+                Err(_) => return exit::OK,
+            }
+        }
+        if out.flush().is_err() {
+            return exit::OK;
+        }
+    }
+}
+
+async fn print_loop(
+    channel: &Channel,
+    mut consumer: lapin::Consumer,
+    args: &TailArgs,
+    filters: &Filters,
+) -> End {
+    let (mut out, color) = output(args);
     let mut shown = 0u64;
     if args.count == Some(0) {
         return End::Counted;
@@ -335,42 +501,19 @@ async fn print_loop(
             .app_id()
             .as_ref()
             .map(|s| s.as_str().to_string());
-        let mut done = false;
-        match render::documents(&delivery.data) {
-            Ok(docs) => {
-                for doc in docs {
-                    let view = View::of(&doc, app_id.as_deref());
-                    if !filters.pass(&view, &doc) {
-                        continue;
-                    }
-                    let written = if args.json {
-                        writeln!(out, "{}", render::escape_c1(doc.to_string()))
-                    } else {
-                        writeln!(out, "{}", view.line(color))
-                    };
-                    if written.is_err() {
-                        return End::StdoutClosed;
-                    }
-                    shown += 1;
-                    if args.count.is_some_and(|n| shown >= n) {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                let preview: String = String::from_utf8_lossy(&delivery.data)
-                    .chars()
-                    .take(200)
-                    .collect();
-                eprintln!(
-                    "logcollect tail: a message on `{}` is not JSON ({e}; {} bytes): {}",
-                    delivery.routing_key,
-                    delivery.data.len(),
-                    render::escape(&preview)
-                );
-            }
-        }
+        let done = match show(
+            &mut out,
+            &delivery.data,
+            app_id.as_deref(),
+            delivery.routing_key.as_str(),
+            args,
+            filters,
+            color,
+            &mut shown,
+        ) {
+            Ok(done) => done,
+            Err(end) => return end,
+        };
         if out.flush().is_err() {
             return End::StdoutClosed;
         }
@@ -382,6 +525,54 @@ async fn print_loop(
             return End::Counted;
         }
     }
+}
+
+/// Prints one message's documents that pass the filters; `Ok(true)` once --count is reached.
+#[allow(clippy::too_many_arguments)]
+fn show(
+    out: &mut impl Write,
+    data: &[u8],
+    app_id: Option<&str>,
+    source: &str,
+    args: &TailArgs,
+    filters: &Filters,
+    color: bool,
+    shown: &mut u64,
+) -> Result<bool, End> {
+    let mut done = false;
+    match render::documents(data) {
+        Ok(docs) => {
+            for doc in docs {
+                let view = View::of(&doc, app_id);
+                if !filters.pass(&view, &doc) {
+                    continue;
+                }
+                let written = if args.json {
+                    writeln!(out, "{}", render::escape_c1(doc.to_string()))
+                } else {
+                    writeln!(out, "{}", view.line(color))
+                };
+                if written.is_err() {
+                    return Err(End::StdoutClosed);
+                }
+                *shown += 1;
+                if args.count.is_some_and(|n| *shown >= n) {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        Err(e) => {
+            let preview: String = String::from_utf8_lossy(data).chars().take(200).collect();
+            eprintln!(
+                "logcollect tail: a message on `{}` is not JSON ({e}; {} bytes): {}",
+                source,
+                data.len(),
+                render::escape(&preview)
+            );
+        }
+    }
+    Ok(done)
 }
 
 fn lost(e: &lapin::Error) -> Diagnosis {

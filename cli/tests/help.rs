@@ -74,7 +74,8 @@ fn tail_help() {
         &[
             "Usage: logcollect tail [OPTIONS]",
             "--key <KEY>",
-            "[default: #]",
+            "(default `#`)",
+            "--from <URI>",
             "--level <LEVEL>",
             "--service <NAME>",
             "--host <NAME>",

@@ -6,6 +6,7 @@ mod facilities;
 mod fast;
 mod file;
 mod format;
+pub(crate) mod from_redis;
 mod metrics;
 mod status;
 
@@ -54,6 +55,8 @@ facilities file; SIGTERM or Ctrl-C stops consuming, syncs, acks what was written
 A message that is not a JSON document is written raw to DIR/_raw/root.log; one that still
 cannot be written after 3 attempts goes whole, with the reason, to DIR/_rejected/rejected.log
 and is acked. See cli/README.md, \"Central files\", for the facilities file and the file names.
+With --from redis://: a list item is trimmed from the collector's processing list, a stream
+entry acknowledged (XACK), only once written and synced; see cli/README.md, \"From Redis\".
 
 Exit status:
   0    stopped by SIGTERM or Ctrl-C after syncing
@@ -70,9 +73,36 @@ pub struct CollectArgs {
     #[arg(long, value_name = "NAME", default_value = "logcollect-files")]
     pub queue: String,
 
-    /// Binding key for the queue; repeat to bind several
-    #[arg(long = "key", value_name = "KEY", default_value = "#")]
+    /// Binding key for the queue (default `#`); repeat to bind several. With --from
+    /// redis://, the list or stream read (default `logstash`)
+    #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
+
+    /// Read a Redis list or stream instead of the broker: redis://[:PASSWORD@]HOST[:PORT][/DB],
+    /// or rediss:// for TLS
+    #[arg(long, value_name = "URI")]
+    pub from: Option<String>,
+
+    /// With --from: `list` (items moved into this collector's processing list
+    /// KEY:processing:CONSUMER, trimmed once synced) or `stream` (a consumer group, XACK once
+    /// synced)
+    #[arg(long, value_name = "TYPE", value_enum, default_value = "list")]
+    pub data_type: from_redis::DataType,
+
+    /// With --from and a stream: the consumer group collectors share
+    #[arg(long, value_name = "NAME", default_value = "logcollect")]
+    pub group: String,
+
+    /// With --from: this collector's name (its processing list, its group consumer); keep it
+    /// the same across restarts. Default: the host's name
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+
+    /// With --from and a stream: seconds another consumer's entry stays pending before this
+    /// one claims it (XAUTOCLAIM), as that consumer is taken for dead
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub claim_idle: u64,
 
     /// Facilities file (TOML): files, rotation, compression, retention, fsync cadence.
     /// Without one: DIR/<service>/root.log, text lines, synced every 1000 events (and every
@@ -275,8 +305,23 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
             return exit::FAILED;
         }
     };
+    let redis = match args.from.as_deref().map(from_redis::client).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("logcollect collect: {e}");
+            return exit::USAGE;
+        }
+    };
+    let source = match &args.from {
+        Some(uri) => format!(
+            "{} `{}`",
+            from_redis::masked(uri),
+            from_redis::key(&args).unwrap_or_default()
+        ),
+        None => args.queue.clone(),
+    };
     let mut status = Status::new(
-        args.queue.clone(),
+        source,
         args.dir.clone(),
         args.css.clone(),
         args.http.is_some(),
@@ -307,7 +352,10 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
             }
         }
         tokio::spawn(status.clone().measure_rate());
-        Ok(collect(config, &args, writers, status.clone()).await)
+        Ok(match redis {
+            Some(client) => from_redis::collect(&args, client, writers, status.clone()).await,
+            None => collect(config, &args, writers, status.clone()).await,
+        })
     });
     // The compressor finishes the files already rotated before the process exits.
     let _ = compress_thread.join();
@@ -316,7 +364,9 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
         Ok(End::Stopped) => exit::OK,
         Ok(End::Failed(e)) => {
             eprintln!("logcollect collect: {e}");
-            eprintln!("  (`logcollect check` walks the whole path to the broker)");
+            if args.from.is_none() {
+                eprintln!("  (`logcollect check` walks the whole path to the broker)");
+            }
             exit::FAILED
         }
         Err(e) => {
@@ -341,7 +391,8 @@ async fn collect(
         Err(e) => return End::Failed(format!("cannot connect to the broker: {e}")),
         Ok(c) => c.connection,
     };
-    let (channel, consumer) = match subscribe(&connection, &connector, config, args).await {
+    let keys = amqp_keys(args);
+    let (channel, consumer) = match subscribe(&connection, &connector, config, args, &keys).await {
         Ok(x) => x,
         Err(e) => return End::Failed(e),
     };
@@ -350,8 +401,7 @@ async fn collect(
         "logcollect collect: consuming queue `{}` (bound to `{}` with {}), writing under {}",
         args.queue,
         config.exchange,
-        args.keys
-            .iter()
+        keys.iter()
             .map(|k| format!("`{k}`"))
             .collect::<Vec<_>>()
             .join(", "),
@@ -373,11 +423,21 @@ async fn collect(
     end
 }
 
+/// The binding keys: `--key`, or every routing key.
+fn amqp_keys(args: &CollectArgs) -> Vec<String> {
+    if args.keys.is_empty() {
+        vec!["#".to_string()]
+    } else {
+        args.keys.clone()
+    }
+}
+
 async fn subscribe(
     connection: &Connection,
     connector: &Connector,
     config: &Config,
     args: &CollectArgs,
+    keys: &[String],
 ) -> Result<(Channel, lapin::Consumer), String> {
     let exchange = ShortString::from(config.exchange.as_str());
     let channel = connection
@@ -408,7 +468,7 @@ async fn subscribe(
         )
         .await
         .map_err(|e| format!("cannot declare queue `{}`: {e}", args.queue))?;
-    for key in &args.keys {
+    for key in keys {
         channel
             .queue_bind(
                 ShortString::from(args.queue.as_str()),
@@ -596,68 +656,28 @@ async fn consume(
                 break End::Failed("the broker cancelled the subscription (queue deleted?)".into())
             }
         };
-        // Written in place, however many attempts it takes: an attempt starts after the
-        // events the last one wrote, so none is written twice; after MAX_ATTEMPTS the message
-        // goes whole to DIR/_rejected/, and it is acked either way.
-        let mut done = 0usize;
-        let mut attempts = 0u32;
-        let mut pause = Duration::from_millis(500);
-        let stopped = loop {
-            let now = chrono::Local::now();
-            let written = write_message(
-                &delivery,
-                &mut writers,
-                &status,
-                now,
-                &mut line,
-                done,
-                attempts == 0,
-                max_doc,
-            );
-            let (at, e) = match written {
-                Ok(()) => {
-                    status.write_succeeded();
-                    break false;
-                }
-                Err(failure) => failure,
-            };
-            status.write_failed();
-            done = at;
-            attempts = attempts.saturating_add(1);
-            status.error(format!(
-                "cannot write a message (attempt {attempts} of {MAX_ATTEMPTS}; {done} of its \
-                 events written, none twice): {e}"
-            ));
-            writers.abandon_all();
-            if attempts >= MAX_ATTEMPTS {
-                let record = rejection(&delivery, &args.queue, &e, attempts, done);
-                match writers.reject(&record) {
-                    Ok(path) => {
-                        status.rejected_messages.fetch_add(1, Ordering::Relaxed);
-                        status.error(format!(
-                            "message rejected after {attempts} attempts: kept whole in {} \
-                             ({done} of its events were written to their files)",
-                            path.display()
-                        ));
-                        break false;
-                    }
-                    Err(re) => status.error(format!(
-                        "cannot keep the message in DIR/{}/ either: {re}; it stays unacked and \
-                         is tried again",
-                        file::REJECTED_DIR
-                    )),
-                }
-            }
-            let slept = tokio::select! {
-                _ = &mut interrupt => false,
-                _ = term.recv() => false,
-                _ = tokio::time::sleep(pause) => true,
-            };
-            if !slept {
-                break true;
-            }
-            pause = (pause * 2).min(Duration::from_secs(30));
+        let app_id = delivery.properties.app_id().as_ref().map(|s| s.as_str());
+        let msg = Msg {
+            body: &delivery.data,
+            app_id,
+            routing_key: delivery.routing_key.as_str(),
         };
+        let stop = async {
+            tokio::select! {
+                _ = &mut interrupt => {}
+                _ = term.recv() => {}
+            }
+        };
+        let stopped = deliver(
+            &msg,
+            &mut writers,
+            &status,
+            &mut line,
+            max_doc,
+            &args.queue,
+            stop,
+        )
+        .await;
         if stopped {
             break End::Stopped;
         }
@@ -697,10 +717,95 @@ async fn consume(
     end
 }
 
+/// One message as the sources hand it over: an AMQP delivery's body, or a Redis list value or
+/// stream entry's document.
+pub(crate) struct Msg<'a> {
+    pub body: &'a [u8],
+    /// Who published it (AMQP `app_id`, a stream entry's `service`): the service of documents
+    /// that do not name one.
+    pub app_id: Option<&'a str>,
+    /// Where it came from (the routing key, the Redis key): the raw file's name.
+    pub routing_key: &'a str,
+}
+
+/// Writes one message in place, however many attempts it takes: an attempt starts after the
+/// events the last one wrote, so none is written twice; after MAX_ATTEMPTS the message goes
+/// whole to DIR/_rejected/, and it counts as done either way. `true` when `stop` ended it
+/// before it was written (it is then not done: the source delivers it again).
+pub(crate) async fn deliver(
+    msg: &Msg<'_>,
+    writers: &mut Writers,
+    status: &Status,
+    line: &mut String,
+    max_doc: usize,
+    source: &str,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    tokio::pin!(stop);
+    let mut done = 0usize;
+    let mut attempts = 0u32;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let now = chrono::Local::now();
+        let written = write_message(
+            msg,
+            writers,
+            status,
+            now,
+            line,
+            done,
+            attempts == 0,
+            max_doc,
+        );
+        let (at, e) = match written {
+            Ok(()) => {
+                status.write_succeeded();
+                break false;
+            }
+            Err(failure) => failure,
+        };
+        status.write_failed();
+        done = at;
+        attempts = attempts.saturating_add(1);
+        status.error(format!(
+            "cannot write a message (attempt {attempts} of {MAX_ATTEMPTS}; {done} of its \
+             events written, none twice): {e}"
+        ));
+        writers.abandon_all();
+        if attempts >= MAX_ATTEMPTS {
+            let record = rejection(msg, source, &e, attempts, done);
+            match writers.reject(&record) {
+                Ok(path) => {
+                    status.rejected_messages.fetch_add(1, Ordering::Relaxed);
+                    status.error(format!(
+                        "message rejected after {attempts} attempts: kept whole in {} \
+                         ({done} of its events were written to their files)",
+                        path.display()
+                    ));
+                    break false;
+                }
+                Err(re) => status.error(format!(
+                    "cannot keep the message in DIR/{}/ either: {re}; it stays unacked and \
+                     is tried again",
+                    file::REJECTED_DIR
+                )),
+            }
+        }
+        let slept = tokio::select! {
+            _ = &mut stop => false,
+            _ = tokio::time::sleep(pause) => true,
+        };
+        if !slept {
+            break true;
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// The dead-letter record of a message: the body whole (as text when it is UTF-8, else in
 /// hex), where it came from, and why it was not written.
 fn rejection(
-    delivery: &lapin::message::Delivery,
+    msg: &Msg<'_>,
     queue: &str,
     error: &std::io::Error,
     attempts: u32,
@@ -709,17 +814,17 @@ fn rejection(
     let mut record = serde_json::json!({
         "rejected_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "queue": queue,
-        "routing_key": delivery.routing_key.as_str(),
-        "app_id": delivery.properties.app_id().as_ref().map(|s| s.as_str()),
+        "routing_key": msg.routing_key,
+        "app_id": msg.app_id,
         "reason": error.to_string(),
         "attempts": attempts,
         "events_written_before": written,
     });
     if let serde_json::Value::Object(map) = &mut record {
-        match std::str::from_utf8(&delivery.data) {
+        match std::str::from_utf8(msg.body) {
             Ok(text) => map.insert("body".into(), text.into()),
             Err(_) => {
-                let hex: String = delivery.data.iter().map(|b| format!("{b:02x}")).collect();
+                let hex: String = msg.body.iter().map(|b| format!("{b:02x}")).collect();
                 map.insert("body_hex".into(), hex.into())
             }
         };
@@ -856,7 +961,7 @@ impl<'a> Visitor<'a> for EachVisitor<'_, '_, '_, 'a> {
 /// starts there) and why the next one was not.
 #[allow(clippy::too_many_arguments)]
 fn write_message(
-    delivery: &lapin::message::Delivery,
+    msg: &Msg<'_>,
     writers: &mut Writers,
     status: &Status,
     now: chrono::DateTime<chrono::Local>,
@@ -868,9 +973,7 @@ fn write_message(
     if first {
         status.messages.fetch_add(1, Ordering::Relaxed);
     }
-    let app_id = delivery.properties.app_id().as_ref().map(|s| s.as_str());
-    let body: &[u8] = &delivery.data;
-    let routing_key = delivery.routing_key.as_str();
+    let (app_id, body, routing_key) = (msg.app_id, msg.body, msg.routing_key);
     let raw_whole = |writers: &mut Writers| {
         if skip > 0 {
             return Ok(());
