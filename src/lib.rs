@@ -55,6 +55,7 @@ pub use encoding::{Detector, Format, RedactWith};
 pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
+pub use encoding::redact::mask_uri_passwords;
 pub use probe::Probe;
 
 /// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key

@@ -37,7 +37,7 @@ pub const DEFAULT_KEY: &str = "logstash";
 
 /// `uri` with its password masked, for every message.
 pub fn masked(uri: &str) -> String {
-    logcollect::internals::mask_uri_passwords(uri).into_owned()
+    logcollect::mask_uri_passwords(uri).into_owned()
 }
 
 /// A client for `--from`, checked before anything starts (`Err` is a usage error).
