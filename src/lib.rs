@@ -51,11 +51,11 @@ pub use config::{
     SPOOL_KEYS,
 };
 pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
+pub use encoding::redact::mask_uri_passwords;
 pub use encoding::{Detector, Format, RedactWith};
 pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
-pub use encoding::redact::mask_uri_passwords;
 pub use probe::Probe;
 
 /// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key
