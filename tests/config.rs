@@ -272,6 +272,8 @@ const TAKE_ANY_TEXT: &[&str] = &[
     "exchange",
     "routing_key",
     "level",
+    // like `level`, a log filter: a bare word is a target name
+    "console_level",
     "service_name",
     "service_version",
     "service_environment",
