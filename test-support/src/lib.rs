@@ -24,8 +24,15 @@ with `rabbitmq-server -detached` (Debian package `rabbitmq-server`; guest/guest 
 `scripts/node env NAME PORT` prints, or set LOGCOLLECT_TEST_AMQP_URL=amqp://user:pass@host:port/vhost";
 
 /// The broker under test: `LOGCOLLECT_TEST_AMQP_URL`, else the local one on 127.0.0.1:5672.
-/// Panics, saying how to get one, when it does not accept TCP connections.
+/// Panics, saying how to get one, when it does not accept TCP connections at the first call;
+/// later calls answer the same URI without looking again (the fault tests stop the broker and
+/// still need its address).
 pub fn broker_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(find_broker).clone()
+}
+
+fn find_broker() -> String {
     let url = std::env::var("LOGCOLLECT_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.into());
     let uri: lapin::uri::AMQPUri = url.parse().unwrap_or_else(|e| {
         panic!("LOGCOLLECT_TEST_AMQP_URL is not an AMQP URI ({e}); {HOW_TO_GET_A_BROKER}")
