@@ -178,9 +178,6 @@ fn free_bytes(dir: &Path) -> u64 {
 /// write error is reported, and once the broker is back every accepted event is delivered or
 /// counted dropped — each delivered once, and the delivered ones in logging order.
 #[test]
-#[ignore = "finds a real order bug: under a full disk, events 1000..1089 (kept in memory) were \
-            delivered before 0..999 (replayed) — counts hold, order does not; fix the spill path, \
-            then un-ignore (run with --ignored)"]
 fn a_full_disk_under_the_spool_loses_nothing_uncounted() {
     const N: u64 = 5000;
     let disk = Tmpfs::mount("1m");

@@ -150,16 +150,36 @@ impl Order {
             && shared.spool().is_none_or(|spool| !spool.has_unread())
     }
 
-    /// With a spool, moves what waits in memory to disk, oldest first: the pending messages
-    /// not already there (if `with_pending`), then the queued events. Returns the events
-    /// written.
+    /// With a spool, moves what waits in memory to it, oldest first: the pending messages not
+    /// already there (if `with_pending`), then the queued events. Returns the events written.
+    ///
+    /// Pending messages are older than anything the spool has not yet handed out, so they are
+    /// moved only when it has nothing unread (appending them then keeps the logging order) —
+    /// except at exit, when keeping them beats their order on the next start.
     pub fn spill(&mut self, shared: &Shared, with_pending: bool) -> u64 {
-        if shared.spool().is_none_or(|spool| !spool.writable()) {
-            return 0;
-        }
+        self.spill_as(shared, with_pending, false)
+    }
+
+    /// At exit: everything in memory goes to the spool, whatever it still holds.
+    pub fn spill_all(&mut self, shared: &Shared) -> u64 {
+        self.spill_as(shared, true, true)
+    }
+
+    fn spill_as(&mut self, shared: &Shared, with_pending: bool, exiting: bool) -> u64 {
         let counters = &shared.counters;
         let before = counters.spooled.load(Relaxed);
-        if with_pending && self.pending.iter().any(|m| m.origin.is_none()) {
+        let in_memory: u64 = self
+            .pending
+            .iter()
+            .filter(|m| m.origin.is_none())
+            .map(|m| m.events)
+            .sum();
+        let move_pending = with_pending
+            && in_memory > 0
+            && shared.spool().is_some_and(|spool| {
+                spool.has_room_for(in_memory) && (exiting || !spool.has_unread())
+            });
+        if move_pending {
             let (on_disk, in_memory): (VecDeque<_>, VecDeque<_>) =
                 self.pending.drain(..).partition(|m| m.origin.is_some());
             self.pending = on_disk;
@@ -170,11 +190,20 @@ impl Order {
         }
         // What is queued now, in chunks, so a logging thread that spills too never waits long
         // for the lock (and a producer faster than the disk cannot keep this loop going
-        // forever).
+        // forever). A chunk the spool cannot take stays queued.
         let mut left = shared.queue.len();
         while left > 0 {
             let chunk = left.min(SPILL_CHUNK);
-            self.pending.extend(shared.spill_queue(chunk));
+            if shared
+                .spool()
+                .is_none_or(|spool| !spool.has_room_for(chunk as u64))
+            {
+                break;
+            }
+            let lost = shared.spill_queue(chunk);
+            // Handed back only if another thread filled the room meanwhile: newer than what
+            // the spool holds, they cannot be published before it, so they are lost (counted).
+            Counters::add(&counters.evicted, lost.iter().map(|m| m.events).sum());
             left -= chunk;
         }
         shared.signal_progress();

@@ -139,7 +139,7 @@ async fn while_away<T>(
 
 /// The shipper stops: with a spool, what was not delivered is kept there for the next start.
 fn exit(shared: &Shared, order: &mut Order) {
-    let kept = order.spill(shared, true);
+    let kept = order.spill_all(shared);
     if let Some(mut spool) = shared.spool() {
         spool.sync(true);
         if kept > 0 {

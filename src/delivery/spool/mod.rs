@@ -14,7 +14,7 @@
 
 mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ const MAGIC: &[u8; 8] = b"LCSPOOL1";
 const LOCK_FILE: &str = "LOCK";
 /// How long to stop writing after an I/O error before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// The most events a write error keeps in memory behind the disk's records (as many as the
+/// queue holds with a spool); beyond it, messages handed to the spool are handed back.
+const HELD_MAX_EVENTS: u64 = 8192;
 
 pub(crate) struct Spool {
     dir: PathBuf,
@@ -72,6 +75,12 @@ pub(crate) struct Spool {
     /// so that a smaller record never slips in after a larger one was dropped (the spool keeps
     /// a prefix of what was written to it).
     refusing: bool,
+    /// Messages a write error kept off the disk. They are newer than every record on it and
+    /// older than anything appended later, so they are published right after the disk's
+    /// records and written ahead of anything newer once the disk takes writes again: the
+    /// spool stays one queue, in logging order.
+    held: VecDeque<Message>,
+    held_events: u64,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +155,8 @@ impl Spool {
             unsynced_since: None,
             paused_until: None,
             refusing: false,
+            held: VecDeque::new(),
+            held_events: 0,
         })
     }
 
@@ -165,11 +176,13 @@ impl Spool {
         self.paused_until.is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Whether records are waiting to be read.
+    /// Whether records (or messages held in memory after a write error) wait to be read.
     pub fn has_unread(&self) -> bool {
-        self.segments
-            .iter()
-            .any(|(&id, s)| !s.read_done && !self.caught_up(id))
+        !self.held.is_empty()
+            || self
+                .segments
+                .iter()
+                .any(|(&id, s)| !s.read_done && !self.caught_up(id))
     }
 
     /// Whether `id` is the segment being written and the reader has read all of it.
@@ -197,34 +210,60 @@ impl Spool {
         }
     }
 
-    /// Appends messages read from memory (never ones read from the spool). A message the
-    /// `when_full` policy drops is counted; one that could not be written because of an I/O
-    /// error is handed back, for the caller to keep in memory.
+    /// Appends messages read from memory (never ones read from the spool), after any held
+    /// back by an earlier write error. A message the `when_full` policy drops is counted. One a
+    /// write error keeps off the disk is held in memory, in order, up to [`HELD_MAX_EVENTS`];
+    /// beyond that the newest are handed back, for the caller to count as lost.
     pub fn append(&mut self, messages: Vec<Message>, counters: &Counters) -> Vec<Message> {
-        let mut unwritten = Vec::new();
-        let mut messages = messages.into_iter();
-        for message in messages.by_ref() {
-            if !self.writable() {
-                unwritten.push(message);
-                continue;
-            }
-            let record = record::encode(&message);
-            match self.append_record(&record, counters) {
-                Ok(true) => Counters::add(&counters.spooled, message.events),
-                Ok(false) => Counters::add(&counters.dropped_spool_full, message.events),
-                Err(e) => {
-                    counters
-                        .set_error(format!("spool write failed: {e}; keeping events in memory"));
-                    self.paused_until = Some(Instant::now() + ERROR_PAUSE);
-                    unwritten.push(message);
-                }
-            }
+        for message in messages {
+            self.held_events += message.events;
+            self.held.push_back(message);
         }
+        self.write_held(counters);
+        let mut lost = Vec::new();
+        while self.held_events > HELD_MAX_EVENTS {
+            let Some(message) = self.held.pop_back() else {
+                break;
+            };
+            self.held_events = self.held_events.saturating_sub(message.events);
+            lost.push(message);
+        }
+        lost.reverse();
         if self.fsync_interval.is_zero() {
             self.sync(true);
         }
         Counters::store(&counters.spool_bytes, self.bytes);
-        unwritten
+        lost
+    }
+
+    /// Whether `events` more can be handed to [`append`](Self::append) without any being
+    /// handed back: the disk takes writes, or memory has room behind it.
+    pub fn has_room_for(&self, events: u64) -> bool {
+        (self.writable() && self.held.is_empty())
+            || self.held_events.saturating_add(events) <= HELD_MAX_EVENTS
+    }
+
+    /// Writes the held messages to disk, oldest first, until one fails.
+    fn write_held(&mut self, counters: &Counters) {
+        while self.writable() {
+            let Some(message) = self.held.front() else {
+                return;
+            };
+            let events = message.events;
+            let record = record::encode(message);
+            match self.append_record(&record, counters) {
+                Ok(true) => Counters::add(&counters.spooled, events),
+                Ok(false) => Counters::add(&counters.dropped_spool_full, events),
+                Err(e) => {
+                    counters
+                        .set_error(format!("spool write failed: {e}; keeping events in memory"));
+                    self.paused_until = Some(Instant::now() + ERROR_PAUSE);
+                    return;
+                }
+            }
+            self.held.pop_front();
+            self.held_events = self.held_events.saturating_sub(events);
+        }
     }
 
     /// `Ok(false)`: dropped by the `when_full` policy.
@@ -318,8 +357,18 @@ impl Spool {
         }
     }
 
-    /// The next record to publish, oldest first; `None` when the reader has caught up.
+    /// The next message to publish, oldest first: the disk's records, then those held in
+    /// memory; `None` when the reader has caught up.
     pub fn next(&mut self, counters: &Counters) -> Option<Message> {
+        if let Some(message) = self.next_on_disk(counters) {
+            return Some(message);
+        }
+        let message = self.held.pop_front()?;
+        self.held_events = self.held_events.saturating_sub(message.events);
+        Some(message)
+    }
+
+    fn next_on_disk(&mut self, counters: &Counters) -> Option<Message> {
         loop {
             if self.reader.is_none() {
                 let id = self
