@@ -256,11 +256,7 @@ mod tests {
         assert!(one[0].body.starts_with(b"{") && one[0].body.ends_with(b"}"));
         let id = docs(&one[0])[0]["event"]["id"].as_str().map(str::to_owned);
         assert_eq!(
-            one[0]
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|s| s.to_string()),
+            Some(one[0].meta.id.clone()),
             id,
             "a one-event message is identified by its event"
         );
@@ -273,7 +269,7 @@ mod tests {
             .map(|i| event(["a", "b", "c"][i % 3], &format!("m{i}")))
             .collect();
         let (messages, _) = pack(&e, &events);
-        let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
+        let keys: Vec<&str> = messages.iter().map(|m| m.route.as_str()).collect();
         assert_eq!(keys, ["logstash.a", "logstash.b", "logstash.c"]);
         assert_eq!(
             messages_of(&messages),
@@ -301,7 +297,7 @@ mod tests {
             let key = format!("logstash.{t}");
             let of_key: Vec<String> = messages
                 .iter()
-                .filter(|m| m.routing_key.as_str() == key)
+                .filter(|m| m.route.as_str() == key)
                 .flat_map(|m| messages_of(std::slice::from_ref(m)).concat())
                 .collect();
             assert_eq!(of_key, [0, 1, 2].map(|r| format!("{t}-{r}")), "{key}");

@@ -1,10 +1,9 @@
-//! An AMQP message as the shipper holds it until the broker confirms it.
+//! A message as the shipper holds it until its destination confirms it: what any transport
+//! publishes (AMQP builds its properties from [`Meta`] when it publishes).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use lapin::types::ShortString;
-use lapin::BasicProperties;
 use uuid::Uuid;
 
 use crate::capture::CapturedEvent;
@@ -65,15 +64,29 @@ pub(crate) struct BatchLimits {
 /// is shared: publishing it again, or handing it to the client, never copies it here.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
-    pub routing_key: ShortString,
+    /// Where it goes: the routing key template expanded (at most 255 bytes).
+    pub route: String,
     pub body: Bytes,
-    pub properties: BasicProperties,
+    pub meta: Meta,
     /// How many events the body holds.
     pub events: u64,
     /// The spool segment it was read from, if it was replayed from disk.
     pub origin: Option<u64>,
     /// When each event was logged, for the delivery latency (empty when read from the spool).
     pub born: Vec<SystemTime>,
+}
+
+/// What travels beside the body (each at most 255 bytes, as the spool stores them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    /// The `event.id` of a one-event message; a batch's own id.
+    pub id: String,
+    /// The service that logged the events.
+    pub app: String,
+    /// The documents' format (`ecs`, `classic`): how a consumer tells them apart.
+    pub format: String,
+    /// When the first event was logged, in seconds since the epoch (0 if unknown).
+    pub timestamp: u64,
 }
 
 impl Encoder {
@@ -131,14 +144,14 @@ impl Encoder {
             .map_or(0, |d| d.as_secs());
         let message_id = id.unwrap_or_else(Uuid::new_v4);
         Message {
-            routing_key: short(routing_key),
+            route: short(routing_key),
             body,
-            properties: properties(
-                short(message_id.to_string()),
-                short(self.identity.service_name.clone()),
+            meta: Meta {
+                id: message_id.to_string(),
+                app: short(self.identity.service_name.clone()),
+                format: self.format.as_str().to_owned(),
                 timestamp,
-                ShortString::from(self.format.as_str()),
-            ),
+            },
             events: born.len() as u64,
             origin: None,
             born,
@@ -146,24 +159,8 @@ impl Encoder {
     }
 }
 
-/// The properties of every message: persistent JSON, identified, stamped, typed by format.
-pub(crate) fn properties(
-    message_id: ShortString,
-    app_id: ShortString,
-    timestamp: u64,
-    format: ShortString,
-) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-        .with_message_id(message_id)
-        .with_app_id(app_id)
-        .with_timestamp(timestamp)
-        .with_type(format)
-}
-
-/// An AMQP short string, cut to 255 bytes at a character boundary (never a panic).
-pub(crate) fn short(mut s: String) -> ShortString {
+/// `s` cut to 255 bytes at a character boundary (an AMQP short string; never a panic).
+pub(crate) fn short(mut s: String) -> String {
     if s.len() > encoding::MAX_ROUTING_KEY_BYTES {
         let mut end = encoding::MAX_ROUTING_KEY_BYTES;
         while !s.is_char_boundary(end) {
@@ -171,5 +168,5 @@ pub(crate) fn short(mut s: String) -> ShortString {
         }
         s.truncate(end);
     }
-    ShortString::try_new(s).unwrap_or_else(|_| ShortString::from(""))
+    s
 }

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{Confirmation, Event};
+use lapin::{BasicProperties, Confirmation, Event};
 
 use super::diag::Diagnostics;
 use super::flow::Flow;
-use super::message::Message;
+use super::message::{Message, Meta};
 use super::order::Order;
 use super::queue::Shared;
 use super::stats::Counters;
@@ -217,13 +217,13 @@ impl Publisher<'_> {
                 counters.set_error(format!(
                     "message returned as unroutable (routing key `{}`): no queue is bound to \
                      exchange `{exchange}` for it; will retry",
-                    message.routing_key
+                    message.route
                 ));
                 self.diag.error(
                     "events returned unroutable, retrying",
                     &format!(
                         "no queue bound to exchange `{exchange}` matches routing key `{}`",
-                        message.routing_key
+                        message.route
                     ),
                 );
                 self.order.retry(shared, message);
@@ -258,8 +258,8 @@ fn publish(
     now: Instant,
 ) -> ConfirmFuture {
     let channel = session.channel.clone();
-    let (exchange, routing_key) = (exchange.clone(), message.routing_key.clone());
-    let (body, properties) = (message.body.clone(), message.properties.clone());
+    let (exchange, routing_key) = (exchange.clone(), ShortString::from(message.route.as_str()));
+    let (body, properties) = (message.body.clone(), properties(&message.meta));
     let seq = window.open(message, now);
     Box::pin(async move {
         let options = BasicPublishOptions {
@@ -274,6 +274,18 @@ fn publish(
             Err(e) => (seq, Err(e)),
         }
     })
+}
+
+/// The properties of every message: persistent JSON, identified, stamped, typed by format
+/// (the `type` is what the Logstash pipeline tells the formats apart by).
+fn properties(meta: &Meta) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(meta.id.as_str()))
+        .with_app_id(ShortString::from(meta.app.as_str()))
+        .with_timestamp(meta.timestamp)
+        .with_type(ShortString::from(meta.format.as_str()))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -85,9 +85,14 @@ mod tests {
 
     fn message(events: u64) -> Message {
         Message {
-            routing_key: "k".into(),
+            route: "k".into(),
             body: bytes::Bytes::from_static(b"{}"),
-            properties: Default::default(),
+            meta: crate::delivery::message::Meta {
+                id: String::new(),
+                app: String::new(),
+                format: "ecs".into(),
+                timestamp: 0,
+            },
             events,
             origin: None,
             born: Vec::new(),

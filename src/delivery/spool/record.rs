@@ -9,9 +9,7 @@
 //! The checksum is what tells a complete record from one a crash cut short or a disk mangled:
 //! such a record is skipped, never published as garbage.
 
-use lapin::types::ShortString;
-
-use super::super::message::{properties, Message};
+use super::super::message::{Message, Meta};
 
 /// `len` and `crc`.
 pub(super) const HEADER: usize = 8;
@@ -20,19 +18,12 @@ pub(super) const MAX_PAYLOAD: u32 = 1 << 30;
 
 /// The bytes of one record for `message`.
 pub(super) fn encode(message: &Message) -> Vec<u8> {
-    let p = &message.properties;
-    let text = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
+    let meta = &message.meta;
     let mut payload = Vec::with_capacity(message.body.len() + 128);
     payload.extend_from_slice(&(message.events.min(u64::from(u32::MAX)) as u32).to_le_bytes());
-    payload.extend_from_slice(&p.timestamp().unwrap_or(0).to_le_bytes());
-    for s in [
-        Some(message.routing_key.as_str().to_owned()),
-        text(p.message_id()),
-        text(p.kind()),
-        text(p.app_id()),
-    ] {
-        let s = s.unwrap_or_default();
-        // Short strings are at most 255 bytes by construction.
+    payload.extend_from_slice(&meta.timestamp.to_le_bytes());
+    for s in [&message.route, &meta.id, &meta.format, &meta.app] {
+        // At most 255 bytes by construction (`message::short`).
         let bytes = &s.as_bytes()[..s.len().min(255)];
         payload.push(bytes.len() as u8);
         payload.extend_from_slice(bytes);
@@ -66,14 +57,19 @@ pub(super) fn decode(payload: &[u8], crc: u32, segment: u64) -> Option<Message> 
     for _ in 0..4 {
         let (&len, tail) = rest.split_first()?;
         let (s, tail) = tail.split_at_checked(usize::from(len))?;
-        strings.push(ShortString::try_new(std::str::from_utf8(s).ok()?.to_owned()).ok()?);
+        strings.push(std::str::from_utf8(s).ok()?.to_owned());
         rest = tail;
     }
-    let [routing_key, message_id, kind, app_id] = <[ShortString; 4]>::try_from(strings).ok()?;
+    let [route, id, format, app] = <[String; 4]>::try_from(strings).ok()?;
     Some(Message {
-        routing_key,
+        route,
         body: bytes::Bytes::copy_from_slice(rest),
-        properties: properties(message_id, app_id, u64::from_le_bytes(*timestamp), kind),
+        meta: Meta {
+            id,
+            app,
+            format,
+            timestamp: u64::from_le_bytes(*timestamp),
+        },
         events: u64::from(u32::from_le_bytes(*events)),
         origin: Some(segment),
         born: Vec::new(),
@@ -86,14 +82,14 @@ mod tests {
 
     fn message() -> Message {
         Message {
-            routing_key: ShortString::from("logstash.app"),
+            route: "logstash.app".into(),
             body: bytes::Bytes::from_static(br#"{"message":"hello"}"#),
-            properties: properties(
-                ShortString::from("0190c2d8-0000-7000-8000-000000000000"),
-                ShortString::from("app"),
-                1_700_000_000,
-                ShortString::from("ecs"),
-            ),
+            meta: Meta {
+                id: "0190c2d8-0000-7000-8000-000000000000".into(),
+                app: "app".into(),
+                format: "ecs".into(),
+                timestamp: 1_700_000_000,
+            },
             events: 1,
             origin: None,
             born: Vec::new(),
@@ -107,9 +103,9 @@ mod tests {
         let (len, crc) = header(bytes[..HEADER].try_into().unwrap());
         assert_eq!(len as usize, bytes.len() - HEADER);
         let back = decode(&bytes[HEADER..], crc, 7).expect("decodes");
-        assert_eq!(back.routing_key, m.routing_key);
+        assert_eq!(back.route, m.route);
         assert_eq!(back.body, m.body);
-        assert_eq!(back.properties, m.properties);
+        assert_eq!(back.meta, m.meta);
         assert_eq!((back.events, back.origin), (1, Some(7)));
     }
 

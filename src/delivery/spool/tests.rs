@@ -1,10 +1,8 @@
 use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use lapin::types::ShortString;
-
 use super::*;
-use crate::delivery::message::properties;
+use crate::delivery::message::Meta;
 
 fn config(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolSettings {
     SpoolSettings {
@@ -17,16 +15,16 @@ fn config(dir: &Path, max_bytes: u64, when_full: WhenFull) -> SpoolSettings {
 
 fn message(seq: u64) -> Message {
     Message {
-        routing_key: ShortString::from("logstash.test"),
+        route: "logstash.test".into(),
         body: format!(r#"{{"seq_no":{seq},"pad":"{}"}}"#, "x".repeat(200))
             .into_bytes()
             .into(),
-        properties: properties(
-            ShortString::from(format!("id-{seq}")),
-            ShortString::from("test"),
-            seq,
-            ShortString::from("ecs"),
-        ),
+        meta: Meta {
+            id: format!("id-{seq}"),
+            app: "test".into(),
+            format: "ecs".into(),
+            timestamp: seq,
+        },
         events: 1,
         origin: None,
         born: Vec::new(),
