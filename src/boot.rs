@@ -342,7 +342,7 @@ impl Builder {
             None => None,
         };
         let shipper = ShipperConfig {
-            target,
+            transport: crate::transport::amqp::Amqp { target },
             limits: Limits {
                 window: config.confirm_window,
                 confirm_timeout: config.confirm_timeout,

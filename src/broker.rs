@@ -6,6 +6,7 @@
 //! [`Config`]; failures are a typed [`BrokerError`].
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -265,7 +266,7 @@ impl Connector {
     /// node's own error).
     pub async fn connect(&self) -> Result<Connected, BrokerError> {
         let (node, connection) = self
-            .first_answering(0, async |uri: &AMQPUri| {
+            .first_answering(0, |uri| async move {
                 match tokio::time::timeout(self.connect_timeout, self.connect_uri(uri)).await {
                     Ok(Ok(connection)) => Ok(connection),
                     Ok(Err(e)) => Err(BrokerError::classify(Step::Connect, self, uri, &e)),
@@ -366,12 +367,17 @@ impl Connector {
     }
 
     /// Tries `attempt` on each node from `first` around the list; the first success and its
-    /// node's index, or every node's error.
-    async fn first_answering<T>(
-        &self,
+    /// node's index, or every node's error. (A plain closure returning a future, not an async
+    /// closure: the shipper needs the future to be `Send`, which an async closure borrowing
+    /// its argument cannot promise yet.)
+    async fn first_answering<'a, T, F>(
+        &'a self,
         first: usize,
-        attempt: impl AsyncFn(&AMQPUri) -> Result<T, BrokerError>,
-    ) -> Result<(usize, T), BrokerError> {
+        attempt: impl Fn(&'a AMQPUri) -> F,
+    ) -> Result<(usize, T), BrokerError>
+    where
+        F: Future<Output = Result<T, BrokerError>>,
+    {
         let n = self.nodes.len();
         if n == 0 {
             return Err(BrokerError::Unreachable {
@@ -843,7 +849,7 @@ pub(crate) async fn open(target: &Target) -> Result<Session, BrokerError> {
     let connector = &target.connector;
     let first = target.next.load(Relaxed);
     let (i, session) = connector
-        .first_answering(first, async |uri: &AMQPUri| open_node(connector, uri).await)
+        .first_answering(first, |uri| open_node(connector, uri))
         .await?;
     target.current.store(i, Relaxed);
     target.next.store((i + 1) % connector.nodes.len(), Relaxed);

@@ -42,6 +42,7 @@ mod own_threads;
 mod panic;
 mod probe;
 pub mod trace;
+mod transport;
 
 pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHandle};
 pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub(crate) use message::{BatchLimits, Encoder};
+pub(crate) use message::{BatchLimits, Encoder, Message, Meta};
 pub(crate) use publisher::Limits;
 pub use queue::Overflow;
 pub(crate) use queue::{Handoff, Shared};
@@ -144,9 +144,9 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn start(
+    pub(crate) fn start<T: crate::transport::Transport>(
         shared: Arc<Shared>,
-        config: ShipperConfig,
+        config: ShipperConfig<T>,
         shutdown_timeout: Duration,
     ) -> std::io::Result<Guard> {
         let thread = shipper::spawn(shared.clone(), config)?;

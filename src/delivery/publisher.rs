@@ -1,8 +1,10 @@
-//! Publishing over one session: the loop that feeds the confirm window from the custody
-//! order, settles confirms, and follows the broker's flow control.
+//! Publishing over one link: the loop that feeds the confirm window from the custody order,
+//! settles the destination's answers, and follows its flow control. Written once, for every
+//! transport.
 //!
-//! A message leaves the shipper's custody only when the broker acks it *and* did not return it
-//! as unroutable; everything else goes back to the order and is published again, same bytes.
+//! A message leaves the shipper's custody only when the destination delivered it (AMQP: acked
+//! *and* not returned as unroutable); everything else goes back to the order and is published
+//! again, same bytes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,18 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use lapin::options::BasicPublishOptions;
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Confirmation, Event};
 
 use super::diag::Diagnostics;
 use super::flow::Flow;
-use super::message::{Message, Meta};
+use super::message::Message;
 use super::order::Order;
 use super::queue::Shared;
 use super::stats::Counters;
 use super::window::Window;
-use crate::broker::{BrokerError, Session, Target};
+use crate::broker::BrokerError;
+use crate::transport::{Link, Outcome, Signal};
 
 /// Limits for one session.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub(crate) enum End {
 /// (`SPOOLED_QUEUE_CAPACITY` with a spool), and the logging thread spills.
 const SPILL_AT_MOST: usize = 4096;
 
-type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
+type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, Outcome)> + Send>>;
 
 /// One session's publishing.
 pub(crate) struct Publisher<'a> {
@@ -61,12 +61,12 @@ pub(crate) struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    pub async fn serve(&mut self, session: &Session, target: &Target) -> End {
+    pub async fn serve(&mut self, link: &mut impl Link) -> End {
         let mut window = Window::new(self.limits.window, Instant::now());
         let mut flow = Flow::new(self.limits.retry_delay, self.limits.retry_delay_max);
         let mut confirms: FuturesUnordered<ConfirmFuture> = FuturesUnordered::new();
         let end = self
-            .publish_until_done(session, target, &mut window, &mut flow, &mut confirms)
+            .publish_until_done(link, &mut window, &mut flow, &mut confirms)
             .await;
         if flow.blocked() {
             self.shared.counters.block_ended();
@@ -81,15 +81,13 @@ impl Publisher<'_> {
 
     async fn publish_until_done(
         &mut self,
-        session: &Session,
-        target: &Target,
+        link: &mut impl Link,
         window: &mut Window,
         flow: &mut Flow,
         confirms: &mut FuturesUnordered<ConfirmFuture>,
     ) -> End {
         let shared = self.shared;
         let counters = &shared.counters;
-        let mut events = session.connection.events_listener();
         // With a spool, events go to disk once the queue is half full or holds SPILL_AT_MOST
         // events, long before it overflows, and all the time while the broker blocks us. A
         // broker that blocks us before saying so (its alarm set before we connected) looks
@@ -105,8 +103,7 @@ impl Publisher<'_> {
             if spooling && (flow.blocked() || shared.queue.len() >= spill_at) {
                 self.order.spill(shared, flow.blocked());
             }
-            if session.connection.status().blocked() && flow.block() {
-                // lapin knows before its event reaches us; it writes nothing while blocked.
+            if link.blocked() && flow.block() {
                 counters.block_started();
             }
             // Fill the window. The publish itself is awaited with its confirm, never here: a
@@ -119,18 +116,10 @@ impl Publisher<'_> {
                 };
                 Counters::add(&counters.published, message.events);
                 Counters::add(&counters.messages_published, 1);
-                confirms.push(publish(
-                    session,
-                    &target.connector.exchange,
-                    message,
-                    window,
-                    now,
-                ));
+                confirms.push(publish(link, message, window, now));
             }
-            if !session.channel.status().connected() {
-                return End::Failed(BrokerError::Lost {
-                    detail: "the channel was closed".to_string(),
-                });
+            if let Some(broken) = link.broken() {
+                return End::Failed(broken);
             }
             if shared.closed.load(Relaxed) && window.is_empty() && self.order.nothing_left(shared) {
                 return End::Stopped;
@@ -140,31 +129,30 @@ impl Publisher<'_> {
             tokio::select! {
                 Some((seq, result)) = confirms.next(), if !confirms.is_empty() => {
                     let Some(message) = window.settle(seq, Instant::now()) else { continue };
-                    if let Err(e) = self.settle((seq, message, result), target, flow) {
-                        let (seq, message, e) = *e;
+                    if let Err(failed) = self.settle(message, result, flow) {
+                        let (message, e) = *failed;
                         window.restore(seq, message);
-                        return End::Failed(BrokerError::lost(&e, target));
+                        return End::Failed(e);
                     }
                     if let Some(after) = flow.nacks_persist(Instant::now()) {
                         return nacks_persist(counters, after);
                     }
                 }
-                event = events.next() => match event {
-                    Some(Event::ConnectionBlocked(reason)) => {
+                signal = link.signal() => match signal {
+                    Some(Signal::Blocked(reason)) => {
                         if flow.block() {
                             counters.block_started();
                         }
                         counters.set_error(format!("the broker blocked publishing: {reason}"));
                         self.diag.error("the broker blocked publishing (resource alarm)", &reason);
                     }
-                    Some(Event::ConnectionUnblocked) => {
+                    Some(Signal::Unblocked) => {
                         if flow.unblock() {
                             counters.block_ended();
                         }
                         window.progress(Instant::now());
                     }
-                    Some(Event::Error(e)) => return End::Failed(BrokerError::lost(&e, target)),
-                    Some(_) => {}
+                    Some(Signal::Lost(e)) => return End::Failed(e),
                     None => return End::Failed(BrokerError::Lost {
                         detail: "the connection's event stream ended".to_string(),
                     }),
@@ -173,7 +161,7 @@ impl Publisher<'_> {
                     if spooling || (!flow.blocked() && window.room() > 0) => {}
                 _ = sleep_until(linger), if linger.is_some() => {}
                 _ = tick.tick() => {
-                    if session.connection.status().blocked() && flow.block() {
+                    if link.blocked() && flow.block() {
                         counters.block_started();
                     }
                     if let Some(mut spool) = shared.spool() {
@@ -193,49 +181,37 @@ impl Publisher<'_> {
         }
     }
 
-    /// Settles the broker's answer for one message: delivered, or back to the order (returned
-    /// or nacked, with a hold). A failed publish or confirm ends the session: the message is
+    /// Settles the destination's answer for one message: delivered, or back to the order
+    /// (unroutable or refused, with a hold). A failed link ends the session: the message is
     /// handed back to go into the window again.
-    #[allow(clippy::type_complexity)]
     fn settle(
         &mut self,
-        answer: (u64, Message, lapin::Result<Confirmation>),
-        target: &Target,
+        message: Message,
+        outcome: Outcome,
         flow: &mut Flow,
-    ) -> Result<(), Box<(u64, Message, lapin::Error)>> {
-        let (seq, message, result) = answer;
+    ) -> Result<(), Box<(Message, BrokerError)>> {
         let shared = self.shared;
         let counters = &shared.counters;
-        let exchange = &target.connector.exchange;
-        match result {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+        match outcome {
+            Outcome::Delivered => {
                 self.order.delivered(shared, &message, SystemTime::now());
                 flow.accepted();
             }
-            Ok(Confirmation::Ack(Some(_returned))) => {
+            Outcome::Unroutable { why } => {
                 Counters::add(&counters.returned, message.events);
-                counters.set_error(format!(
-                    "message returned as unroutable (routing key `{}`): no queue is bound to \
-                     exchange `{exchange}` for it; will retry",
-                    message.route
-                ));
-                self.diag.error(
-                    "events returned unroutable, retrying",
-                    &format!(
-                        "no queue bound to exchange `{exchange}` matches routing key `{}`",
-                        message.route
-                    ),
-                );
+                counters.set_error(format!("message returned as unroutable: {why}; will retry"));
+                self.diag
+                    .error("events returned unroutable, retrying", &why);
                 self.order.retry(shared, message);
                 flow.refused();
             }
-            Ok(Confirmation::Nack(_)) => {
+            Outcome::Refused => {
                 Counters::add(&counters.nacked, message.events);
                 counters.set_error("the broker nacked a message; will retry");
                 self.order.retry(shared, message);
                 flow.nacked(Instant::now());
             }
-            Err(e) => return Err(Box::new((seq, message, e))),
+            Outcome::Failed(e) => return Err(Box::new((message, e))),
         }
         Ok(())
     }
@@ -248,44 +224,12 @@ fn nacks_persist(counters: &Counters, after: Duration) -> End {
     End::Failed(BrokerError::Nacking { after })
 }
 
-/// Takes `message` into the window and returns the future of its publish and confirm. The
-/// body is shared with the window's copy (a reference count, not a copy of the bytes).
-fn publish(
-    session: &Session,
-    exchange: &ShortString,
-    message: Message,
-    window: &mut Window,
-    now: Instant,
-) -> ConfirmFuture {
-    let channel = session.channel.clone();
-    let (exchange, routing_key) = (exchange.clone(), ShortString::from(message.route.as_str()));
-    let (body, properties) = (message.body.clone(), properties(&message.meta));
+/// Takes `message` into the window and returns the future of its answer. The body is shared
+/// with the window's copy (a reference count, not a copy of the bytes).
+fn publish(link: &impl Link, message: Message, window: &mut Window, now: Instant) -> ConfirmFuture {
+    let answer = link.publish(&message);
     let seq = window.open(message, now);
-    Box::pin(async move {
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
-        };
-        let confirm = channel
-            .basic_publish(exchange, routing_key, options, &body, properties)
-            .await;
-        match confirm {
-            Ok(confirm) => (seq, confirm.await),
-            Err(e) => (seq, Err(e)),
-        }
-    })
-}
-
-/// The properties of every message: persistent JSON, identified, stamped, typed by format
-/// (the `type` is what the Logstash pipeline tells the formats apart by).
-fn properties(meta: &Meta) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-        .with_message_id(ShortString::from(meta.id.as_str()))
-        .with_app_id(ShortString::from(meta.app.as_str()))
-        .with_timestamp(meta.timestamp)
-        .with_type(ShortString::from(meta.format.as_str()))
+    Box::pin(async move { (seq, answer.await) })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

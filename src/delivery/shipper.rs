@@ -18,13 +18,14 @@ use super::order::Order;
 use super::publisher::{End, Limits, Publisher};
 use super::queue::Shared;
 use super::stats::Counters;
-use crate::broker::{self, Target};
 use crate::own_threads;
+use crate::transport::{Link, Transport};
 
 /// Everything the shipper thread needs.
 #[derive(Debug, Clone)]
-pub(crate) struct ShipperConfig {
-    pub target: Target,
+pub(crate) struct ShipperConfig<T> {
+    /// Where events go.
+    pub transport: T,
     pub limits: Limits,
     /// `batch.linger_ms`.
     pub linger: Duration,
@@ -34,7 +35,10 @@ pub(crate) struct ShipperConfig {
 }
 
 /// Starts the shipper thread. Fails only if the OS refuses a thread or a runtime.
-pub(crate) fn spawn(shared: Arc<Shared>, config: ShipperConfig) -> std::io::Result<JoinHandle<()>> {
+pub(crate) fn spawn<T: Transport>(
+    shared: Arc<Shared>,
+    config: ShipperConfig<T>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("logcollect-shipper".to_string())
         .spawn(move || {
@@ -50,7 +54,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, config: ShipperConfig) -> std::io::Resu
         })
 }
 
-async fn run(shared: Arc<Shared>, config: ShipperConfig) {
+async fn run<T: Transport>(shared: Arc<Shared>, config: ShipperConfig<T>) {
     let mut diag = Diagnostics::new(config.diagnostics_interval);
     let mut order = Order::new(config.linger);
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
@@ -63,33 +67,33 @@ async fn run(shared: Arc<Shared>, config: ShipperConfig) {
             return;
         }
         let Some(opened) =
-            while_away(&shared, &mut order, &mut diag, broker::open(&config.target)).await
+            while_away(&shared, &mut order, &mut diag, config.transport.open()).await
         else {
             return exit(&shared, &mut order);
         };
         match opened {
-            Ok(session) => {
+            Ok(mut link) => {
                 if connected_before {
                     Counters::add(&shared.counters.reconnects, 1);
                 }
                 connected_before = true;
                 backoff.reset();
-                shared.counters.set_node(Some(&session.node));
+                shared.counters.set_node(Some(link.node()));
                 let end = Publisher {
                     shared: &shared,
                     limits: &config.limits,
                     diag: &mut diag,
                     order: &mut order,
                 }
-                .serve(&session, &config.target)
+                .serve(&mut link)
                 .await;
                 if let End::Stopped = end {
                     // Spool what is left before the (bounded, but slow) close.
                     exit(&shared, &mut order);
-                    broker::close(session).await;
+                    link.close().await;
                     return;
                 }
-                broker::close(session).await;
+                link.close().await;
                 shared.counters.set_node(None);
                 if let End::Failed(reason) = end {
                     shared.counters.set_error(&reason);

@@ -1,0 +1,80 @@
+//! The seam between the delivery engine and a destination.
+//!
+//! The engine (custody order, confirm window, flow control, retries, spool, stats) is written
+//! once, against [`Transport`] and [`Link`]; each destination is one module that opens links
+//! and turns its own answers into [`Outcome`]s. A message crosses the seam as the engine holds
+//! it ([`Message`]: a route, a body of one or more documents, neutral metadata), and each
+//! transport builds its own wire form at publish time.
+
+pub(crate) mod amqp;
+#[cfg(test)]
+pub(crate) mod scripted;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::broker::BrokerError;
+use crate::delivery::Message;
+
+/// A destination's answer for one message.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Taken for good (AMQP: acked and not returned): the message leaves our custody.
+    Delivered,
+    /// Taken but routed nowhere (AMQP: returned as unroutable); `why` says what to fix. It is
+    /// published again after a pause.
+    Unroutable { why: String },
+    /// Refused for now (AMQP: nacked): published again after a pause; refusals that go on
+    /// replace the link.
+    Refused,
+    /// The link failed before it answered: the session ends and the message goes back.
+    Failed(BrokerError),
+}
+
+/// What a link says by itself, between answers.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    /// The destination holds publishing back (AMQP: `connection.blocked`, a resource alarm).
+    Blocked(String),
+    /// It takes messages again.
+    Unblocked,
+    /// The link is gone.
+    Lost(BrokerError),
+}
+
+/// The answer to one publish, to be awaited.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Opens links to a destination (walking its node list, preparing it: the exchange, a key, a
+/// collection).
+pub(crate) trait Transport: Send + Sync + 'static {
+    type Link: Link;
+
+    /// A new link, or why none could be opened.
+    fn open(&self) -> impl Future<Output = Result<Self::Link, BrokerError>> + Send;
+}
+
+/// One open session with a destination.
+pub(crate) trait Link: Send {
+    /// The node, without credentials (stats and diagnostics show it).
+    fn node(&self) -> &str;
+
+    /// Publishes `message`; the future is the destination's answer. Nothing is awaited before
+    /// the answer: a blocked link holds the publish back, and the engine keeps serving.
+    fn publish(&self, message: &Message) -> Answer;
+
+    /// Whether the link knows it is blocked before its signal arrives.
+    fn blocked(&self) -> bool {
+        false
+    }
+
+    /// Why the link can no longer publish, if it cannot.
+    fn broken(&self) -> Option<BrokerError>;
+
+    /// The next signal (cancel-safe: the engine polls it in a `select!`); `None` when the link
+    /// ended. A link without signals never answers.
+    fn signal(&mut self) -> impl Future<Output = Option<Signal>> + Send;
+
+    /// Closes politely, in bounded time.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
