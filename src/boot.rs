@@ -19,6 +19,8 @@ use crate::delivery::{
 };
 use crate::encoding::Format;
 use crate::identity::Identity;
+use crate::transport::amqp::Amqp;
+use crate::transport::TransportKind;
 use crate::Error;
 
 /// Reads the configuration from the environment (and the file named by `LOGCOLLECT_CONFIG`),
@@ -298,15 +300,18 @@ impl Builder {
             ..identity
         };
         let identity = redactor.identity(identity);
-        let target = Target::new(Connector::new(
+        let destination = Destination::from_config(
             &config,
             format!("logcollect {}@{}", identity.service_name, identity.hostname),
-        )?);
+        )?;
         let encoder = Encoder {
             redactor,
             format: config.format,
             identity,
-            routing_key: config.routing_key.clone(),
+            routing_key: match config.transport {
+                TransportKind::Amqp => config.routing_key.clone(),
+                TransportKind::Redis => config.redis.key.clone(),
+            },
             max_field_bytes: config.max_field_bytes,
             max_message_bytes: config.max_message_bytes,
             batch: BatchLimits {
@@ -341,19 +346,6 @@ impl Builder {
             ),
             None => None,
         };
-        let shipper = ShipperConfig {
-            transport: crate::transport::amqp::Amqp { target },
-            limits: Limits {
-                window: config.confirm_window,
-                confirm_timeout: config.confirm_timeout,
-                retry_delay: config.retry_delay,
-                retry_delay_max: config.backoff_max.max(config.retry_delay),
-            },
-            linger: config.batch.linger,
-            backoff_min: config.backoff_min,
-            backoff_max: config.backoff_max,
-            diagnostics_interval: config.diagnostics_interval,
-        };
         let shared = Shared::new(
             config.queue_capacity,
             encoder,
@@ -361,8 +353,20 @@ impl Builder {
             config.overflow_policy(),
             config.block_timeout,
         );
-        let guard =
-            Guard::start(shared.clone(), shipper, config.shutdown_timeout).map_err(Error::Spawn)?;
+        let started = match destination {
+            Destination::Amqp(amqp) => Guard::start(
+                shared.clone(),
+                shipper(amqp, &config),
+                config.shutdown_timeout,
+            ),
+            #[cfg(feature = "redis")]
+            Destination::Redis(redis) => Guard::start(
+                shared.clone(),
+                shipper(redis, &config),
+                config.shutdown_timeout,
+            ),
+        };
+        let guard = started.map_err(Error::Spawn)?;
         Ok((LogcollectLayer::new(Handoff::new(shared)), guard))
     }
 
@@ -495,4 +499,72 @@ impl LevelHandle {
 /// the subscriber when it was installed: follow the new filters.
 fn sync_log_max_level() {
     log::set_max_level(tracing::level_filters::LevelFilter::current().as_log());
+}
+
+/// The transport `transport` picks, opened by the shipper thread.
+enum Destination {
+    Amqp(Amqp),
+    #[cfg(feature = "redis")]
+    Redis(crate::transport::redis::Redis),
+}
+
+impl Destination {
+    /// Checks the transport's own settings (URIs, TLS files) before anything starts.
+    fn from_config(config: &Config, connection_name: String) -> Result<Destination, Error> {
+        match config.transport {
+            TransportKind::Amqp => Ok(Destination::Amqp(Amqp {
+                target: Target::new(Connector::new(config, connection_name)?),
+            })),
+            #[cfg(feature = "redis")]
+            TransportKind::Redis => {
+                use crate::transport::redis::{Redis, TlsFiles};
+                let read = |key: &str, path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        Error::Config(format!("`{key}` `{}` cannot be read: {e}", path.display()))
+                    })
+                };
+                let ca = config
+                    .tls_ca_file
+                    .as_deref()
+                    .map(|p| read("tls_ca_file", p))
+                    .transpose()?;
+                let cert_and_key = match (&config.tls_cert_file, &config.tls_key_file) {
+                    (Some(cert), Some(key)) => {
+                        Some((read("tls_cert_file", cert)?, read("tls_key_file", key)?))
+                    }
+                    _ => None,
+                };
+                Ok(Destination::Redis(Redis::new(
+                    &config.redis.uri,
+                    config.redis.data_type,
+                    config.redis.max_length,
+                    config.connect_timeout,
+                    TlsFiles { ca, cert_and_key },
+                )))
+            }
+            // `validate` refuses it without the feature.
+            #[cfg(not(feature = "redis"))]
+            TransportKind::Redis => Err(Error::Config(
+                "`transport` is `redis`, but logcollect was built without its `redis` feature"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The shipper's settings around `transport`.
+fn shipper<T>(transport: T, config: &Config) -> ShipperConfig<T> {
+    ShipperConfig {
+        transport,
+        limits: Limits {
+            window: config.confirm_window,
+            confirm_timeout: config.confirm_timeout,
+            retry_delay: config.retry_delay,
+            retry_delay_max: config.backoff_max.max(config.retry_delay),
+        },
+        linger: config.batch.linger,
+        backoff_min: config.backoff_min,
+        backoff_max: config.backoff_max,
+        diagnostics_interval: config.diagnostics_interval,
+    }
 }

@@ -525,6 +525,16 @@ pub enum BrokerError {
         /// What lapin said.
         detail: String,
     },
+    /// The destination refused what the shipper sends, for a reason to fix there or in the
+    /// settings (Redis: `WRONGPASS`, `NOAUTH`, `WRONGTYPE`, `NOPERM`).
+    Refused {
+        /// The node, without credentials.
+        broker: String,
+        /// The destination's words.
+        detail: String,
+        /// What to change.
+        fix: String,
+    },
     /// The broker nacked and acked nothing for this long: the session was given up.
     Nacking {
         /// How long only nacks came.
@@ -582,6 +592,7 @@ impl BrokerError {
             BrokerError::Silent { .. } => "the broker stopped confirming, reconnecting",
             BrokerError::Lost { .. } => "delivery interrupted, reconnecting",
             BrokerError::Nacking { .. } => "the broker nacks every message on this session, reconnecting",
+            BrokerError::Refused { .. } => "the destination refused the events, retrying",
         }
     }
 
@@ -656,6 +667,11 @@ impl fmt::Display for BrokerError {
     /// The cause, the broker's words, and the fix; never a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            BrokerError::Refused {
+                broker,
+                detail,
+                fix,
+            } => write!(f, "{broker} refused: {detail}; {fix}"),
             BrokerError::Unreachable { broker, detail } => write!(
                 f,
                 "cannot connect to {broker}: {detail}; check that the broker runs and that the \

@@ -23,6 +23,7 @@ use crate::delivery::{Overflow, WhenFull};
 use crate::encoding::redact::{mask_uri_passwords, DEFAULT_FIELDS as DEFAULT_REDACT_FIELDS};
 use crate::encoding::Format;
 use crate::encoding::{Detector, RedactWith};
+use crate::transport::{RedisDataType, TransportKind};
 use crate::Error;
 
 /// Defaults shared with the Logstash pipeline in `logstash/` (tests check they agree).
@@ -47,6 +48,12 @@ pub mod defaults {
     pub const BATCH_MAX_EVENTS: usize = 256;
     /// `batch.max_bytes`.
     pub const BATCH_MAX_BYTES: usize = 256 << 10;
+    /// `redis.uri`: the local server, database 0.
+    pub const REDIS_URI: &str = "redis://127.0.0.1:6379/0";
+    /// `redis.key`: the list Logstash's redis input reads (logstash/pipeline/redis/input.conf).
+    pub const REDIS_KEY: &str = "logstash";
+    /// `redis.max_length`, in entries.
+    pub const REDIS_MAX_LENGTH: u64 = 1_000_000;
 }
 
 /// The smallest spool worth having: a few segments of a few records.
@@ -268,6 +275,9 @@ settings! {
     pub struct Config {
         /// `false`: nothing is shipped, `init` starts no thread and opens no connection (the console still prints when `console` is set).
         enabled: bool = true;
+        /// Where events go: `amqp` (RabbitMQ: `broker_uri`, `exchange`, …) or `redis` (`redis.*`; needs the crate's `redis` feature).
+        transport: TransportKind = TransportKind::DEFAULT,
+            check transport_built;
         /// The broker, or a cluster's nodes tried in order (failover); query `heartbeat` (default 10 s), `connection_timeout` and `auth_mechanism` honoured.
         broker_uri: String = defaults::BROKER_URI.to_string(),
             allowed "an amqp:// or amqps:// URI, e.g. amqp://user:password@host:5672/%2f; several separated by commas (a list in a file)",
@@ -416,6 +426,24 @@ settings! {
         /// How long a queue holding less than a full batch waits for more before it is sent (0 = never waits).
         linger: Duration = Duration::ZERO, key "linger_ms";
     }
+
+    /// Redis as the transport (`redis.*` keys, variables `LOGCOLLECT_REDIS__*`), with `transport = redis`.
+    redis: pub struct RedisConfig {
+        /// The Redis server, or several tried in order (failover); `rediss://` for TLS (`tls_ca_file`, `tls_cert_file` and `tls_key_file` apply).
+        uri: String = defaults::REDIS_URI.to_string(),
+            allowed "a redis:// or rediss:// URI, e.g. redis://:password@host:6379/0; several separated by commas (a list in a file)",
+            check redis_uris,
+            read read_uri_list;
+        /// The list or stream: a key, or a template where `{target}`, `{level}` and `{service}` are replaced.
+        key: String = defaults::REDIS_KEY.to_string(),
+            allowed "a key or a key template, e.g. `logstash` or `logs.{service}`",
+            check non_empty;
+        /// `list`: one value per document (`RPUSH`), what Logstash's redis input reads; `stream`: one entry per document (`XADD`).
+        data_type: RedisDataType = RedisDataType::DEFAULT;
+        /// A list this long holds the shipper back until it shrinks; a stream is trimmed to about this many entries (0 = no cap).
+        max_length: u64 = defaults::REDIS_MAX_LENGTH,
+            allowed "a number of entries (0 = no cap)";
+    }
 }
 
 /// The keys a file or the environment may set at the top level (`identity` and `spool` are
@@ -427,6 +455,9 @@ pub const SPOOL_KEYS: &[&str] = SpoolConfig::KEYS;
 
 /// The keys of the `batch` table.
 pub const BATCH_KEYS: &[&str] = BatchConfig::KEYS;
+
+/// The keys of the `redis` table.
+pub const REDIS_KEYS: &[&str] = RedisConfig::KEYS;
 
 /// One setting, as declared: its key, what it holds, its default and what is allowed.
 /// [`Config::SETTINGS`] lists them all.
@@ -890,6 +921,43 @@ fn short_string(s: &str) -> Result<(), String> {
 
 fn amqp_uris(s: &str) -> Result<(), String> {
     split_uris(s).map(drop)
+}
+
+fn transport_built(transport: &TransportKind) -> Result<(), String> {
+    if *transport == TransportKind::Redis && !cfg!(feature = "redis") {
+        return Err(
+            "is `redis`, but logcollect was built without its `redis` feature; enable it \
+                    (`features = [\"redis\"]` in Cargo.toml)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Each entry a redis:// or rediss:// URI; an error names the entry, never its text.
+fn redis_uris(s: &str) -> Result<(), String> {
+    let entries: Vec<&str> = s.split(',').map(str::trim).collect();
+    for (i, entry) in entries.iter().enumerate() {
+        let n = i + 1;
+        if !(entry.starts_with("redis://") || entry.starts_with("rediss://")) {
+            return Err(format!("entry {n} is not a redis:// or rediss:// URI"));
+        }
+        #[cfg(feature = "redis")]
+        if let Err(e) = ::redis::IntoConnectionInfo::into_connection_info(*entry) {
+            return Err(format!(
+                "entry {n} is not a valid Redis URI ({})",
+                mask_uri_passwords(&e.to_string())
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(())
 }
 
 fn env_filter(directives: &str) -> Result<(), String> {

@@ -48,8 +48,8 @@ pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHand
 pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{
-    defaults, BatchConfig, Config, Setting, SpoolConfig, BATCH_KEYS, KEYS as CONFIG_KEYS,
-    SPOOL_KEYS,
+    defaults, BatchConfig, Config, RedisConfig, Setting, SpoolConfig, BATCH_KEYS,
+    KEYS as CONFIG_KEYS, REDIS_KEYS, SPOOL_KEYS,
 };
 pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
 pub use encoding::redact::mask_uri_passwords;
@@ -58,6 +58,7 @@ pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
 pub use probe::Probe;
+pub use transport::{RedisDataType, TransportKind};
 
 /// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key
 /// of a classic document is a user field.

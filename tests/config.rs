@@ -203,6 +203,7 @@ fn the_key_lists_hold_every_declared_setting() {
                 let names = match table {
                     "spool" => logcollect::SPOOL_KEYS,
                     "batch" => logcollect::BATCH_KEYS,
+                    "redis" => logcollect::REDIS_KEYS,
                     _ => panic!("{key}: an undeclared table"),
                 };
                 assert!(names.contains(&name), "{key}");
@@ -211,7 +212,10 @@ fn the_key_lists_hold_every_declared_setting() {
     }
     let declared = |key: &str| Config::SETTINGS.iter().any(|s| s.key() == key);
     for key in logcollect::CONFIG_KEYS {
-        assert!(declared(key) || *key == "spool" || *key == "batch", "{key}");
+        assert!(
+            declared(key) || ["spool", "batch", "redis"].contains(key),
+            "{key}"
+        );
     }
     for key in logcollect::SPOOL_KEYS {
         assert!(declared(&format!("spool.{key}")), "{key}");
@@ -283,6 +287,8 @@ const TAKE_ANY_TEXT: &[&str] = &[
     "redact_fields_extra",
     "redact_hash_key",
     "spool.dir",
+    // any text is a Redis key
+    "redis.key",
 ];
 
 /// Whatever setting a bad value is given to, the error names the key, its variable and what is

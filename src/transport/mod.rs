@@ -7,6 +7,8 @@
 //! transport builds its own wire form at publish time.
 
 pub(crate) mod amqp;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 #[cfg(test)]
 pub(crate) mod scripted;
 
@@ -15,6 +17,26 @@ use std::pin::Pin;
 
 use crate::broker::BrokerError;
 use crate::delivery::Message;
+
+crate::choice::choice! {
+    /// Where events go (`transport`).
+    pub enum TransportKind: "a transport", default Amqp {
+        /// RabbitMQ, or any AMQP 0-9-1 broker (`broker_uri`, `exchange`, …).
+        Amqp = "amqp",
+        /// A Redis list or stream (`redis.*`; the `redis` cargo feature).
+        Redis = "redis",
+    }
+}
+
+crate::choice::choice! {
+    /// What a Redis key holds (`redis.data_type`).
+    pub enum RedisDataType: "a Redis data type", default List {
+        /// A list, one value per document (`RPUSH`): what Logstash's `redis` input reads.
+        List = "list",
+        /// A stream, one entry per document (`XADD`, fields `doc`, `format` and `service`).
+        Stream = "stream",
+    }
+}
 
 /// A destination's answer for one message.
 #[derive(Debug)]

@@ -34,6 +34,8 @@ struct Script {
     /// The body of every publish, in order.
     published: Vec<Bytes>,
     opens: usize,
+    /// While set, opening a link waits (so a test can queue events first).
+    gated: bool,
     /// Where the current link reads its signals.
     signals: Option<mpsc::UnboundedSender<Signal>>,
 }
@@ -49,6 +51,15 @@ impl Scripted {
 
     pub fn published(&self) -> Vec<Bytes> {
         self.script().published.clone()
+    }
+
+    /// Opening waits until [`open_gate`](Self::open_gate).
+    pub fn close_gate(&self) {
+        self.script().gated = true;
+    }
+
+    pub fn open_gate(&self) {
+        self.script().gated = false;
     }
 
     pub fn opens(&self) -> usize {
@@ -68,6 +79,9 @@ impl Transport for Scripted {
     type Link = ScriptedLink;
 
     async fn open(&self) -> Result<ScriptedLink, BrokerError> {
+        while self.script().gated {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut script = self.script();
         script.opens += 1;
@@ -167,6 +181,15 @@ mod tests {
         (guard, handoff)
     }
 
+    /// [`start`], with `EVENTS` events queued before the first link opens: whole batches.
+    fn start_logged(scripted: &Scripted, confirm_timeout: Duration) -> Guard {
+        scripted.close_gate();
+        let (guard, handoff) = start(scripted, confirm_timeout);
+        log(&handoff, EVENTS);
+        scripted.open_gate();
+        guard
+    }
+
     /// Logs `n` events whose messages are their numbers.
     fn log(handoff: &Handoff, n: usize) {
         for i in 0..n {
@@ -208,8 +231,7 @@ mod tests {
     #[test]
     fn acked_messages_are_delivered_once_each_in_logging_order() {
         let scripted = Scripted::default();
-        let (guard, handoff) = start(&scripted, Duration::from_secs(30));
-        log(&handoff, EVENTS);
+        let guard = start_logged(&scripted, Duration::from_secs(30));
         assert!(guard.flush(Duration::from_secs(10)).is_complete());
         assert_eq!(documents(&scripted), all());
         let stats = guard.stats();
@@ -221,8 +243,7 @@ mod tests {
     fn unroutable_and_refused_messages_are_published_again_with_the_same_bytes() {
         let scripted = Scripted::default();
         scripted.reply([Reply::Unroutable, Reply::Nack]);
-        let (guard, handoff) = start(&scripted, Duration::from_secs(30));
-        log(&handoff, EVENTS);
+        let guard = start_logged(&scripted, Duration::from_secs(30));
         assert!(guard.flush(Duration::from_secs(10)).is_complete());
         let stats = guard.stats();
         assert_eq!(stats.confirmed, EVENTS as u64, "{stats}");
@@ -248,8 +269,7 @@ mod tests {
     fn a_lost_link_is_replaced_and_its_unconfirmed_messages_go_again() {
         let scripted = Scripted::default();
         scripted.reply([Reply::Ack, Reply::Lose]);
-        let (guard, handoff) = start(&scripted, Duration::from_secs(30));
-        log(&handoff, EVENTS);
+        let guard = start_logged(&scripted, Duration::from_secs(30));
         assert!(guard.flush(Duration::from_secs(10)).is_complete());
         let stats = guard.stats();
         assert_eq!(stats.confirmed, EVENTS as u64, "{stats}");
@@ -266,8 +286,7 @@ mod tests {
     fn a_silent_link_is_replaced_after_the_confirm_timeout() {
         let scripted = Scripted::default();
         scripted.reply([Reply::Silence]);
-        let (guard, handoff) = start(&scripted, Duration::from_millis(200));
-        log(&handoff, EVENTS);
+        let guard = start_logged(&scripted, Duration::from_millis(200));
         assert!(guard.flush(Duration::from_secs(10)).is_complete());
         let stats = guard.stats();
         assert_eq!(stats.confirmed, EVENTS as u64, "{stats}");

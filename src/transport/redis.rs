@@ -1,0 +1,503 @@
+//! Redis behind the seam: every document of a message pushed to a list in one `RPUSH` (what
+//! Logstash's `redis` input reads), or appended to a stream, one `XADD` per document (fields
+//! `doc`, `format`, `service`) in one `MULTI`/`EXEC`.
+//!
+//! The reply is the confirm. Messages are written in the order they were published by one
+//! writer task per link, which takes whatever waits and sends it as one pipeline: pipelined
+//! up to the window, and never reordered (futures polled in any order could not promise that).
+//!
+//! A list at `redis.max_length` or longer holds the shipper back, as a blocked broker does,
+//! until its readers shrink it: Redis never runs out of memory because of us. A stream is
+//! trimmed instead (`MAXLEN ~`): its entries stay after they are read, so its length says
+//! nothing about its readers.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, RedisError};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Answer, Link, Outcome, RedisDataType, Signal, Transport};
+use crate::broker::BrokerError;
+use crate::delivery::Message;
+use crate::encoding::redact::mask_uri_passwords;
+
+/// How often a held-back link looks at the list's length again.
+const HOLD_POLL: Duration = Duration::from_millis(250);
+/// The most messages one pipeline carries.
+const PIPELINE_MESSAGES: usize = 64;
+
+/// The TLS files of `tls_*`, read once at start.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    pub cert_and_key: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Opens links on the node list, the next node first after a failure.
+#[derive(Debug)]
+pub(crate) struct Redis {
+    settings: Arc<Settings>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Settings {
+    /// Each node's URI (it may hold a password: never shown) and its description.
+    nodes: Vec<(String, String)>,
+    data_type: RedisDataType,
+    max_length: u64,
+    connect_timeout: Duration,
+    tls: TlsFiles,
+}
+
+impl Redis {
+    pub fn new(
+        uris: &str,
+        data_type: RedisDataType,
+        max_length: u64,
+        connect_timeout: Duration,
+        tls: TlsFiles,
+    ) -> Redis {
+        let nodes = uris
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| (u.to_string(), describe(u)))
+            .collect();
+        Redis {
+            settings: Arc::new(Settings {
+                nodes,
+                data_type,
+                max_length,
+                connect_timeout,
+                tls,
+            }),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    async fn open_node(&self, uri: &str, node: &str) -> Result<MultiplexedConnection, BrokerError> {
+        let s = &self.settings;
+        let client = match (&s.tls.ca, &s.tls.cert_and_key) {
+            (None, None) => Client::open(uri),
+            (ca, cert_and_key) => Client::build_with_tls(
+                uri,
+                ::redis::TlsCertificates {
+                    client_tls: cert_and_key
+                        .as_ref()
+                        .map(|(cert, key)| ::redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
+                    root_cert: ca.clone(),
+                },
+            ),
+        }
+        .map_err(|e| error(node, &e))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(s.connect_timeout))
+            // The engine's confirm timeout bounds an answer.
+            .set_response_timeout(None);
+        let connecting = client.get_multiplexed_async_connection_with_config(&config);
+        match tokio::time::timeout(s.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(error(node, &e)),
+            Err(_) => Err(BrokerError::Timeout {
+                broker: node.to_string(),
+                after: s.connect_timeout,
+            }),
+        }
+    }
+}
+
+impl Transport for Redis {
+    type Link = RedisLink;
+
+    async fn open(&self) -> Result<RedisLink, BrokerError> {
+        let nodes = &self.settings.nodes;
+        if nodes.is_empty() {
+            return Err(BrokerError::Unreachable {
+                broker: "(no redis.uri)".into(),
+                detail: "no Redis URI is configured".into(),
+            });
+        }
+        let first = self.next.load(Relaxed);
+        let mut errors = Vec::new();
+        for k in 0..nodes.len() {
+            let i = (first % nodes.len() + k) % nodes.len();
+            let (uri, node) = &nodes[i];
+            match self.open_node(uri, node).await {
+                Ok(connection) => {
+                    self.next.store((i + 1) % nodes.len(), Relaxed);
+                    return Ok(RedisLink::start(connection, node.clone(), &self.settings));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        self.next.store((first + 1) % nodes.len(), Relaxed);
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(BrokerError::AllNodes { errors }),
+        }
+    }
+}
+
+/// A message handed to the writer task, and where its answer goes.
+struct Job {
+    key: String,
+    events: u64,
+    body: Bytes,
+    app: String,
+    format: String,
+    answer: oneshot::Sender<Outcome>,
+}
+
+pub(crate) struct RedisLink {
+    node: String,
+    jobs: mpsc::UnboundedSender<Job>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    writer: JoinHandle<()>,
+}
+
+impl RedisLink {
+    fn start(connection: MultiplexedConnection, node: String, settings: &Arc<Settings>) -> Self {
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let (signal, signals) = mpsc::unbounded_channel();
+        let writer = Writer {
+            connection,
+            node: node.clone(),
+            data_type: settings.data_type,
+            max_length: settings.max_length,
+            signal,
+        };
+        RedisLink {
+            node,
+            jobs,
+            signals,
+            writer: tokio::spawn(writer.run(queued)),
+        }
+    }
+}
+
+impl Link for RedisLink {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn publish(&self, message: &Message) -> Answer {
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            key: message.route.clone(),
+            events: message.events,
+            body: message.body.clone(),
+            app: message.meta.app.clone(),
+            format: message.meta.format.clone(),
+            answer,
+        };
+        // Sent now, in the engine's order; the writer keeps it.
+        let sent = self.jobs.send(job).is_ok();
+        Box::pin(async move {
+            match answered.await {
+                Ok(outcome) if sent => outcome,
+                _ => Outcome::Failed(BrokerError::Lost {
+                    detail: "the connection to Redis ended".into(),
+                }),
+            }
+        })
+    }
+
+    fn broken(&self) -> Option<BrokerError> {
+        self.writer.is_finished().then(|| BrokerError::Lost {
+            detail: "the connection to Redis ended".into(),
+        })
+    }
+
+    async fn signal(&mut self) -> Option<Signal> {
+        self.signals.recv().await
+    }
+
+    async fn close(self) {
+        // Unanswered messages are answered `Failed` when their senders drop: they stay ours.
+        self.writer.abort();
+    }
+}
+
+/// The writer task of one link.
+struct Writer {
+    connection: MultiplexedConnection,
+    node: String,
+    data_type: RedisDataType,
+    max_length: u64,
+    signal: mpsc::UnboundedSender<Signal>,
+}
+
+impl Writer {
+    async fn run(mut self, mut queued: mpsc::UnboundedReceiver<Job>) {
+        // Taken from the channel but not yet sent (a capped list's room ran out), oldest first.
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        // The longest capped list after the last pipeline.
+        let mut longest = 0;
+        loop {
+            if waiting.is_empty() {
+                let Some(job) = queued.recv().await else {
+                    return;
+                };
+                waiting.push_back(job);
+            }
+            while waiting.len() < PIPELINE_MESSAGES {
+                match queued.try_recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            // Under a length cap a pipeline carries what the list has room for (at least one
+            // message), so the shipper holds at most one message past the cap.
+            let room = match (self.data_type, self.max_length) {
+                (RedisDataType::List, cap) if cap > 0 => cap.saturating_sub(longest),
+                _ => u64::MAX,
+            };
+            let mut jobs = Vec::new();
+            let mut events = 0u64;
+            while let Some(job) = waiting.front() {
+                if !jobs.is_empty() && events.saturating_add(job.events) > room {
+                    break;
+                }
+                events = events.saturating_add(job.events);
+                jobs.extend(waiting.pop_front());
+            }
+            let written = match self.write(jobs).await {
+                Ok(written) => written,
+                Err(e) => {
+                    let _ = self.signal.send(Signal::Lost(e));
+                    return;
+                }
+            };
+            longest = written.iter().map(|(_, len)| *len).max().unwrap_or(0);
+            match self.hold_while_full(&written).await {
+                Ok(Some(len)) => longest = len,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = self.signal.send(Signal::Lost(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends `jobs` as one pipeline and answers each. Returns the lists written to, with
+    /// their length after the writes; an error when the connection failed.
+    async fn write(&mut self, jobs: Vec<Job>) -> Result<Vec<(String, u64)>, BrokerError> {
+        let mut pipe = ::redis::pipe();
+        // One answer per command, errors included, instead of one error for the pipeline.
+        pipe.ignore_errors();
+        if self.data_type == RedisDataType::Stream {
+            pipe.atomic();
+        }
+        let mut commands = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let documents = documents(&job.body);
+            match self.data_type {
+                RedisDataType::List => {
+                    let push = pipe.cmd("RPUSH").arg(&job.key);
+                    for doc in &documents {
+                        push.arg(*doc);
+                    }
+                    commands.push(1);
+                }
+                RedisDataType::Stream => {
+                    for doc in &documents {
+                        let add = pipe.cmd("XADD").arg(&job.key);
+                        if self.max_length > 0 {
+                            add.arg("MAXLEN").arg("~").arg(self.max_length);
+                        }
+                        add.arg("*").arg("doc").arg(*doc);
+                        add.arg("format").arg(&job.format);
+                        add.arg("service").arg(&job.app);
+                    }
+                    commands.push(documents.len());
+                }
+            }
+        }
+        let capped: Vec<String> = if self.data_type == RedisDataType::List && self.max_length > 0 {
+            let keys: BTreeSet<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
+            keys.into_iter().map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        for key in &capped {
+            pipe.cmd("LLEN").arg(key);
+        }
+        let replies: Vec<::redis::RedisResult<::redis::Value>> =
+            match pipe.query_async(&mut self.connection).await {
+                Ok(replies) => replies,
+                Err(e) => {
+                    let lost = lost(&e);
+                    for job in jobs {
+                        let _ = job.answer.send(Outcome::Failed(lost.clone()));
+                    }
+                    return Err(lost);
+                }
+            };
+        let mut replies = replies.into_iter();
+        for (job, n) in jobs.into_iter().zip(commands) {
+            let mut outcome = Outcome::Delivered;
+            for reply in replies.by_ref().take(n) {
+                if let (Outcome::Delivered, Err(e)) = (&outcome, reply) {
+                    outcome = self.refusal(&e);
+                }
+            }
+            let _ = job.answer.send(outcome);
+        }
+        let lengths = capped
+            .into_iter()
+            .zip(replies)
+            .map(|(key, reply)| {
+                let len = match reply {
+                    Ok(::redis::Value::Int(n)) => u64::try_from(n).unwrap_or(0),
+                    _ => 0,
+                };
+                (key, len)
+            })
+            .collect();
+        Ok(lengths)
+    }
+
+    /// What an error reply means for the message: refused for now (retried after a pause, and a
+    /// link that only gets refusals is replaced), or a failure that ends the link and is
+    /// reported with its fix.
+    fn refusal(&self, e: &RedisError) -> Outcome {
+        match e.code() {
+            // Memory full, a replica, loading, failing over: retrying, or another node, helps.
+            Some("OOM" | "READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY") => {
+                Outcome::Refused
+            }
+            _ => Outcome::Failed(error(&self.node, e)),
+        }
+    }
+
+    /// While a list is at `redis.max_length` or longer, signals the engine to hold and waits
+    /// for it to shrink; then returns the longest length seen (`None` if it never held).
+    async fn hold_while_full(
+        &mut self,
+        written: &[(String, u64)],
+    ) -> Result<Option<u64>, BrokerError> {
+        let full: Vec<&(String, u64)> = written
+            .iter()
+            .filter(|(_, len)| *len >= self.max_length)
+            .collect();
+        let Some((key, len)) = full.first() else {
+            return Ok(None);
+        };
+        let _ = self.signal.send(Signal::Blocked(format!(
+            "Redis list `{key}` holds {len} entries, at least redis.max_length ({}): waiting for \
+             its readers",
+            self.max_length
+        )));
+        let keys: Vec<String> = full.iter().map(|(k, _)| k.clone()).collect();
+        loop {
+            tokio::time::sleep(HOLD_POLL).await;
+            let mut pipe = ::redis::pipe();
+            for key in &keys {
+                pipe.cmd("LLEN").arg(key);
+            }
+            let lengths: Vec<u64> = pipe
+                .query_async(&mut self.connection)
+                .await
+                .map_err(|e| lost(&e))?;
+            if lengths.iter().all(|len| *len < self.max_length) {
+                let _ = self.signal.send(Signal::Unblocked);
+                return Ok(lengths.into_iter().max());
+            }
+        }
+    }
+}
+
+/// The documents of a body: the elements of an array, or the body itself.
+fn documents(body: &[u8]) -> Vec<&[u8]> {
+    if body.first() == Some(&b'[') {
+        if let Ok(docs) = serde_json::from_slice::<Vec<&RawValue>>(body) {
+            return docs.into_iter().map(|d| d.get().as_bytes()).collect();
+        }
+    }
+    vec![body]
+}
+
+/// A node as messages show it: its URI without user name or password.
+fn describe(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return mask_uri_passwords(uri).into_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
+}
+
+/// The connection failed while publishing.
+fn lost(e: &RedisError) -> BrokerError {
+    BrokerError::Lost {
+        detail: mask_uri_passwords(&e.to_string()).into_owned(),
+    }
+}
+
+const LOGIN_FIX: &str =
+    "set the password (and, with ACL users, the user name) of `redis.uri` to the server's";
+
+/// What Redis said at `node`, named with its fix.
+fn error(node: &str, e: &RedisError) -> BrokerError {
+    let detail = mask_uri_passwords(&e.to_string()).into_owned();
+    let refused = |fix: &str| BrokerError::Refused {
+        broker: node.to_string(),
+        detail: detail.clone(),
+        fix: fix.to_string(),
+    };
+    match e.code() {
+        Some("NOAUTH" | "WRONGPASS") => refused(LOGIN_FIX),
+        Some("WRONGTYPE") => refused(
+            "the key holds another type than `redis.data_type`: use another `redis.key`, set \
+             `redis.data_type` to what it holds, or delete the key",
+        ),
+        Some("NOPERM") => refused(
+            "the user's ACL does not allow the command or the key: grant it (ACL SETUSER … \
+             +rpush +xadd +llen ~<key>)",
+        ),
+        _ if e.kind() == ::redis::ErrorKind::AuthenticationFailed => refused(LOGIN_FIX),
+        _ if e.is_timeout() => BrokerError::Lost { detail },
+        _ if e.is_io_error() || e.is_connection_refusal() => BrokerError::Unreachable {
+            broker: node.to_string(),
+            detail,
+        },
+        _ => refused("see Redis's words above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_shown_without_its_credentials() {
+        assert_eq!(
+            describe("redis://user:s3cret@cache:6379/2"),
+            "redis://cache:6379/2"
+        );
+        assert_eq!(describe("rediss://:s3cret@cache"), "rediss://cache");
+        assert_eq!(describe("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn an_array_body_is_split_into_its_documents_and_an_object_is_one() {
+        let docs = documents(br#"[{"a":1},{"b":[2,3]}]"#);
+        assert_eq!(docs, [br#"{"a":1}"#.as_slice(), br#"{"b":[2,3]}"#]);
+        assert_eq!(documents(br#"{"a":1}"#), [br#"{"a":1}"#.as_slice()]);
+    }
+}
