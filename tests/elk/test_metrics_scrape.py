@@ -1,11 +1,17 @@
-"""`logcollect collect --http`'s `/metrics`, scraped over real HTTP after a known load through the
-real RabbitMQ (127.0.0.1:5672, guest/guest; LOGCOLLECT_TEST_AMQP_URL overrides), parsed with the
-Prometheus project's own Python parser (prometheus_client.parser, the one its client library
-tests its exposition with) rather than a parser of ours: every line must parse, each family has
-the type docs/metrics.md gives it, no series appears twice, and the counts equal what was sent.
-A scrape with a line broken the ways a renderer can break it is refused by the same parser.
+"""Both sources of `logcollect_*` metrics, scraped over real HTTP against the real RabbitMQ
+(127.0.0.1:5672, guest/guest; LOGCOLLECT_TEST_AMQP_URL overrides) and parsed with the Prometheus
+project's own Python parser (prometheus_client.parser) rather than a parser of ours: every line
+must parse, each family has the type docs/metrics.md gives it, no series appears twice.
 
-The collector is the workspace's debug binary, built as scripts/test builds it (`cargo test
+1. `logcollect collect --http`'s `/metrics` after a known load: the counts equal what was sent,
+   the facility label stays bounded; the same parser refuses the scrape with a line broken the
+   ways a renderer can break it.
+2. An application with the library's `metrics` feature, examples/metrics.rs as shipped (the real
+   `metrics-exporter-prometheus` recorder): its `/metrics` holds the shipper's `logcollect_*`
+   series beside the application's own, labelled by transport and reason only, and every event
+   it counted as confirmed reached the broker.
+
+The binaries are the workspace's debug builds, made as scripts/test makes them (`cargo test
 --workspace --all-features --no-run`: nothing to do after that command, so no second build with
 other features). An unreachable broker is a failure, not a skip.
 """
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import queue as queue_mod
 import socket
 import subprocess
@@ -37,7 +45,11 @@ WRITTEN = "logcollect_collect_events_written_total"
 MAX_FACILITY_LABELS = 50
 
 
-def collector_binary() -> Path:
+DOC = m.ROOT / "docs" / "metrics.md"
+
+
+def workspace_binaries() -> Path:
+    """The debug target directory, after the build."""
     build = subprocess.run(
         ["cargo", "test", "--workspace", "--all-features", "--no-run", "--quiet"],
         cwd=m.ROOT, capture_output=True, text=True, timeout=3600)
@@ -45,9 +57,25 @@ def collector_binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", m.ROOT / "target"))
     if not target.is_absolute():
         target = m.ROOT / target
-    binary = target / "debug" / "logcollect"
-    assert binary.is_file(), f"no {binary} after the build"
-    return binary
+    return target / "debug"
+
+
+def documented_types() -> dict[str, str]:
+    """docs/metrics.md's tables: metric name → type."""
+    return dict(re.findall(r"^\| `(logcollect_[a-z0-9_]+)` \| (\w+) \|", DOC.read_text(), re.M))
+
+
+def check_types(samples) -> None:
+    """Every family scraped is documented, with the type the docs give (a histogram may be
+    rendered as a summary, as the docs say)."""
+    documented = documented_types()
+    assert documented, f"no metric table in {DOC}"
+    for (name, _), (kind, _) in samples.items():
+        family = re.sub(r"(_total|_count|_sum|_bucket)$", "", name)
+        doc = documented.get(name) or documented.get(family + "_total") or documented.get(family)
+        assert doc is not None, f"{name} is not in {DOC}"
+        allowed = {"histogram", "summary"} if doc == "histogram" else {doc}
+        assert kind in allowed, f"{name}: {kind}, documented as {doc}"
 
 
 def free_port() -> int:
@@ -121,24 +149,28 @@ class Collector:
             self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def binary():
-    return collector_binary()
-
-
-def test_collect_metrics_parse_with_the_prometheus_parser_and_count_what_was_sent(binary, tmp_path):
-    suffix = uuid.uuid4().hex[:12]
-    exchange, queue = f"lc-elk-metrics-{suffix}", f"lc-elk-metrics-q-{suffix}"
-    files = tmp_path / "files"
-    collector = Collector(binary, files, exchange, queue)
+def connect() -> pika.BlockingConnection:
     params = pika.URLParameters(AMQP_URL)
     params.connection_attempts = 1
     try:
+        return pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as e:
+        pytest.fail(f"RabbitMQ is not reachable ({e!r}): start it or set LOGCOLLECT_TEST_AMQP_URL")
+
+
+@pytest.fixture(scope="module")
+def binaries():
+    return workspace_binaries()
+
+
+def test_collect_metrics_parse_with_the_prometheus_parser_and_count_what_was_sent(binaries, tmp_path):
+    suffix = uuid.uuid4().hex[:12]
+    exchange, queue = f"lc-elk-metrics-{suffix}", f"lc-elk-metrics-q-{suffix}"
+    files = tmp_path / "files"
+    collector = Collector(binaries / "logcollect", files, exchange, queue)
+    try:
         collector.wait_for_line("consuming queue")
-        try:
-            conn = pika.BlockingConnection(params)
-        except pika.exceptions.AMQPError as e:
-            pytest.fail(f"RabbitMQ is not reachable ({e!r}): start it or set LOGCOLLECT_TEST_AMQP_URL")
+        conn = connect()
         try:
             ch = conn.channel()
             ch.confirm_delivery()
@@ -200,6 +232,7 @@ def test_collect_metrics_parse_with_the_prometheus_parser_and_count_what_was_sen
                                    ("logcollect_collect_open_files", "gauge"),
                                    ("logcollect_collect_broker_connected", "gauge")]:
                 assert kind(name) == expected, name
+            check_types(samples)
             # Every series is the collector's own, labelled by facility at most.
             for name, labels_of in samples:
                 assert name.startswith("logcollect_collect_"), name
@@ -223,3 +256,85 @@ def test_collect_metrics_parse_with_the_prometheus_parser_and_count_what_was_sen
             conn.close()
     finally:
         collector.stop()
+
+
+def test_an_application_with_the_metrics_feature_serves_logcollect_metrics_over_http(binaries):
+    example = binaries / "examples" / "metrics"
+    assert example.is_file(), f"no {example}: the example is built with the `metrics` feature"
+    exchange = f"lc-elk-app-metrics-{uuid.uuid4().hex[:12]}"
+    conn = connect()
+    try:
+        ch = conn.channel()
+        # Declared as the shipper declares it; a queue of the test's own receives what it ships.
+        ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+        queue = ch.queue_declare("", exclusive=True).method.queue
+        ch.queue_bind(queue, exchange, routing_key="#")
+        port = free_port()
+        app = subprocess.Popen(
+            [str(example)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env=m.crate_env({"LOGCOLLECT_BROKER_URI": AMQP_URL, "LOGCOLLECT_EXCHANGE": exchange,
+                             "METRICS_ADDR": f"127.0.0.1:{port}", "NO_COLOR": "1"}))
+        try:
+            first = app.stdout.readline()
+            assert first.strip() == f"metrics on http://127.0.0.1:{port}/metrics", first
+            # The application logs one event a second: wait until the scrape shows three confirmed.
+            deadline = time.monotonic() + HANG_GUARD_SECONDS
+            while True:
+                code, content_type, text = scrape(port)
+                samples = parse(text)
+                confirmed = samples.get(
+                    ("logcollect_events_confirmed_total", (("transport", "amqp"),)), (None, 0))[1]
+                if confirmed >= 3:
+                    break
+                assert time.monotonic() < deadline, f"confirmed {confirmed}:\n{text}"
+                time.sleep(0.2)
+        finally:
+            app.send_signal(signal.SIGINT)
+            try:
+                out, err = app.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                out, err = app.communicate()
+        assert code == 200
+        assert content_type.startswith("text/plain; version=0.0.4"), content_type
+        assert app.returncode == 0, f"the example failed:\n{out}\n{err}"
+        assert "undelivered at exit: 0" in out, out
+
+        def value(name, **labels):
+            key = (name, tuple(sorted(labels.items())))
+            assert key in samples, f"no {key} in:\n{text}"
+            return samples[key][1]
+
+        amqp = {"transport": "amqp"}
+        # The application's own counter and the shipper's, side by side in one scrape.
+        assert value("app_jobs_total") >= 1
+        assert value("logcollect_events_accepted_total", **amqp) >= confirmed
+        assert value("logcollect_messages_confirmed_total", **amqp) >= 1
+        for reason in ("queue_full", "oversize", "closed", "spool_full"):
+            assert value("logcollect_events_dropped_total", reason=reason, **amqp) == 0, reason
+        assert value("logcollect_connected", **amqp) == 1
+        assert value("logcollect_delivery_latency_seconds_count", **amqp) >= 1
+        ours = {k: v for k, v in samples.items() if k[0].startswith("logcollect_")}
+        check_types(ours)
+        for name, labels in ours:
+            assert {k for k, _ in labels} <= {"transport", "reason", "quantile"}, (name, labels)
+        # Every family the docs list for the library is there.
+        library = {n for n in documented_types() if not n.startswith("logcollect_collect_")}
+        scraped = {re.sub(r"_(count|sum)$", "", name) for name, _ in ours}
+        assert library <= scraped, sorted(library - scraped)
+
+        # Everything it counted as confirmed reached the broker (and the rest at shutdown).
+        received = 0
+        while True:
+            method, _, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            docs = json.loads(body)
+            received += sum(1 for d in (docs if isinstance(docs, list) else [docs])
+                            if d.get("message") == "job done")
+        assert received >= confirmed, (received, confirmed)
+    finally:
+        cleanup = conn.channel()
+        cleanup.exchange_delete(exchange)
+        conn.close()
