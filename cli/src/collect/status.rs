@@ -332,9 +332,10 @@ impl Status {
     }
 
     /// An error the collector survived: counted, kept among the last ones, and on stderr.
+    /// Counted before it is printed: whoever reads the line finds it counted.
     pub fn error(&self, message: String) {
-        eprintln!("logcollect collect: {message}");
         self.errors.fetch_add(1, Ordering::Relaxed);
+        eprintln!("logcollect collect: {message}");
         let mut last = lock(&self.last_errors);
         if last.len() >= LAST_ERRORS {
             last.pop_front();
