@@ -43,8 +43,6 @@ HANG_GUARD_SECONDS = 120
 WRITTEN = "logcollect_collect_events_written_total"
 # The first 50 facilities seen get a label of their own (cli/src/collect/metrics.rs).
 MAX_FACILITY_LABELS = 50
-
-
 DOC = m.ROOT / "docs" / "metrics.md"
 
 
