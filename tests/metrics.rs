@@ -2,6 +2,8 @@
 //! rendering shows the `logcollect_*` counters with the values the shipper counted — every event
 //! sent confirmed, every oversize one dropped under its reason — and the latency histogram one
 //! sample per confirmed event. One test: the recorder is process-wide, as in an application.
+//! examples/metrics.rs, scraped over HTTP and parsed by the Prometheus project's parser:
+//! tests/elk/test_metrics_scrape.py.
 
 mod common;
 

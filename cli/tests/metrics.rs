@@ -1,5 +1,7 @@
 //! `logcollect collect --http`: `/metrics` over real HTTP after a known load — it parses as
-//! Prometheus text, the counts equal what was sent, bytes equal the file's size, the facility
+//! Prometheus text (here by a strict parser of the test's own, which also refuses a series or
+//! a TYPE twice; tests/elk/test_metrics_scrape.py parses a scrape with the Prometheus
+//! project's parser), the counts equal what was sent, bytes equal the file's size, the facility
 //! label stays bounded with thousands of services, the token and Host rules of the status
 //! page apply — and `/healthz` turns 503 while writing fails past `--unhealthy-after`, then 200
 //! again once it works.

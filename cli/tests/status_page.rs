@@ -1,7 +1,8 @@
 //! The status page of `logcollect collect --http` in a real headless Chromium, driven over
 //! W3C WebDriver (chromedriver + fantoccini): it renders, an event shipped after the page
 //! loaded appears within 5 s, an ERROR row is styled as one, the filter hides what it should;
-//! plus `/api/recent`, `/api/stats` and `/healthz` over real HTTP. A screenshot is kept in
+//! plus `/api/recent`, `/api/stats` and `/healthz` over real HTTP; the per-second chart of
+//! events and errors adds up to what was written and what failed. Screenshots are kept in
 //! target/test-artifacts/.
 
 mod common;
@@ -96,6 +97,37 @@ fn emit(exchange: &str, level: tracing::Level, message: &str) {
     assert!(guard.flush(Duration::from_secs(60)).is_complete());
 }
 
+/// A headless Chromium session through the test's chromedriver.
+async fn browser(driver_port: u16) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                        "--disable-gpu", "--window-size=1280,900"]}),
+    );
+    // Should the workspace's test build ever enable a second rustls provider beside lapin's
+    // aws-lc-rs, rustls could not pick one by itself: name it.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    ClientBuilder::rustls()
+        .expect("connector")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver_port))
+        .await
+        .unwrap_or_else(|e| panic!("no browser session ({e}): {HOW_TO_GET_A_BROWSER}"))
+}
+
+/// Keeps a screenshot of the page in target/test-artifacts/.
+async fn keep_screenshot(client: &fantoccini::Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    std::fs::write(artifacts.join(name), &png).expect("keep the screenshot");
+    assert!(png.starts_with(b"\x89PNG"));
+}
+
 #[test]
 fn the_status_page_shows_new_events_live_in_a_real_browser() {
     let mut broker = Broker::connect();
@@ -115,21 +147,7 @@ fn the_status_page_shows_new_events_live_in_a_real_browser() {
         .expect("runtime");
     let exchange2 = exchange.clone();
     runtime.block_on(async move {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                            "--disable-gpu", "--window-size=1280,900"]}),
-        );
-        // Should the workspace's test build ever enable a second rustls provider beside lapin's
-        // aws-lc-rs, rustls could not pick one by itself: name it.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = ClientBuilder::rustls()
-            .expect("connector")
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", driver.1))
-            .await
-            .unwrap_or_else(|e| panic!("no browser session ({e}): {HOW_TO_GET_A_BROWSER}"));
+        let client = browser(driver.1).await;
         client
             .goto(&format!("http://{addr}/"))
             .await
@@ -227,15 +245,7 @@ fn the_status_page_shows_new_events_live_in_a_real_browser() {
             .expect("text");
         assert!(total.parse::<u64>().expect("a number") >= 2, "{total}");
 
-        let png = client.screenshot().await.expect("screenshot");
-        let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .expect("target")
-            .join("test-artifacts");
-        std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-        std::fs::write(artifacts.join("collect-status-page.png"), &png)
-            .expect("keep the screenshot");
-        assert!(png.starts_with(b"\x89PNG"));
+        keep_screenshot(&client, "collect-status-page.png").await;
         client.close().await.expect("close the browser");
     });
 
@@ -260,6 +270,171 @@ fn the_status_page_shows_new_events_live_in_a_real_browser() {
     wait_until("the backlog figure", Duration::from_secs(30), || {
         let (_, body) = get(port, "/api/stats");
         serde_json::from_str::<Value>(&body).is_ok_and(|s| s["backlog"] == 0)
+    });
+    drop(collect);
+    broker.delete_queue(&queue);
+}
+
+/// What the chart drew: the per-second event counts it was drawn from, the y of each point
+/// of its line, each error bar's count and fill, the figures beside it, the chart's size.
+const READ_CHART: &str = "
+    const line = document.getElementById('rates-events');
+    const values = (line.dataset.values || '').split(',').filter(v => v !== '').map(Number);
+    const points = (line.getAttribute('points') || '').trim().split(/\\s+/).filter(Boolean)
+      .map(p => Number(p.split(',')[1]));
+    const bars = [...document.querySelectorAll('#rates-errors rect.error-bar')]
+      .map(b => [Number(b.dataset.errors), getComputedStyle(b).fill]);
+    const box = document.getElementById('rates-chart').getBoundingClientRect();
+    return {values, points, bars, step: Number(line.dataset.step),
+            total: Number(document.getElementById('total').textContent),
+            errors: Number(document.getElementById('errors').textContent),
+            width: box.width, height: box.height};";
+
+/// Reads the chart until `done` holds (the page updates twice a second); the last reading.
+async fn chart_when(
+    client: &fantoccini::Client,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    // Bounds a wait that would otherwise hang; not part of what is asserted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let chart = client
+            .execute(READ_CHART, vec![])
+            .await
+            .expect("read the chart");
+        if done(&chart) {
+            return chart;
+        }
+        assert!(Instant::now() < deadline, "{what}; the chart: {chart}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|n| n.as_f64().expect("a number"))
+        .collect()
+}
+
+#[test]
+fn the_chart_shows_events_and_errors_per_second_adding_up_to_what_was_written() {
+    let mut broker = Broker::connect();
+    let exchange = unique("lc-collect-rates");
+    let queue = unique("lc-collect-rates-q");
+    broker.forget_exchange_later(&exchange);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("collect-rates"));
+    // The facility file of service `broken` is a directory: every write to it fails.
+    std::fs::create_dir_all(dir.join("broken/root.log")).expect("a directory in the way");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut collect = Collect::start(&exchange, &queue, &dir, &["--http", &addr]);
+    let driver = Driver::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The broker's client runs its own runtime: publishing happens between the browser's
+    // steps, not inside them.
+    let client = runtime.block_on(async {
+        let client = browser(driver.1).await;
+        client
+            .goto(&format!("http://{addr}/"))
+            .await
+            .expect("load the page");
+        client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css("#conn.live"))
+            .await
+            .expect("the live feed connects");
+        client
+    });
+
+    // N events, in messages of 10.
+    let n = 240u64;
+    for chunk in 0..n / 10 {
+        let docs: Vec<Value> = (chunk * 10..chunk * 10 + 10)
+            .map(|i| json!({"message": "m", "service": {"name": "rates"}, "fields": {"seq_no": i}}))
+            .collect();
+        broker.publish(
+            &exchange,
+            "logstash.rates",
+            json!(docs).to_string().as_bytes(),
+        );
+    }
+    // The collector is younger than the chart's window: its seconds add up to every event.
+    let chart = runtime.block_on(chart_when(
+        &client,
+        "the chart's seconds add up to the events written",
+        |c| {
+            c["values"]
+                .as_array()
+                .is_some_and(|v| v.iter().filter_map(Value::as_u64).sum::<u64>() == n)
+        },
+    ));
+    let values = numbers(&chart["values"]);
+    let points = numbers(&chart["points"]);
+    assert_eq!(chart["total"], json!(n), "{chart}");
+    assert_eq!(chart["step"], json!(1), "{chart}");
+    assert!(values.len() <= 300, "{chart}");
+    assert_eq!(points.len(), values.len(), "one point a second: {chart}");
+    // Drawn to scale: the busiest second at the top, a quiet one on the baseline.
+    let peak = values.iter().cloned().fold(0.0, f64::max);
+    assert!(peak > 0.0, "{chart}");
+    for (v, y) in values.iter().zip(&points) {
+        let expected = 59.0 - 58.0 * v / peak;
+        assert!((y - expected).abs() < 0.06, "{v} drawn at {y}: {chart}");
+    }
+    assert!(
+        chart["width"].as_f64().is_some_and(|w| w > 300.0)
+            && chart["height"].as_f64().is_some_and(|h| h > 30.0),
+        "the chart is not shown: {chart}"
+    );
+    assert!(
+        chart["bars"].as_array().is_some_and(Vec::is_empty),
+        "{chart}"
+    );
+
+    // A message that cannot be written: its failed attempts show as errors.
+    broker.publish(
+        &exchange,
+        "logstash.broken",
+        json!({"message": "m", "service": {"name": "broken"}})
+            .to_string()
+            .as_bytes(),
+    );
+    collect.wait_for_line(
+        "message rejected after 3 attempts",
+        Duration::from_secs(120),
+    );
+    // 3 failed attempts and the rejection, each counted before it is printed.
+    let chart = runtime.block_on(chart_when(
+        &client,
+        "the error bars add up to the errors figure",
+        |c| {
+            c["errors"].as_u64().is_some_and(|e| e >= 4)
+                && c["bars"].as_array().is_some_and(|b| {
+                    Some(b.iter().filter_map(|b| b[0].as_u64()).sum::<u64>())
+                        == c["errors"].as_u64()
+                })
+        },
+    ));
+    let (code, body) = get(port, "/api/stats");
+    assert_eq!(code, 200);
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(stats["errors"], chart["errors"], "{body}");
+    for bar in chart["bars"].as_array().expect("bars") {
+        assert_eq!(bar[1], "rgb(200, 0, 0)", "{chart}");
+    }
+    // Nothing of the broken message was written: the events still add up to N.
+    let values = numbers(&chart["values"]);
+    assert_eq!(values.iter().sum::<f64>(), n as f64, "{chart}");
+    runtime.block_on(async {
+        keep_screenshot(&client, "collect-status-page-rates.png").await;
+        client.close().await.expect("close the browser");
     });
     drop(collect);
     broker.delete_queue(&queue);

@@ -57,7 +57,41 @@ function refilter() {
 }
 [fLevel, fService, fText].forEach((el) => el.addEventListener("input", refilter));
 
+// The chart: one point a second, the newest at the right edge, scaled to the window's peak;
+// a red bar for each second with errors. It keeps the numbers it drew as data-values.
+const SVG = "http://www.w3.org/2000/svg";
+const W = 600, H = 60;
+function chart(r) {
+  const n = Math.max(r.window_s / r.step_s, r.events.length, 1);
+  const x = (i) => (n - r.events.length + i + 0.5) * W / n;
+  const peak = Math.max(1, ...r.events);
+  const line = document.getElementById("rates-events");
+  line.setAttribute("points", r.events
+    .map((v, i) => x(i).toFixed(1) + "," + (H - 1 - (H - 2) * v / peak).toFixed(1)).join(" "));
+  line.dataset.values = r.events.join(",");
+  line.dataset.step = r.step_s;
+  const errors = document.getElementById("rates-errors");
+  errors.replaceChildren(...r.errors.flatMap((v, i) => {
+    if (!v) return [];
+    const bar = document.createElementNS(SVG, "rect");
+    bar.setAttribute("class", "error-bar");
+    bar.setAttribute("x", (x(i) - 1).toFixed(1));
+    bar.setAttribute("y", 0);
+    bar.setAttribute("width", 2);
+    bar.setAttribute("height", H);
+    bar.setAttribute("fill", "rgb(200, 0, 0)");
+    bar.dataset.errors = v;
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = v + (v === 1 ? " error" : " errors");
+    bar.appendChild(title);
+    return [bar];
+  }));
+  document.getElementById("rates-peak").textContent = Math.max(0, ...r.events) / r.step_s;
+  document.getElementById("rates-window").textContent = Math.round(r.window_s / 60) + " min";
+}
+
 function figures(s) {
+  if (s.rates) chart(s.rates);
   document.getElementById("rate").textContent = Math.round(s.events_per_s);
   document.getElementById("total").textContent = s.events;
   document.getElementById("backlog").textContent = s.backlog === null ? "?" : s.backlog;

@@ -28,6 +28,8 @@ pub const RECENT: usize = 300;
 /// A recent document longer than this is kept as a preview (its main fields, cut).
 const PREVIEW: usize = 4096;
 const LAST_ERRORS: usize = 20;
+/// Seconds of per-second samples kept for the page's chart: a fixed ring, whatever the uptime.
+pub const RATE_WINDOW_SECONDS: usize = 300;
 
 const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
@@ -189,6 +191,9 @@ pub struct Status {
     pub unhealthy_after: Duration,
     /// Events per second over the last second (f64 bits).
     rate: AtomicU64,
+    /// Events written and errors in each of the last seconds, oldest first (at most
+    /// `RATE_WINDOW_SECONDS`).
+    rates: Mutex<VecDeque<[u64; 2]>>,
     errors: AtomicU64,
     last_errors: Mutex<VecDeque<String>>,
     facilities: Mutex<BTreeMap<String, Arc<FacilityStats>>>,
@@ -229,6 +234,7 @@ impl Status {
             write_failing_since: AtomicU64::new(0),
             unhealthy_after: Duration::from_secs(60),
             rate: AtomicU64::new(0),
+            rates: Mutex::new(VecDeque::with_capacity(RATE_WINDOW_SECONDS)),
             errors: AtomicU64::new(0),
             last_errors: Mutex::new(VecDeque::new()),
             facilities: Mutex::new(BTreeMap::new()),
@@ -326,9 +332,10 @@ impl Status {
     }
 
     /// An error the collector survived: counted, kept among the last ones, and on stderr.
+    /// Counted before it is printed: whoever reads the line finds it counted.
     pub fn error(&self, message: String) {
-        eprintln!("logcollect collect: {message}");
         self.errors.fetch_add(1, Ordering::Relaxed);
+        eprintln!("logcollect collect: {message}");
         let mut last = lock(&self.last_errors);
         if last.len() >= LAST_ERRORS {
             last.pop_front();
@@ -451,20 +458,49 @@ impl Status {
             "facilities": facilities,
             "errors": self.errors.load(Ordering::Relaxed),
             "last_errors": lock(&self.last_errors).iter().collect::<Vec<_>>(),
+            "rates": self.rates_json(),
         })
     }
 
-    /// Samples the event counter every second for `events_per_s`.
+    /// The chart's data: events written and errors in each second of the window, oldest
+    /// first (fewer than the window's seconds in the first minutes).
+    fn rates_json(&self) -> Value {
+        let rates = lock(&self.rates);
+        json!({
+            "step_s": 1,
+            "window_s": RATE_WINDOW_SECONDS,
+            "events": rates.iter().map(|s| s[0]).collect::<Vec<_>>(),
+            "errors": rates.iter().map(|s| s[1]).collect::<Vec<_>>(),
+        })
+    }
+
+    /// One second's sample: the oldest leaves once the window is full.
+    fn add_sample(&self, events: u64, errors: u64) {
+        let mut rates = lock(&self.rates);
+        if rates.len() >= RATE_WINDOW_SECONDS {
+            rates.pop_front();
+        }
+        rates.push_back([events, errors]);
+    }
+
+    /// Samples the event and error counters every second: `events_per_s`, and the chart's
+    /// window. Counted from 0, so while the collector is younger than the window the samples
+    /// add up to the counters as of the last sample.
     pub async fn measure_rate(self: Arc<Status>) {
-        let mut last = self.events.load(Ordering::Relaxed);
+        let mut last = [0u64; 2];
         let mut at = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A late tick makes one longer sample, not a burst of empty ones.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is at once
         loop {
             tick.tick().await;
-            let now = self.events.load(Ordering::Relaxed);
+            let now = [self.events.load(Ordering::Relaxed), self.errors()];
             let secs = at.elapsed().as_secs_f64().max(0.001);
-            let rate = now.saturating_sub(last) as f64 / secs;
-            self.rate.store(rate.to_bits(), Ordering::Relaxed);
+            let events = now[0].saturating_sub(last[0]);
+            self.rate
+                .store((events as f64 / secs).to_bits(), Ordering::Relaxed);
+            self.add_sample(events, now[1].saturating_sub(last[1]));
             last = now;
             at = Instant::now();
         }
@@ -810,6 +846,31 @@ mod tests {
         ] {
             assert!(!access.host_allowed(refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_rate_window_keeps_the_latest_seconds_only() {
+        let status = Status::new(
+            "q".into(),
+            PathBuf::from("d"),
+            None,
+            false,
+            Access::default(),
+        );
+        for second in 0..(RATE_WINDOW_SECONDS as u64 * 3 + 7) {
+            status.add_sample(second, second % 2);
+        }
+        let rates = status.stats_json()["rates"].clone();
+        let events = rates["events"].as_array().expect("events");
+        assert_eq!(events.len(), RATE_WINDOW_SECONDS);
+        assert_eq!(
+            rates["errors"].as_array().expect("errors").len(),
+            events.len()
+        );
+        // Oldest first, ending with the latest second.
+        let latest = RATE_WINDOW_SECONDS as u64 * 3 + 6;
+        assert_eq!(events.last(), Some(&json!(latest)));
+        assert_eq!(events[0], json!(latest + 1 - RATE_WINDOW_SECONDS as u64));
     }
 
     #[test]
