@@ -1136,6 +1136,32 @@ impl Config {
 
     /// The TLS rules: a client certificate comes with its key, TLS settings mean every node
     /// is `amqps://` (never a silent fall back to plain AMQP), EXTERNAL needs a certificate.
+    /// With `transport = redis`, the TLS files apply to `rediss://` URIs only: never a silent
+    /// fall back to plain text (the AMQP settings are not used).
+    fn validate_redis_tls(&self) -> Result<(), Error> {
+        let tls_set = [
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+        ];
+        let Some((key, _)) = tls_set.iter().find(|(_, set)| *set) else {
+            return Ok(());
+        };
+        let plain = self
+            .redis
+            .uri
+            .split(',')
+            .position(|u| u.trim().starts_with("redis://"));
+        match (plain, Config::setting(key)) {
+            (Some(i), Some(setting)) => Err(setting.invalid(Bad::because(format!(
+                "is set but `redis.uri` node {} is redis://: TLS settings need rediss:// URIs, \
+                 logcollect never falls back to plain text",
+                i + 1
+            )))),
+            _ => Ok(()),
+        }
+    }
+
     fn validate_tls(&self) -> Result<(), Error> {
         // Each error names the setting that is set, with what it allows.
         let invalid = |key: &str, reason: String| match Config::setting(key) {
@@ -1156,6 +1182,9 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        if self.transport == TransportKind::Redis {
+            return self.validate_redis_tls();
         }
         let uris = split_uris(&self.broker_uri).map_err(|reason| {
             Error::Config(format!(

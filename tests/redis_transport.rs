@@ -443,3 +443,82 @@ fn a_spool_written_under_amqp_is_replayed_into_redis() {
     assert_eq!(seq_nos(&list(&mut conn, &key)), (0..N).collect::<Vec<_>>());
     let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
 }
+
+#[test]
+fn rediss_with_the_tls_settings_and_a_client_certificate_delivers_every_event() {
+    use logcollect_test_support::certs::{self, Ca};
+    const N: u64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("logcollect redis test CA");
+    let server_leaf = ca.server();
+    let client_leaf = ca.client("shipper");
+    let ca_file = certs::write(dir.path(), "ca.pem", &ca.pem);
+    let server_cert = certs::write(dir.path(), "server.pem", &server_leaf.cert_pem);
+    let server_key = certs::write(dir.path(), "server.key", &server_leaf.key_pem);
+    let client_cert = certs::write(dir.path(), "client.pem", &client_leaf.cert_pem);
+    let client_key = certs::write(dir.path(), "client.key", &client_leaf.key_pem);
+    let tls_port = free_port().to_string();
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    // The plain port is the test's own way in; the shipper uses TLS with a client certificate.
+    let server = Server::start(
+        free_port(),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &path(&server_cert),
+            "--tls-key-file",
+            &path(&server_key),
+            "--tls-ca-cert-file",
+            &path(&ca_file),
+            "--tls-auth-clients",
+            "yes",
+        ],
+        dir.path(),
+    );
+    let uri = format!("rediss://localhost:{tls_port}/0");
+    let (layer, guard) = logcollect::builder()
+        .configure(|c| {
+            configure(c, &uri, "logs", RedisDataType::List);
+            c.tls_ca_file = Some(ca_file.clone());
+            c.tls_cert_file = Some(client_cert.clone());
+            c.tls_key_file = Some(client_key.clone());
+        })
+        .build()
+        .expect("build");
+    log(layer, 0..N);
+    assert!(
+        guard.flush(Duration::from_secs(30)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+    assert!(guard
+        .stats()
+        .node
+        .unwrap_or_default()
+        .starts_with("rediss://"));
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port))
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    assert_eq!(
+        seq_nos(&list(&mut conn, "logs")),
+        (0..N).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn tls_settings_with_a_plain_redis_uri_are_refused_at_build() {
+    let error = logcollect::builder()
+        .configure(|c| {
+            configure(c, "redis://127.0.0.1:6379/0", "logs", RedisDataType::List);
+            c.tls_ca_file = Some("ca.pem".into());
+        })
+        .build()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("`tls_ca_file`") && error.contains("rediss://"),
+        "{error}"
+    );
+}

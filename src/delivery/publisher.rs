@@ -143,8 +143,11 @@ impl Publisher<'_> {
                         if flow.block() {
                             counters.block_started();
                         }
-                        counters.set_error(format!("the broker blocked publishing: {reason}"));
-                        self.diag.error("the broker blocked publishing (resource alarm)", &reason);
+                        counters.set_error(format!("publishing is held back: {reason}"));
+                        self.diag.error(
+                            "publishing is held back (a broker's resource alarm, a full Redis list)",
+                            &reason,
+                        );
                     }
                     Some(Signal::Unblocked) => {
                         if flow.unblock() {

@@ -100,7 +100,11 @@ impl Link for AmqpLink {
     async fn signal(&mut self) -> Option<Signal> {
         loop {
             match self.events.next().await? {
-                Event::ConnectionBlocked(reason) => return Some(Signal::Blocked(reason)),
+                Event::ConnectionBlocked(reason) => {
+                    return Some(Signal::Blocked(format!(
+                        "the broker blocked publishing (resource alarm): {reason}"
+                    )))
+                }
                 Event::ConnectionUnblocked => return Some(Signal::Unblocked),
                 Event::Error(e) => {
                     return Some(Signal::Lost(BrokerError::lost(&e, &self.target)));

@@ -320,7 +320,7 @@ mod tests {
             guard
                 .stats()
                 .last_error
-                .is_some_and(|e| e.contains("blocked"))
+                .is_some_and(|e| e.contains("held back"))
         });
         log(&handoff, EVENTS);
         let flush = guard.flush(Duration::from_millis(300));
