@@ -367,7 +367,8 @@ impl Builder {
             ),
         };
         let guard = started.map_err(Error::Spawn)?;
-        Ok((LogcollectLayer::new(Handoff::new(shared)), guard))
+        let layer = LogcollectLayer::new(Handoff::new(shared)).with_rate_limit(&config.rate_limit);
+        Ok((layer, guard))
     }
 
     /// Installs the global subscriber (the logcollect layer and the optional console, each

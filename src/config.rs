@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::broker::{AuthMechanism, ExchangeType};
+use crate::capture::{ExemptLevel, TargetLimit};
 use crate::choice::{self, Choice};
 use crate::delivery::{Overflow, WhenFull};
 use crate::encoding::redact::{mask_uri_passwords, DEFAULT_FIELDS as DEFAULT_REDACT_FIELDS};
@@ -444,6 +445,27 @@ settings! {
         max_length: u64 = defaults::REDIS_MAX_LENGTH,
             allowed "a number of entries (0 = no cap)";
     }
+
+    /// Rate limiting per callsite (`rate_limit.*` keys, variables `LOGCOLLECT_RATE_LIMIT__*`).
+    /// Off unless `events` or a `targets` entry is above 0.
+    rate_limit: pub struct RateLimitConfig {
+        /// Events each callsite may ship per window; the rest are suppressed, counted (`dropped.rate_limited`) and summarised (0 = no limit).
+        events: u64 = 0,
+            allowed "a whole number of events (0 = no limit)";
+        /// The window `events` counts in, and of the summaries.
+        window: Duration = Duration::from_secs(1), key "window_ms",
+            allowed "a whole number of milliseconds, at least 1",
+            check at_least_one_ms;
+        /// Allowance a callsite left unused, carried into later windows up to this many events above `events`.
+        burst: u64 = 0;
+        /// The least severe level never limited (`none`: every level may be).
+        exempt_level: ExemptLevel = ExemptLevel::DEFAULT;
+        /// Per-target limits, `target=events` (0 = no limit for that target); the longest matching target prefix wins over `events`.
+        targets: Vec<TargetLimit> = Vec::new(),
+            allowed "`target=events` entries separated by commas (a list, or a table of target = events, in a file)",
+            default_doc "none",
+            read read_target_limits;
+    }
 }
 
 /// The keys a file or the environment may set at the top level (`identity` and `spool` are
@@ -458,6 +480,8 @@ pub const BATCH_KEYS: &[&str] = BatchConfig::KEYS;
 
 /// The keys of the `redis` table.
 pub const REDIS_KEYS: &[&str] = RedisConfig::KEYS;
+/// The keys of the `rate_limit` table.
+pub const RATE_LIMIT_KEYS: &[&str] = RateLimitConfig::KEYS;
 
 /// One setting, as declared: its key, what it holds, its default and what is allowed.
 /// [`Config::SETTINGS`] lists them all.
@@ -755,6 +779,39 @@ impl<T: Choice> Item for T {
     }
 }
 
+impl Item for TargetLimit {
+    fn allowed_item() -> String {
+        "`target=events`".into()
+    }
+    fn parse_item(s: &str) -> Result<Self, Option<String>> {
+        TargetLimit::parse(s).map_err(Some)
+    }
+    fn show_item(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// `rate_limit.targets`: `target=events` entries (a list, or comma-separated text), or in a
+/// file a table of `target = events`.
+fn read_target_limits(slot: &mut Vec<TargetLimit>, value: config::Value) -> Result<(), Bad> {
+    let Ok(table) = value.clone().into_table() else {
+        return <Vec<TargetLimit> as Kind>::read(slot, value);
+    };
+    let mut limits = Vec::with_capacity(table.len());
+    for (target, events) in table {
+        let events = events
+            .into_string()
+            .map_err(|e| Bad::because(format!("entry `{target}`: {e}")))?;
+        let limit = TargetLimit::parse(&format!("{target}={events}")).map_err(|reason| Bad {
+            value: Some(format!("{target} = {events}")),
+            reason: Some(reason),
+        })?;
+        limits.push(limit);
+    }
+    *slot = limits;
+    Ok(())
+}
+
 /// A list: an array in a file, comma-separated text in a variable; an empty value is an empty
 /// list, an empty entry an error.
 impl<T: Item> Kind for Vec<T> {
@@ -892,6 +949,13 @@ pub(crate) fn split_uris(s: &str) -> Result<Vec<lapin::uri::AMQPUri>, String> {
 // Checks of single values (a rule involving two settings is in `Config::validate`).
 
 fn no_check<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+fn at_least_one_ms(d: &Duration) -> Result<(), String> {
+    if d.as_millis() == 0 {
+        return Err("must be at least 1 ms".into());
+    }
     Ok(())
 }
 

@@ -48,8 +48,8 @@ pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHand
 pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{
-    defaults, BatchConfig, Config, RedisConfig, Setting, SpoolConfig, BATCH_KEYS,
-    KEYS as CONFIG_KEYS, REDIS_KEYS, SPOOL_KEYS,
+    defaults, BatchConfig, Config, RateLimitConfig, RedisConfig, Setting, SpoolConfig, BATCH_KEYS,
+    KEYS as CONFIG_KEYS, RATE_LIMIT_KEYS, REDIS_KEYS, SPOOL_KEYS,
 };
 pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
 pub use encoding::redact::mask_uri_passwords;

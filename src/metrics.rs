@@ -76,6 +76,7 @@ pub(crate) fn publish(shared: &Shared) {
         ("oversize", s.dropped.oversize),
         ("closed", s.dropped.closed),
         ("spool_full", s.dropped.spool_full),
+        ("rate_limited", s.dropped.rate_limited),
     ];
     for (reason, value) in dropped {
         counter!("logcollect_events_dropped_total", "transport" => t, "reason" => reason)

@@ -14,6 +14,7 @@ use tracing_subscriber::Layer;
 
 use super::context::SpanState;
 use super::event::CapturedEvent;
+use super::rate_limit::RateLimiter;
 use super::visitor::FieldCollector;
 use crate::delivery::Handoff;
 use crate::own_threads;
@@ -47,6 +48,8 @@ pub struct LogcollectLayer {
     /// `false` with `enabled = false`: the layer captures nothing (it never disables events,
     /// which would hide them from the other layers too).
     on: bool,
+    /// `rate_limit.*`: `None` when off (the default), so the off path is one branch.
+    rate_limit: Option<Box<RateLimiter>>,
     /// The subscriber the layer is part of, for tracing-opentelemetry's context lookups
     /// (`get_default` inside a dispatch gives the no-op one).
     #[cfg(feature = "otel")]
@@ -64,9 +67,34 @@ impl LogcollectLayer {
         LogcollectLayer {
             handoff,
             on: true,
+            rate_limit: None,
             #[cfg(feature = "otel")]
             dispatch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// With the rate limit these settings ask for (none when they limit nothing).
+    pub(crate) fn with_rate_limit(mut self, config: &crate::config::RateLimitConfig) -> Self {
+        self.rate_limit = RateLimiter::new(&super::rate_limit::Settings {
+            events: config.events,
+            window: config.window,
+            burst: config.burst,
+            exempt_level: config.exempt_level,
+            targets: &config.targets,
+        })
+        .map(Box::new);
+        self
+    }
+
+    /// Moves the rate limiter to a clock the caller advances by hand (feature `internals`,
+    /// for tests: windows then roll over only when told). Not a stable API.
+    #[cfg(feature = "internals")]
+    pub fn with_manual_rate_limit_clock(mut self) -> (Self, super::rate_limit::ManualClock) {
+        let clock = match self.rate_limit.as_mut() {
+            Some(limiter) => limiter.manual_clock(),
+            None => RateLimiter::detached_clock(),
+        };
+        (self, clock)
     }
 
     /// A layer that captures nothing (`enabled = false`).
@@ -137,6 +165,12 @@ where
         let is_log = normalized.is_some();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let target = meta.target();
+        let now = SystemTime::now();
+        if let Some(limiter) = &self.rate_limit {
+            if !limiter.admit(event.metadata(), meta, is_log, now, &self.handoff) {
+                return;
+            }
+        }
         if self.handoff.would_refuse() {
             // Do not pay for a snapshot that cannot be queued.
             self.handoff.reject_full();
@@ -192,7 +226,7 @@ where
             trace = Some(ids);
         }
 
-        captured.timestamp = SystemTime::now();
+        captured.timestamp = now;
         captured.level = *meta.level();
         captured.target = target;
         captured.module_path = module_path;

@@ -7,6 +7,7 @@ mod context;
 mod event;
 mod external;
 mod layer;
+mod rate_limit;
 mod visitor;
 
 #[cfg(feature = "otel")]
@@ -19,6 +20,9 @@ pub use event::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
 pub(crate) use event::{CapturedEvent, ErrorValue, FieldValue, SpanSnapshot};
 pub use external::ExternalEvent;
 pub use layer::LogcollectLayer;
+#[cfg(feature = "internals")]
+pub use rate_limit::ManualClock;
+pub use rate_limit::{ExemptLevel, TargetLimit, SUMMARY_TARGET};
 
 /// Routes records of the `log` crate into `tracing`, so the layer captures them too, keeping
 /// their target. Safe to call in any composition:

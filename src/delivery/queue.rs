@@ -295,6 +295,11 @@ impl Handoff {
         Counters::add(&self.shared.counters.dropped_queue_full, 1);
     }
 
+    /// Counts an event the rate limit suppressed (never accepted).
+    pub fn reject_rate_limited(&self) {
+        Counters::add(&self.shared.counters.dropped_rate_limited, 1);
+    }
+
     /// An empty event to fill and [`offer_boxed`](Self::offer_boxed): one the shipper gave
     /// back, or a new one.
     pub fn blank(&self) -> Box<CapturedEvent> {

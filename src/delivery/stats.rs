@@ -35,6 +35,8 @@ pub(crate) struct Counters {
     pub dropped_spool_full: AtomicU64,
     /// Events of an earlier run dropped because the spool was full (not part of `accepted`).
     pub dropped_spool_full_recovered: AtomicU64,
+    /// Events the per-callsite rate limit suppressed (never accepted).
+    pub dropped_rate_limited: AtomicU64,
     pub spool_torn: AtomicU64,
     /// AMQP messages published (each holds one or more events; a republish counts again).
     pub messages_published: AtomicU64,
@@ -180,6 +182,7 @@ impl Counters {
                 closed: self.dropped_closed.load(Relaxed),
                 spool_full: self.dropped_spool_full.load(Relaxed)
                     + self.dropped_spool_full_recovered.load(Relaxed),
+                rate_limited: self.dropped_rate_limited.load(Relaxed),
             },
             spool_torn: self.spool_torn.load(Relaxed),
             messages_published: self.messages_published.load(Relaxed),
@@ -288,12 +291,15 @@ pub struct Dropped {
     pub closed: u64,
     /// The spool was full, by its `when_full` policy (the new event, or the oldest segment's).
     pub spool_full: u64,
+    /// Suppressed by the per-callsite rate limit (`rate_limit.*`; never accepted). Each
+    /// callsite's suppressed events are also summarised in one WARN event per window.
+    pub rate_limited: u64,
 }
 
 impl Dropped {
     /// Every dropped event, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.queue_full + self.oversize + self.closed + self.spool_full
+        self.queue_full + self.oversize + self.closed + self.spool_full + self.rate_limited
     }
 }
 
@@ -305,7 +311,7 @@ impl fmt::Display for Stats {
             "accepted={} published={} confirmed={} returned={} nacked={} retried={} reconnects={} \
              sessions_replaced={} recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
              dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} \
-             dropped_spool_full={} spool_torn={} messages_published={} messages_confirmed={} \
+             dropped_spool_full={} dropped_rate_limited={} spool_torn={} messages_published={} messages_confirmed={} \
              latency_p50_ms={:.3} latency_p99_ms={:.3} latency_max_ms={:.3} queue_depth={}",
             self.accepted,
             self.published,
@@ -325,6 +331,7 @@ impl fmt::Display for Stats {
             self.dropped.oversize,
             self.dropped.closed,
             self.dropped.spool_full,
+            self.dropped.rate_limited,
             self.spool_torn,
             self.messages_published,
             self.messages_confirmed,
