@@ -204,6 +204,7 @@ fn the_key_lists_hold_every_declared_setting() {
                     "spool" => logcollect::SPOOL_KEYS,
                     "batch" => logcollect::BATCH_KEYS,
                     "redis" => logcollect::REDIS_KEYS,
+                    "rate_limit" => logcollect::RATE_LIMIT_KEYS,
                     _ => panic!("{key}: an undeclared table"),
                 };
                 assert!(names.contains(&name), "{key}");
@@ -212,16 +213,17 @@ fn the_key_lists_hold_every_declared_setting() {
     }
     let declared = |key: &str| Config::SETTINGS.iter().any(|s| s.key() == key);
     for key in logcollect::CONFIG_KEYS {
-        assert!(
-            declared(key) || ["spool", "batch", "redis"].contains(key),
-            "{key}"
-        );
+        let table = ["spool", "batch", "redis", "rate_limit"].contains(key);
+        assert!(declared(key) || table, "{key}");
     }
     for key in logcollect::SPOOL_KEYS {
         assert!(declared(&format!("spool.{key}")), "{key}");
     }
     for key in logcollect::BATCH_KEYS {
         assert!(declared(&format!("batch.{key}")), "{key}");
+    }
+    for key in logcollect::RATE_LIMIT_KEYS {
+        assert!(declared(&format!("rate_limit.{key}")), "{key}");
     }
 }
 
