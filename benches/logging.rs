@@ -4,6 +4,10 @@
 //!
 //! `cargo bench --bench logging`
 //!
+//! Rate limiting (`rate_limit.*`, off by default) is measured in the same run: on with a limit
+//! the bench never reaches (the cost of the check), and on with a limit of 100 per second (a
+//! flood: nearly every call is suppressed).
+//!
 //! logcollect's layer snapshots the event and queues it; encoding and delivery happen on the
 //! shipper's thread. So that the bench measures the logging call and not a full queue, the
 //! queue is small and `overflow = drop_oldest`: each call also frees the event it pushes out,
@@ -23,11 +27,13 @@ fn log_one(i: u64, payload: &str) {
     tracing::info!(seq_no = i, worker = 1u64, payload, "load event");
 }
 
-fn bench(c: &mut Criterion) {
-    let payload = "x".repeat(64);
-    let mut group = c.benchmark_group("logging_call");
-    group.measurement_time(Duration::from_secs(5));
-
+/// Measures logcollect's layer as `name`, with `rate_limit.events = rate_limit` (0: off).
+fn bench_logcollect(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rate_limit: u64,
+    payload: &str,
+) {
     let (layer, guard) = logcollect::builder()
         .broker_uri("amqp://guest:guest@127.0.0.1:1/%2f")
         .identity("project", "loadtest")
@@ -36,20 +42,38 @@ fn bench(c: &mut Criterion) {
         .configure(|c| {
             c.queue_capacity = 1024;
             c.panic_hook = false;
+            c.rate_limit.events = rate_limit;
         })
         .build()
         .expect("build");
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, || {
         let mut i = 0u64;
-        group.bench_function("logcollect", |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 i += 1;
-                log_one(black_box(i), &payload)
+                log_one(black_box(i), payload)
             })
         });
     });
     let _ = guard.shutdown(Duration::ZERO);
+}
+
+fn bench(c: &mut Criterion) {
+    let payload = "x".repeat(64);
+    let mut group = c.benchmark_group("logging_call");
+    group.measurement_time(Duration::from_secs(5));
+
+    bench_logcollect(&mut group, "logcollect", 0, &payload);
+    // Far more than a call per second can reach: every event passes the check.
+    bench_logcollect(
+        &mut group,
+        "logcollect_rate_limit_not_limiting",
+        1_000_000_000,
+        &payload,
+    );
+    // 100 per second: a flood, nearly every call suppressed.
+    bench_logcollect(&mut group, "logcollect_rate_limit_flood", 100, &payload);
 
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()

@@ -175,6 +175,56 @@ fn a_flood_from_one_callsite_ships_its_limit_and_one_summary_per_window_and_all_
     }
 }
 
+/// The same flood from four threads at once on one callsite: the limit holds exactly (each
+/// event takes its place with a compare-and-swap), and the threads' other events all arrive.
+#[test]
+fn a_flood_from_four_threads_on_one_callsite_is_limited_exactly() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 250_000;
+    let mut capture = Capture::fresh();
+    let guard = run(
+        &capture,
+        |c| c.rate_limit.events = 100,
+        |clock| {
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            std::thread::scope(|scope| {
+                for thread in 0..THREADS {
+                    let dispatch = dispatch.clone();
+                    scope.spawn(move || {
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            for i in 0..PER_THREAD {
+                                tracing::info!(target: "rl_flood", thread, seq_no = i, "hot");
+                                if i % 10_000 == 0 {
+                                    // 25 per thread: the 100 the limit allows.
+                                    tracing::info!(target: "rl_shared", thread, "shared");
+                                    tracing::error!(target: "rl_errors", thread, "exempt");
+                                }
+                            }
+                        });
+                    });
+                }
+            });
+            clock.advance(WINDOW);
+            tracing::info!(target: "rl_closing", "sends the summary");
+        },
+    );
+    let flood = THREADS * PER_THREAD;
+    assert_counts(&guard.stats(), 100 + 100 + 100 + 1 + 1, flood - 100);
+    let docs = receive(&mut capture, 302);
+    let (loggers, summaries) = by_logger(&docs);
+    assert_eq!(
+        loggers,
+        counts(&[
+            ("rl_flood", 100),
+            ("rl_shared", 100),
+            ("rl_errors", 100),
+            ("rl_closing", 1)
+        ])
+    );
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(u64_at(summaries[0], "/fields/suppressed"), flood - 100);
+}
+
 #[test]
 fn errors_are_exempt_and_target_overrides_win_by_longest_prefix() {
     let mut capture = Capture::fresh();
