@@ -290,6 +290,32 @@ fn errors_are_exempt_and_target_overrides_win_by_longest_prefix() {
 }
 
 #[test]
+fn target_limits_alone_turn_rate_limiting_on_for_their_targets_only() {
+    let mut capture = Capture::fresh();
+    let guard = run(
+        &capture,
+        |c| {
+            c.rate_limit.targets = vec![TargetLimit {
+                target: "rl_noisy".into(),
+                events: 2,
+            }];
+        },
+        |_| {
+            for i in 0..10 {
+                tracing::info!(target: "rl_noisy::dependency", seq_no = i, "limited");
+                tracing::info!(target: "rl_quiet", seq_no = i, "not limited");
+            }
+        },
+    );
+    assert_counts(&guard.stats(), 12, 8);
+    let docs = receive(&mut capture, 12);
+    assert_eq!(
+        by_logger(&docs).0,
+        counts(&[("rl_noisy::dependency", 2), ("rl_quiet", 10)])
+    );
+}
+
+#[test]
 fn with_no_exempt_level_errors_are_limited_too() {
     let mut capture = Capture::fresh();
     let guard = run(

@@ -437,3 +437,37 @@ fn log_key(meta: &Metadata<'_>) -> u64 {
     eat(meta.level().as_str().as_bytes());
     hash | 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_limit_reads_as_written_and_shows_the_same() {
+        let limit = TargetLimit::parse(" my_app::db = 10 ").unwrap();
+        assert_eq!((limit.target.as_str(), limit.events), ("my_app::db", 10));
+        assert_eq!(limit.to_string(), "my_app::db=10");
+        // The last `=` separates: a target never holds one, but the error stays clear.
+        assert!(TargetLimit::parse("a=b=3").is_ok());
+        assert!(TargetLimit::parse("sqlx")
+            .unwrap_err()
+            .contains("target=events"));
+        assert!(TargetLimit::parse("=3").unwrap_err().contains("no target"));
+        assert!(TargetLimit::parse("sqlx=-1").is_err());
+    }
+
+    #[test]
+    fn settings_that_limit_nothing_build_no_limiter() {
+        let settings = |events, targets: &'static [TargetLimit], exempt_level| Settings {
+            events,
+            window: Duration::from_secs(1),
+            burst: 0,
+            exempt_level,
+            targets,
+        };
+        static ZERO: [TargetLimit; 0] = [];
+        assert!(RateLimiter::new(&settings(0, &ZERO, ExemptLevel::Error)).is_none());
+        assert!(RateLimiter::new(&settings(5, &ZERO, ExemptLevel::Trace)).is_none());
+        assert!(RateLimiter::new(&settings(5, &ZERO, ExemptLevel::None)).is_some());
+    }
+}
