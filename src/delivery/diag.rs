@@ -61,7 +61,9 @@ impl Diagnostics {
     }
 
     fn drop_report(&mut self, stats: &Stats, now: Instant) -> Option<String> {
-        let total = stats.dropped.total();
+        // Events the rate limit suppressed are the policy the user set, summarised in events of
+        // their own: not losses to warn about.
+        let total = stats.dropped.total() - stats.dropped.rate_limited;
         if now.duration_since(self.last_drop_report) < self.interval {
             return None;
         }
@@ -126,5 +128,23 @@ mod tests {
             Some("drops stopped; 9 events dropped in total")
         );
         assert_eq!(diag.drop_report(&dropped(9), at(40)), None);
+    }
+
+    #[test]
+    fn events_the_rate_limit_suppressed_are_not_reported_as_drops() {
+        let start = Instant::now();
+        let mut diag = Diagnostics::new(Duration::from_secs(10));
+        diag.last_drop_report = start;
+        let mut stats = dropped(0);
+        stats.dropped.rate_limited = 1_000;
+        assert_eq!(
+            diag.drop_report(&stats, start + Duration::from_secs(10)),
+            None
+        );
+        stats.dropped.queue_full = 3;
+        let report = diag
+            .drop_report(&stats, start + Duration::from_secs(20))
+            .expect("a report");
+        assert!(report.starts_with("3 events dropped"), "{report}");
     }
 }
