@@ -1,7 +1,7 @@
 //! `logcollect check` against the real broker: the healthy path, and each break with its own
 //! diagnosis and a non-zero exit; the queue step (type, replicas and their state, from the
 //! management API) against a real three-node cluster of the test's own (scripts/cluster with
-//! the management plugin: nodes `lcclk1..3` on ports 5831–5833, API on 15831–15833).
+//! the management plugin: nodes `lcclk1..3` on ports 5851–5853, API on 15851–15853).
 
 #[path = "../../tests/clusters/mod.rs"]
 mod clusters;
@@ -353,7 +353,7 @@ fn an_unreachable_management_api_is_reported_not_available_and_the_check_still_p
 fn the_queue_step_names_a_quorum_queues_replicas_and_their_state_and_a_classic_queues_node() {
     use clusters::Cluster;
 
-    let cluster = Cluster::start_managed("lcclk", 5831, 3);
+    let cluster = Cluster::start_managed("lcclk", 5851, 3);
     let api = cluster.management_url(0);
     let broker = cluster.uri(0);
     let vars = [("LOGCOLLECT_BROKER_URI", broker.as_str())];
