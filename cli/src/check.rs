@@ -20,12 +20,20 @@ use serde_json::json;
 use crate::diagnose::{self, Diagnosis, NodeResult, TcpOutcome};
 use crate::exit;
 
+mod management;
+
+use management::{Endpoint, Management};
+
 pub const AFTER_HELP: &str = "\
 Steps, in order: config, dns, tcp, tls (amqps:// only), login (credentials and vhost), exchange
 (declared durable with the configured type, as the shipper declares it: needs the configure
 permission), publish (one INFO test event, published mandatory with a confirm: needs the write
 permission), route (the broker did not return it: a queue is bound for its routing key). Each
 step waits at most connect_timeout_ms. The test event is a real document: Logstash indexes it.
+Then, not a step that fails: queue (the type of the queue --queue, its replicas and whether each
+is online, its leader; from RabbitMQ's management HTTP API, which AMQP cannot tell). When that API
+cannot be reached or refuses the user, the step is skipped with the reason (`not available`)
+and the exit status stays what the steps above gave.
 
 Exit status:
   0  every step passed: the test event was confirmed and routed to a queue
@@ -35,7 +43,9 @@ Exit status:
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Print the result as one JSON object: {ok, exit_code, steps: [{step, status, summary}],
-    /// failure: {step, code, headline, detail, fix} or null}
+    /// failure: {step, code, headline, detail, fix} or null}, and, when the management API
+    /// answered, queue: {name, vhost, type, state, leader, node, members: [{node, online,
+    /// leader}]}
     #[arg(long)]
     pub json: bool,
 
@@ -43,6 +53,18 @@ pub struct CheckArgs {
     /// logging under this target gets
     #[arg(long, value_name = "TARGET", default_value = "logcollect::check")]
     pub logger: String,
+
+    /// The queue whose type, replicas and their state the queue step reports (the stack's
+    /// queue, which its definitions declare)
+    #[arg(long, value_name = "NAME", default_value = "logcollect")]
+    pub queue: String,
+
+    /// RabbitMQ's management HTTP API, for the queue step:
+    /// http://[USER:PASSWORD@]HOST[:PORT][/PREFIX], or `none` to skip the step. Default: port
+    /// 15672 on the node the test event went through, with that node's user and password
+    /// (the password is never printed)
+    #[arg(long, value_name = "URL", value_parser = management::parse)]
+    pub management: Option<Management>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +92,8 @@ struct Report {
     nodes: Vec<NodeResult>,
     /// The node the steps being taken are with.
     node: Option<usize>,
+    /// What the management API said of the queue.
+    queue: Option<management::QueueInfo>,
 }
 
 impl Report {
@@ -229,6 +253,7 @@ async fn walk(
     .await;
     close(&connection).await;
     result?;
+    queue_step(args, &nodes[node], timeout, report).await;
     if several {
         match diagnose::some_nodes_down(&report.nodes, node + 1) {
             Some(diagnosis) => return Err(diagnosis),
@@ -350,6 +375,47 @@ async fn node_steps(
         ),
     );
     Ok(connection)
+}
+
+/// The queue's type and replicas, from the management API; never a failure of the check.
+async fn queue_step(args: &CheckArgs, uri: &AMQPUri, timeout: Duration, report: &mut Report) {
+    let vhost = diagnose::vhost(uri);
+    let endpoint = match &args.management {
+        Some(Management::Off) => {
+            report.skip("queue", "not asked for (--management none)".to_string());
+            return;
+        }
+        Some(Management::At(endpoint)) => {
+            let mut endpoint = endpoint.clone();
+            // A URL without credentials logs in as the broker URI does.
+            if endpoint.user.is_none() {
+                endpoint.user = Some(uri.authority.userinfo.username.clone());
+                endpoint.password = Some(uri.authority.userinfo.password.clone());
+            }
+            endpoint
+        }
+        None => Endpoint {
+            host: uri.authority.host.clone(),
+            port: management::DEFAULT_PORT,
+            prefix: String::new(),
+            user: Some(uri.authority.userinfo.username.clone()),
+            password: Some(uri.authority.userinfo.password.clone()),
+        },
+    };
+    match management::queue(&endpoint, vhost, &args.queue, timeout).await {
+        Ok(info) => {
+            let summary = info.summary(&endpoint);
+            report.ok("queue", summary);
+            report.queue = Some(info);
+        }
+        Err(why) => report.skip(
+            "queue",
+            format!(
+                "not available: {why}; the queue's type and replicas are not checked \
+                 (--management URL names the API, --management none skips this)"
+            ),
+        ),
+    }
 }
 
 /// The exchange, the permissions and the test event.
@@ -525,6 +591,9 @@ fn print_json(report: &Report, code: u8) -> std::io::Result<()> {
         "steps": steps,
         "failure": report.failure.as_ref().map(Diagnosis::to_json),
     });
+    if let Some(queue) = &report.queue {
+        out["queue"] = queue.to_json();
+    }
     if !report.nodes.is_empty() {
         out["nodes"] = report
             .nodes

@@ -1,6 +1,10 @@
 //! `logcollect check` against the real broker: the healthy path, and each break with its own
-//! diagnosis and a non-zero exit.
+//! diagnosis and a non-zero exit; the queue step (type, replicas and their state, from the
+//! management API) against a real three-node cluster of the test's own (scripts/cluster with
+//! the management plugin: nodes `lcclk1..3` on ports 5851–5853, API on 15851–15853).
 
+#[path = "../../tests/clusters/mod.rs"]
+mod clusters;
 mod common;
 
 use std::time::Duration;
@@ -13,8 +17,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `check --json` with extra variables; returns the exit code and the JSON report.
 fn check_json(exchange: &str, vars: &[(&str, &str)]) -> (i32, Value) {
+    check_json_with(exchange, &[], vars)
+}
+
+/// The same with extra arguments.
+fn check_json_with(exchange: &str, args: &[&str], vars: &[(&str, &str)]) -> (i32, Value) {
     let mut cmd = logcollect(exchange);
-    cmd.args(["check", "--json"]);
+    cmd.args(["check", "--json"]).args(args);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -67,8 +76,14 @@ fn a_healthy_broker_with_a_bound_queue_passes_every_step() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true);
     assert!(report["failure"].is_null());
+    // Then the queue step, which this test's broker may or may not answer (the management
+    // plugin): informative, never the check's failure.
+    let mut steps = steps(&report);
+    let queue = steps.pop().expect("the queue step");
+    assert_eq!(queue.0, "queue", "{report}");
+    assert!(queue.1 == "ok" || queue.1 == "skipped", "{report}");
     assert_eq!(
-        steps(&report),
+        steps,
         [
             ("config", "ok"),
             ("dns", "skipped"),
@@ -275,4 +290,266 @@ fn an_invalid_configuration_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("sideways"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The step named `name`: (status, summary).
+fn step(report: &Value, name: &str) -> (String, String) {
+    let s = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("no step {name}: {report}"));
+    (
+        s["status"].as_str().expect("status").to_string(),
+        s["summary"].as_str().expect("summary").to_string(),
+    )
+}
+
+#[test]
+fn an_unreachable_management_api_is_reported_not_available_and_the_check_still_passes() {
+    let exchange = unique("lc-cli-check-nomgmt");
+    let mut broker = Broker::connect();
+    broker.capture(&exchange, "logstash.#");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }; // closed again
+    let url = format!("http://ops:pw-never-printed-1@127.0.0.1:{port}");
+    let (code, report) = check_json_with(&exchange, &["--management", &url], &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    let (status, summary) = step(&report, "queue");
+    assert_eq!(status, "skipped", "{report}");
+    assert!(summary.starts_with("not available: "), "{summary}");
+    assert!(summary.contains("connection refused"), "{summary}");
+    assert!(
+        summary.contains(&format!("http://127.0.0.1:{port}")),
+        "{summary}"
+    );
+    assert!(report.get("queue").is_none(), "{report}");
+    assert!(
+        !report.to_string().contains("pw-never-printed-1"),
+        "{report}"
+    );
+
+    // `none` skips the step without trying.
+    let (code, report) = check_json_with(&exchange, &["--management", "none"], &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(step(&report, "queue").0, "skipped");
+    assert!(step(&report, "queue").1.contains("--management none"));
+
+    // A URL that is not one is a usage error.
+    let (code, _) = {
+        let mut cmd = logcollect(&exchange);
+        cmd.args(["check", "--management", "https://127.0.0.1:15671"]);
+        let out = run_with_input(cmd, Vec::new(), LIMIT);
+        (out.status.code(), out)
+    };
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn the_queue_step_names_a_quorum_queues_replicas_and_their_state_and_a_classic_queues_node() {
+    use clusters::Cluster;
+
+    let cluster = Cluster::start_managed("lcclk", 5851, 3);
+    let api = cluster.management_url(0);
+    let broker = cluster.uri(0);
+    let vars = [("LOGCOLLECT_BROKER_URI", broker.as_str())];
+
+    // The stack's quorum queue `logcollect` (scripts/cluster loads its definitions).
+    let (code, report) = check_json_with("logstash", &["--management", &api], &vars);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(step(&report, "queue").0, "ok", "{report}");
+    let queue = &report["queue"];
+    assert_eq!(queue["name"], "logcollect");
+    assert_eq!(queue["vhost"], "/");
+    assert_eq!(queue["type"], "quorum", "{report}");
+    let members = queue["members"].as_array().expect("members");
+    let mut nodes: Vec<&str> = members
+        .iter()
+        .map(|m| m["node"].as_str().expect("node"))
+        .collect();
+    nodes.sort_unstable();
+    let expected: Vec<String> = (0..3).map(|i| cluster.node(i)).collect();
+    assert_eq!(nodes, expected, "a replica on every node: {report}");
+    assert!(
+        members.iter().all(|m| m["online"] == true),
+        "all online: {report}"
+    );
+    let leaders: Vec<&Value> = members.iter().filter(|m| m["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "one leader: {report}");
+    assert_eq!(leaders[0]["node"], queue["leader"], "{report}");
+    let leader = queue["leader"].as_str().expect("leader named").to_string();
+    let summary = step(&report, "queue").1;
+    assert!(
+        summary.contains("is a quorum queue: 3 replicas, all online")
+            && summary.contains(&format!("leader {leader}")),
+        "{summary}"
+    );
+
+    // The human form, with credentials in the URL of a monitoring user: never printed.
+    let password = "pw-Zq9-never-printed";
+    cluster
+        .ctl(0, "rabbitmqctl", &["add_user", "lc-ops", password])
+        .expect("add_user");
+    cluster
+        .ctl(0, "rabbitmqctl", &["set_user_tags", "lc-ops", "monitoring"])
+        .expect("set_user_tags");
+    cluster
+        .ctl(
+            0,
+            "rabbitmqctl",
+            &["set_permissions", "-p", "/", "lc-ops", "", "", ".*"],
+        )
+        .expect("set_permissions");
+    let with_user = format!(
+        "http://lc-ops:{password}@127.0.0.1:{}",
+        cluster.port_of(0) + 10000
+    );
+    let mut cmd = logcollect("logstash");
+    cmd.env("LOGCOLLECT_BROKER_URI", &broker)
+        .args(["check", "--management", &with_user]);
+    let out = run_with_input(cmd, Vec::new(), LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("queue") && text.contains("is a quorum queue: 3 replicas, all online"),
+        "{text}"
+    );
+    assert!(!text.contains(password), "{text}");
+
+    // By default: port 15672 of the broker's host with the broker URI's user, here a
+    // publisher without a management tag. Its password is not printed either.
+    let publisher_password = "pub-pw-never-printed";
+    cluster
+        .ctl(
+            0,
+            "rabbitmqctl",
+            &["add_user", "lc-pub", publisher_password],
+        )
+        .expect("add_user");
+    cluster
+        .ctl(
+            0,
+            "rabbitmqctl",
+            &["set_permissions", "-p", "/", "lc-pub", ".*", ".*", ".*"],
+        )
+        .expect("set_permissions");
+    let pub_uri = format!(
+        "amqp://lc-pub:{publisher_password}@127.0.0.1:{}/%2f",
+        cluster.port_of(0)
+    );
+    let (code, report) = check_json_with(
+        "logstash",
+        &["--management", &api],
+        &[("LOGCOLLECT_BROKER_URI", &pub_uri)],
+    );
+    assert_eq!(code, 0, "{report}");
+    let (status, summary) = step(&report, "queue");
+    assert_eq!(status, "skipped", "{report}");
+    assert!(
+        summary.starts_with("not available: ") && summary.contains("refused user `lc-pub` (401)"),
+        "{summary}"
+    );
+    assert!(!report.to_string().contains(publisher_password), "{report}");
+
+    // A classic queue bound to the exchange: its node, no replicas.
+    let classic = unique("lc-check-classic");
+    declare_classic(&broker, &classic);
+    let (code, report) = check_json_with(
+        "logstash",
+        &["--management", &api, "--queue", &classic],
+        &vars,
+    );
+    assert_eq!(code, 0, "{report}");
+    let queue = &report["queue"];
+    assert_eq!(queue["type"], "classic", "{report}");
+    assert_eq!(queue["name"], classic.as_str());
+    assert!(queue["members"].as_array().expect("members").is_empty());
+    assert!(
+        expected.iter().any(|n| queue["node"] == n.as_str()),
+        "its node named: {report}"
+    );
+    assert!(step(&report, "queue").1.contains("no replicas"), "{report}");
+
+    // A replica down: named offline, the queue still works (a majority is up), check passes.
+    let follower = (0..3)
+        .find(|&i| cluster.node(i) != leader && i != 0)
+        .expect("a follower that is not node 1");
+    cluster.stop(follower);
+    let down = cluster.node(follower);
+    // The API tells what its statistics last said (every 5 s by default): asked until then.
+    let deadline = std::time::Instant::now() + clusters::LIMIT;
+    let report = loop {
+        let (code, report) = check_json_with("logstash", &["--management", &api], &vars);
+        assert_eq!(code, 0, "a replica down fails no step: {report}");
+        let offline = report["queue"]["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["online"] == false));
+        if offline {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{down} never shown offline: {report}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let queue = &report["queue"];
+    assert_eq!(queue["type"], "quorum");
+    let members = queue["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{report}");
+    for m in members {
+        assert_eq!(m["online"], m["node"] != down.as_str(), "{report}");
+    }
+    let summary = step(&report, "queue").1;
+    assert!(
+        summary.contains(&format!("3 replicas, 2 online, offline: {down}")),
+        "{summary}"
+    );
+}
+
+/// A durable classic queue bound to the stack's exchange for the test event's routing key.
+fn declare_classic(uri: &str, queue: &str) {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, ShortString};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let connection = lapin::Connection::connect(uri, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString("classic".into()),
+        );
+        channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await
+            .expect("declare");
+        channel
+            .queue_bind(
+                ShortString::from(queue),
+                ShortString::from("logstash"),
+                ShortString::from("logstash.#"),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let _ = connection.close(200, ShortString::from("declared")).await;
+    });
 }

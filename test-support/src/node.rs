@@ -114,6 +114,27 @@ impl Node {
         node
     }
 
+    /// Starts `name@localhost` again on the files a stopped or killed node left in `dir`
+    /// (its configuration, plugins, and data: a cluster member rejoins its cluster with its
+    /// queues' replicas). Nothing is deleted.
+    pub fn relaunch_in(dir: &Path, name: &str, port: u16) -> Node {
+        let mut node = Node {
+            name: format!("{name}@localhost"),
+            port,
+            dir: dir.to_path_buf(),
+            conf: std::fs::read_to_string(dir.join("rabbitmq.conf"))
+                .unwrap_or_else(|e| panic!("{}/rabbitmq.conf: {e}", dir.display())),
+            // A node that fails to start again keeps its files (and logs) for a look.
+            owned: false,
+        };
+        // A killed node's pid file is stale; `rabbitmqctl wait` could read it as the new
+        // one is written (`garbage_in_pid_file`).
+        let _ = std::fs::remove_file(dir.join(format!("{name}.pid")));
+        node.launch();
+        node.owned = true;
+        node
+    }
+
     fn short(&self) -> &str {
         self.name.trim_end_matches("@localhost")
     }

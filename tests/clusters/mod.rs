@@ -41,14 +41,26 @@ pub struct Cluster {
     name: String,
     port: u16,
     pub nodes: usize,
+    /// Whether each node runs the management plugin (HTTP API on its port + 10000).
+    management: bool,
 }
 
 impl Cluster {
     pub fn start(name: &str, port: u16, nodes: usize) -> Cluster {
+        Cluster::start_with(name, port, nodes, false)
+    }
+
+    /// The same with the management plugin on every node: `management_url(i)`.
+    pub fn start_managed(name: &str, port: u16, nodes: usize) -> Cluster {
+        Cluster::start_with(name, port, nodes, true)
+    }
+
+    fn start_with(name: &str, port: u16, nodes: usize, management: bool) -> Cluster {
         let cluster = Cluster {
             name: name.to_string(),
             port,
             nodes,
+            management,
         };
         // Whatever a killed earlier run left.
         let _ = cluster.script(&["stop"]);
@@ -71,6 +83,10 @@ impl Cluster {
             .args(args)
             .env("LOGCOLLECT_CLUSTER_NAME", &self.name)
             .env("LOGCOLLECT_CLUSTER_PORT", self.port.to_string())
+            .env(
+                "LOGCOLLECT_CLUSTER_MANAGEMENT",
+                if self.management { "1" } else { "" },
+            )
             .env("PATH", sbin_path())
             .stdin(Stdio::null())
             .output()
@@ -82,6 +98,12 @@ impl Cluster {
 
     pub fn port_of(&self, i: usize) -> u16 {
         self.port + i as u16
+    }
+
+    /// Node `i`'s management API (a cluster started with `start_managed`), without credentials.
+    pub fn management_url(&self, i: usize) -> String {
+        assert!(self.management, "started without the management plugin");
+        format!("http://127.0.0.1:{}", self.port_of(i) + 10000)
     }
 
     fn short(&self, i: usize) -> String {
@@ -122,19 +144,20 @@ impl Cluster {
         wait_until(&format!("{} gone", self.node(i)), || !proc.exists());
     }
 
-    /// Starts node `i` again on its files: it rejoins the cluster.
+    /// Starts node `i` again on its files: it rejoins the cluster, its replicas with it. (A
+    /// fresh start would wipe them: a new node of the same name, outside the cluster, on which
+    /// the queue's member stays `noproc`.)
+    /// The node logic of scripts/node, called directly: no `cargo run` (and its build lock)
+    /// between a fault and the restart.
     pub fn restart(&self, i: usize) {
-        let out = Command::new(repo("scripts/node"))
-            .args(["start", &self.short(i), &self.port_of(i).to_string()])
-            .env("PATH", sbin_path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("scripts/node");
-        assert!(
-            out.status.success(),
-            "restart {}: {}",
+        let short = self.short(i);
+        let dir = repo(&format!("target/nodes/{short}"));
+        let began = Instant::now();
+        logcollect_test_support::node::Node::relaunch_in(&dir, &short, self.port_of(i)).keep();
+        eprintln!(
+            "{} restarted in {:.1} s",
             self.node(i),
-            String::from_utf8_lossy(&out.stderr)
+            began.elapsed().as_secs_f64()
         );
     }
 
@@ -189,7 +212,8 @@ impl Cluster {
 
     fn leader_with(&self, followers_needed: usize) -> usize {
         let mut last = String::new();
-        let deadline = Instant::now() + LIMIT;
+        let began = Instant::now();
+        let deadline = began + LIMIT;
         while Instant::now() < deadline {
             let mut answer = Err(String::new());
             for via in 0..self.nodes {
@@ -204,6 +228,10 @@ impl Cluster {
                     let followers = rows.iter().filter(|(_, s)| s == "follower").count();
                     if let (Some((name, _)), true) = (leader, followers >= followers_needed) {
                         if let Some(i) = (0..self.nodes).find(|&i| &self.node(i) == name) {
+                            eprintln!(
+                                "the queue settled in {:.1} s: {rows:?}",
+                                began.elapsed().as_secs_f64()
+                            );
                             return i;
                         }
                     }

@@ -63,6 +63,14 @@ Exit status:
   1    the connection could not be opened or was lost
   2    usage or configuration error (the facilities file, --dir, the status page's access)";
 
+/// `x-queue-type` of the collector's queue. (A stream is left out: its consumers each read
+/// everything, where collectors on one queue split the work.)
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
 #[derive(Args, Debug)]
 pub struct CollectArgs {
     /// Directory the files are written under: DIR/<service>/<facility>.log
@@ -72,6 +80,12 @@ pub struct CollectArgs {
     /// The collector's own durable queue (shared by collectors that split the work)
     #[arg(long, value_name = "NAME", default_value = "logcollect-files")]
     pub queue: String,
+
+    /// The type the queue is declared with: `quorum` (replicated on a cluster's nodes) or
+    /// `classic`. Default: the virtual host's default queue type. A queue's type cannot change
+    /// once it exists: declared as another, the broker refuses (PRECONDITION_FAILED)
+    #[arg(long, value_name = "TYPE", value_enum)]
+    pub queue_type: Option<QueueType>,
 
     /// Binding key for the queue (default `#`); repeat to bind several. With --from
     /// redis://, the list or stream read (default `logstash`)
@@ -457,6 +471,17 @@ async fn subscribe(
             .await
             .map_err(|e| format!("cannot open a channel: {e}"))?
     };
+    let mut queue_arguments = FieldTable::default();
+    if let Some(kind) = args.queue_type {
+        let kind = match kind {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        };
+        queue_arguments.insert(
+            ShortString::from("x-queue-type"),
+            lapin::types::AMQPValue::LongString(kind.into()),
+        );
+    }
     channel
         .queue_declare(
             ShortString::from(args.queue.as_str()),
@@ -464,7 +489,7 @@ async fn subscribe(
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            queue_arguments,
         )
         .await
         .map_err(|e| format!("cannot declare queue `{}`: {e}", args.queue))?;

@@ -4,10 +4,13 @@
 //!   logcollect-test-node start NAME PORT [CONF]   start NAME@localhost, plain AMQP on
 //!                                                 127.0.0.1:PORT (CONF: extra rabbitmq.conf
 //!                                                 lines), wait until it runs, print its URI
+//!   logcollect-test-node restart NAME PORT        start it again on the files it left (a
+//!                                                 stopped or killed cluster member rejoins)
 //!   logcollect-test-node stop NAME                stop it and delete its directory
 //!   logcollect-test-node env NAME PORT            the exports that point the tests at it
 //!
 //! Files live in DIR/NAME, DIR being LOGCOLLECT_NODES_DIR (scripts/node: target/nodes).
+//! LOGCOLLECT_NODE_PLUGINS (comma-separated, e.g. `rabbitmq_management`): plugins `start` enables.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use std::process::ExitCode;
 use logcollect_test_support::node::{plain_conf, plain_uri, stop_node, Node};
 
 const USAGE: &str =
-    "usage: logcollect-test-node start NAME PORT [CONF] | stop NAME | env NAME PORT";
+    "usage: logcollect-test-node start NAME PORT [CONF] | restart NAME PORT | stop NAME | env NAME PORT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,7 +40,22 @@ fn main() -> ExitCode {
                 conf.push_str(extra);
                 conf.push('\n');
             }
-            Node::start_in(&dir(name), name, p, &conf, &[], &[]).keep();
+            let plugins = std::env::var("LOGCOLLECT_NODE_PLUGINS").unwrap_or_default();
+            let plugins: Vec<&str> = plugins
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            Node::start_in(&dir(name), name, p, &conf, &plugins, &[]).keep();
+            println!("{}", plain_uri(p));
+            ExitCode::SUCCESS
+        }
+        ["restart", name, p] => {
+            let Some(p) = port(p) else {
+                eprintln!("node: PORT must be a port number other than 5672\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            Node::relaunch_in(&dir(name), name, p).keep();
             println!("{}", plain_uri(p));
             ExitCode::SUCCESS
         }
