@@ -23,6 +23,8 @@ struct Open {
     routing_key: String,
     body: Vec<u8>,
     born: Vec<SystemTime>,
+    /// Where each document ends in `body`.
+    ends: Vec<u32>,
     first_id: Option<Uuid>,
 }
 
@@ -34,6 +36,7 @@ impl Open {
             routing_key,
             body,
             born: Vec::with_capacity(max_events.min(4096)),
+            ends: Vec::with_capacity(max_events.min(4096)),
             first_id: None,
         }
     }
@@ -116,6 +119,8 @@ impl<'a> Packer<'a> {
         }
         let open = &mut self.open[i];
         open.born.push(event.timestamp);
+        open.ends
+            .push(u32::try_from(open.body.len()).unwrap_or(u32::MAX));
         open.first_id.get_or_insert(id);
         // Full: no further event could join it.
         if open.born.len() >= self.max_events || open.body.len() + 2 >= self.max_bytes {
@@ -139,17 +144,24 @@ impl<'a> Packer<'a> {
                 .doc_bytes
                 .observe(open.body.len(), open.born.len());
         }
-        let (body, id) = match open.born.len() {
+        let (body, ends, id) = match open.born.len() {
             0 => return,
             // One event: a plain JSON object, identified by its event.
-            1 => (Bytes::from(open.body).slice(1..), open.first_id),
+            1 => (Bytes::from(open.body).slice(1..), Vec::new(), open.first_id),
             _ => {
                 open.body.push(b']');
-                (Bytes::from(open.body), None)
+                // A body past 4 GiB has no offsets: a transport splits it itself.
+                let ends = match open.ends.last() {
+                    Some(&u32::MAX) => Vec::new(),
+                    _ => open.ends,
+                };
+                (Bytes::from(open.body), ends, None)
             }
         };
-        self.done
-            .push(self.encoder.seal(open.routing_key, body, open.born, id));
+        self.done.push(
+            self.encoder
+                .seal(open.routing_key, body, open.born, ends, id),
+        );
     }
 }
 
@@ -251,6 +263,17 @@ mod tests {
         assert_eq!(messages[0].events, 5);
         assert_eq!(messages[0].born.len(), 5);
         assert!(messages[0].body.starts_with(b"[{"));
+        // The offsets cut the body into its documents, as a parse would.
+        let mut start = 1;
+        let mut cut = Vec::new();
+        for &end in &messages[0].ends {
+            cut.push(
+                serde_json::from_slice::<serde_json::Value>(&messages[0].body[start..end as usize])
+                    .expect("a document"),
+            );
+            start = end as usize + 1;
+        }
+        assert_eq!(cut, docs(&messages[0]));
         assert_eq!(messages_of(&messages), [["m0", "m1", "m2", "m3", "m4"]]);
         let (one, _) = pack(&e, &events[..1]);
         assert!(one[0].body.starts_with(b"{") && one[0].body.ends_with(b"}"));

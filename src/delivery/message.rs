@@ -68,6 +68,10 @@ pub(crate) struct Message {
     pub route: String,
     pub body: Bytes,
     pub meta: Meta,
+    /// Where each document of an array body ends (exclusive byte offsets; the next starts
+    /// after the comma), so a transport that writes documents one by one never parses the body
+    /// again. Empty for a one-document body, and for one read from the spool.
+    pub ends: Vec<u32>,
     /// How many events the body holds.
     pub events: u64,
     /// The spool segment it was read from, if it was replayed from disk.
@@ -136,6 +140,7 @@ impl Encoder {
         routing_key: String,
         body: Bytes,
         born: Vec<SystemTime>,
+        ends: Vec<u32>,
         id: Option<Uuid>,
     ) -> Message {
         let timestamp = born
@@ -152,6 +157,7 @@ impl Encoder {
                 format: self.format.as_str().to_owned(),
                 timestamp,
             },
+            ends,
             events: born.len() as u64,
             origin: None,
             born,

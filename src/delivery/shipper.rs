@@ -43,7 +43,18 @@ pub(crate) fn spawn<T: Transport>(
         .name("logcollect-shipper".to_string())
         .spawn(move || {
             own_threads::mark_current();
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // The engine runs on this thread (`block_on`); a transport whose client does its
+            // I/O in tasks of its own gets worker threads for them, so that I/O overlaps the
+            // encoding here.
+            let mut builder = match config.transport.io_threads() {
+                0 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n).thread_name("logcollect-shipper-io");
+                    b
+                }
+            };
+            let runtime = builder
                 .enable_all()
                 .on_thread_start(own_threads::mark_current)
                 .build();

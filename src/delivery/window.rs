@@ -94,6 +94,7 @@ mod tests {
                 timestamp: 0,
             },
             events,
+            ends: Vec::new(),
             origin: None,
             born: Vec::new(),
         }

@@ -74,6 +74,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
 
     /// A new link, or why none could be opened.
     fn open(&self) -> impl Future<Output = Result<Self::Link, BrokerError>> + Send;
+
+    /// Worker threads for the tasks the transport spawns (0: they share the shipper's thread).
+    fn io_threads(&self) -> usize {
+        0
+    }
 }
 
 /// One open session with a destination.

@@ -120,6 +120,11 @@ impl Redis {
 impl Transport for Redis {
     type Link = RedisLink;
 
+    /// The writer task and the client's connection task, beside the encoding.
+    fn io_threads(&self) -> usize {
+        1
+    }
+
     async fn open(&self) -> Result<RedisLink, BrokerError> {
         let nodes = &self.settings.nodes;
         if nodes.is_empty() {
@@ -154,6 +159,7 @@ struct Job {
     key: String,
     events: u64,
     body: Bytes,
+    ends: Vec<u32>,
     app: String,
     format: String,
     answer: oneshot::Sender<Outcome>,
@@ -197,6 +203,7 @@ impl Link for RedisLink {
             key: message.route.clone(),
             events: message.events,
             body: message.body.clone(),
+            ends: message.ends.clone(),
             app: message.meta.app.clone(),
             format: message.meta.format.clone(),
             answer,
@@ -302,7 +309,7 @@ impl Writer {
         }
         let mut commands = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let documents = documents(&job.body);
+            let documents = documents(&job.body, &job.ends);
             match self.data_type {
                 RedisDataType::List => {
                     let push = pipe.cmd("RPUSH").arg(&job.key);
@@ -419,12 +426,27 @@ impl Writer {
     }
 }
 
-/// The documents of a body: the elements of an array, or the body itself.
-fn documents(body: &[u8]) -> Vec<&[u8]> {
-    if body.first() == Some(&b'[') {
-        if let Ok(docs) = serde_json::from_slice::<Vec<&RawValue>>(body) {
-            return docs.into_iter().map(|d| d.get().as_bytes()).collect();
+/// The documents of a body: the elements of an array (cut at the packer's offsets when it
+/// gave them, else parsed), or the body itself.
+fn documents<'b>(body: &'b [u8], ends: &[u32]) -> Vec<&'b [u8]> {
+    if body.first() != Some(&b'[') {
+        return vec![body];
+    }
+    if !ends.is_empty() {
+        let mut docs = Vec::with_capacity(ends.len());
+        let mut start = 1;
+        for &end in ends {
+            match body.get(start..end as usize) {
+                Some(doc) => docs.push(doc),
+                // Offsets that do not fit the body: parse it instead.
+                None => return documents(body, &[]),
+            }
+            start = end as usize + 1;
         }
+        return docs;
+    }
+    if let Ok(docs) = serde_json::from_slice::<Vec<&RawValue>>(body) {
+        return docs.into_iter().map(|d| d.get().as_bytes()).collect();
     }
     vec![body]
 }
@@ -496,8 +518,15 @@ mod tests {
 
     #[test]
     fn an_array_body_is_split_into_its_documents_and_an_object_is_one() {
-        let docs = documents(br#"[{"a":1},{"b":[2,3]}]"#);
-        assert_eq!(docs, [br#"{"a":1}"#.as_slice(), br#"{"b":[2,3]}"#]);
-        assert_eq!(documents(br#"{"a":1}"#), [br#"{"a":1}"#.as_slice()]);
+        let body = br#"[{"a":1},{"b":[2,3]}]"#;
+        let want = [br#"{"a":1}"#.as_slice(), br#"{"b":[2,3]}"#];
+        assert_eq!(documents(body, &[]), want, "parsed");
+        assert_eq!(
+            documents(body, &[8, 20]),
+            want,
+            "cut at the packer's offsets"
+        );
+        assert_eq!(documents(body, &[8, 99]), want, "bad offsets: parsed");
+        assert_eq!(documents(br#"{"a":1}"#, &[]), [br#"{"a":1}"#.as_slice()]);
     }
 }

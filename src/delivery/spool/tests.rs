@@ -26,6 +26,7 @@ fn message(seq: u64) -> Message {
             timestamp: seq,
         },
         events: 1,
+        ends: Vec::new(),
         origin: None,
         born: Vec::new(),
     }
