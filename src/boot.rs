@@ -517,32 +517,9 @@ impl Destination {
                 target: Target::new(Connector::new(config, connection_name)?),
             })),
             #[cfg(feature = "redis")]
-            TransportKind::Redis => {
-                use crate::transport::redis::{Redis, TlsFiles};
-                let read = |key: &str, path: &std::path::Path| {
-                    std::fs::read(path).map_err(|e| {
-                        Error::Config(format!("`{key}` `{}` cannot be read: {e}", path.display()))
-                    })
-                };
-                let ca = config
-                    .tls_ca_file
-                    .as_deref()
-                    .map(|p| read("tls_ca_file", p))
-                    .transpose()?;
-                let cert_and_key = match (&config.tls_cert_file, &config.tls_key_file) {
-                    (Some(cert), Some(key)) => {
-                        Some((read("tls_cert_file", cert)?, read("tls_key_file", key)?))
-                    }
-                    _ => None,
-                };
-                Ok(Destination::Redis(Redis::new(
-                    &config.redis.uri,
-                    config.redis.data_type,
-                    config.redis.max_length,
-                    config.connect_timeout,
-                    TlsFiles { ca, cert_and_key },
-                )))
-            }
+            TransportKind::Redis => Ok(Destination::Redis(crate::transport::redis::Redis::new(
+                config,
+            )?)),
             // `validate` refuses it without the feature.
             #[cfg(not(feature = "redis"))]
             TransportKind::Redis => Err(Error::Config(

@@ -58,6 +58,8 @@ pub use error::Error;
 pub use identity::Kubernetes;
 pub use panic::install_panic_hook;
 pub use probe::Probe;
+#[cfg(feature = "redis")]
+pub use transport::redis::RedisConnector;
 pub use transport::{RedisDataType, TransportKind};
 
 /// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key

@@ -14,7 +14,8 @@ use crate::{Config, Format};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Probe {
-    /// The routing key (`routing_key` template expanded for `logger`).
+    /// Where it goes: the `routing_key` template expanded for `logger` (with `transport =
+    /// redis`, the `redis.key` template: the list or stream).
     pub routing_key: String,
     /// The encoded document (one JSON object).
     pub body: Vec<u8>,
@@ -58,8 +59,11 @@ impl Probe {
             max_field_bytes: config.max_field_bytes,
         };
         let body = encoding::encode(config.format, &event, &envelope);
-        let routing_key =
-            encoding::routing_key(&config.routing_key, logger, "INFO", &identity.service_name);
+        let template = match config.transport {
+            crate::TransportKind::Amqp => &config.routing_key,
+            crate::TransportKind::Redis => &config.redis.key,
+        };
+        let routing_key = encoding::routing_key(template, logger, "INFO", &identity.service_name);
         let timestamp = event
             .timestamp
             .duration_since(UNIX_EPOCH)

@@ -8,7 +8,7 @@
 
 pub(crate) mod amqp;
 #[cfg(feature = "redis")]
-pub(crate) mod redis;
+pub mod redis;
 #[cfg(test)]
 pub(crate) mod scripted;
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
@@ -27,68 +26,79 @@ use super::{Answer, Link, Outcome, RedisDataType, Signal, Transport};
 use crate::broker::BrokerError;
 use crate::delivery::Message;
 use crate::encoding::redact::mask_uri_passwords;
+use crate::{Config, Error};
 
 /// How often a held-back link looks at the list's length again.
 const HOLD_POLL: Duration = Duration::from_millis(250);
 /// The most messages one pipeline carries.
 const PIPELINE_MESSAGES: usize = 64;
 
-/// The TLS files of `tls_*`, read once at start.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TlsFiles {
-    pub ca: Option<Vec<u8>>,
-    pub cert_and_key: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Opens links on the node list, the next node first after a failure.
-#[derive(Debug)]
-pub(crate) struct Redis {
-    settings: Arc<Settings>,
-    next: AtomicUsize,
-}
-
-#[derive(Debug)]
-struct Settings {
+/// Connects to the Redis nodes of `redis.uri` with the `tls_*` files and the connect timeout:
+/// the one place that does, for the shipper and for `logcollect check`. Errors name the node
+/// without its password, and the fix.
+#[derive(Debug, Clone)]
+pub struct RedisConnector {
     /// Each node's URI (it may hold a password: never shown) and its description.
     nodes: Vec<(String, String)>,
-    data_type: RedisDataType,
-    max_length: u64,
     connect_timeout: Duration,
-    tls: TlsFiles,
+    /// `tls_ca_file`, and `tls_cert_file` with `tls_key_file`, read when made.
+    ca: Option<Vec<u8>>,
+    cert_and_key: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-impl Redis {
-    pub fn new(
-        uris: &str,
-        data_type: RedisDataType,
-        max_length: u64,
-        connect_timeout: Duration,
-        tls: TlsFiles,
-    ) -> Redis {
-        let nodes = uris
+impl RedisConnector {
+    /// Reads the TLS files; an unreadable one is a configuration error.
+    pub fn new(config: &Config) -> Result<RedisConnector, Error> {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                Error::Config(format!("`{key}` `{}` cannot be read: {e}", path.display()))
+            })
+        };
+        let ca = config
+            .tls_ca_file
+            .as_deref()
+            .map(|p| read("tls_ca_file", p))
+            .transpose()?;
+        let cert_and_key = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some((read("tls_cert_file", cert)?, read("tls_key_file", key)?))
+            }
+            _ => None,
+        };
+        let nodes = config
+            .redis
+            .uri
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|u| (u.to_string(), describe(u)))
             .collect();
-        Redis {
-            settings: Arc::new(Settings {
-                nodes,
-                data_type,
-                max_length,
-                connect_timeout,
-                tls,
-            }),
-            next: AtomicUsize::new(0),
-        }
+        Ok(RedisConnector {
+            nodes,
+            connect_timeout: config.connect_timeout,
+            ca,
+            cert_and_key,
+        })
     }
 
-    async fn open_node(&self, uri: &str, node: &str) -> Result<MultiplexedConnection, BrokerError> {
-        let s = &self.settings;
-        let client = match (&s.tls.ca, &s.tls.cert_and_key) {
-            (None, None) => Client::open(uri),
+    /// The nodes as they are shown: `redis://host:port/db`, without credentials.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes.iter().map(|(_, shown)| shown.clone()).collect()
+    }
+
+    /// Connects to node `i` (0 is the first), logging in as its URI says; bounded by the
+    /// connect timeout.
+    pub async fn connect(&self, i: usize) -> Result<MultiplexedConnection, BrokerError> {
+        let Some((uri, node)) = self.nodes.get(i) else {
+            return Err(BrokerError::Unreachable {
+                broker: "(no redis.uri)".into(),
+                detail: format!("no Redis node {}", i + 1),
+            });
+        };
+        let client = match (&self.ca, &self.cert_and_key) {
+            (None, None) => Client::open(uri.as_str()),
             (ca, cert_and_key) => Client::build_with_tls(
-                uri,
+                uri.as_str(),
                 ::redis::TlsCertificates {
                     client_tls: cert_and_key
                         .as_ref()
@@ -102,18 +112,48 @@ impl Redis {
         }
         .map_err(|e| error(node, &e))?;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(s.connect_timeout))
+            .set_connection_timeout(Some(self.connect_timeout))
             // The engine's confirm timeout bounds an answer.
             .set_response_timeout(None);
         let connecting = client.get_multiplexed_async_connection_with_config(&config);
-        match tokio::time::timeout(s.connect_timeout, connecting).await {
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(e)) => Err(error(node, &e)),
             Err(_) => Err(BrokerError::Timeout {
-                broker: node.to_string(),
-                after: s.connect_timeout,
+                broker: node.clone(),
+                after: self.connect_timeout,
             }),
         }
+    }
+
+    /// What an error reply to a command on node `i` means, named with its fix
+    /// (`WRONGTYPE`, `NOPERM`, …).
+    pub fn refusal(&self, i: usize, e: &RedisError) -> BrokerError {
+        let node = self
+            .nodes
+            .get(i)
+            .map_or("redis", |(_, shown)| shown.as_str());
+        error(node, e)
+    }
+}
+
+/// Opens links on the node list, the next node first after a failure.
+#[derive(Debug)]
+pub(crate) struct Redis {
+    connector: RedisConnector,
+    data_type: RedisDataType,
+    max_length: u64,
+    next: AtomicUsize,
+}
+
+impl Redis {
+    pub fn new(config: &Config) -> Result<Redis, Error> {
+        Ok(Redis {
+            connector: RedisConnector::new(config)?,
+            data_type: config.redis.data_type,
+            max_length: config.redis.max_length,
+            next: AtomicUsize::new(0),
+        })
     }
 }
 
@@ -126,7 +166,7 @@ impl Transport for Redis {
     }
 
     async fn open(&self) -> Result<RedisLink, BrokerError> {
-        let nodes = &self.settings.nodes;
+        let nodes = self.connector.nodes();
         if nodes.is_empty() {
             return Err(BrokerError::Unreachable {
                 broker: "(no redis.uri)".into(),
@@ -137,11 +177,10 @@ impl Transport for Redis {
         let mut errors = Vec::new();
         for k in 0..nodes.len() {
             let i = (first % nodes.len() + k) % nodes.len();
-            let (uri, node) = &nodes[i];
-            match self.open_node(uri, node).await {
+            match self.connector.connect(i).await {
                 Ok(connection) => {
                     self.next.store((i + 1) % nodes.len(), Relaxed);
-                    return Ok(RedisLink::start(connection, node.clone(), &self.settings));
+                    return Ok(RedisLink::start(connection, nodes[i].clone(), self));
                 }
                 Err(e) => errors.push(e),
             }
@@ -173,7 +212,7 @@ pub(crate) struct RedisLink {
 }
 
 impl RedisLink {
-    fn start(connection: MultiplexedConnection, node: String, settings: &Arc<Settings>) -> Self {
+    fn start(connection: MultiplexedConnection, node: String, settings: &Redis) -> Self {
         let (jobs, queued) = mpsc::unbounded_channel();
         let (signal, signals) = mpsc::unbounded_channel();
         let writer = Writer {
