@@ -674,8 +674,8 @@ impl fmt::Display for BrokerError {
             } => write!(f, "{broker} refused: {detail}; {fix}"),
             BrokerError::Unreachable { broker, detail } => write!(
                 f,
-                "cannot connect to {broker}: {detail}; check that the broker runs and that the \
-                 host and port of `broker_uri` are right"
+                "cannot connect to {broker}: {detail}; check that it runs and that the host and \
+                 port of its URI are right (`broker_uri`, or `redis.uri` with transport = redis)"
             ),
             BrokerError::LoginRefused {
                 broker,

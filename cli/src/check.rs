@@ -21,6 +21,7 @@ use crate::diagnose::{self, Diagnosis, NodeResult, TcpOutcome};
 use crate::exit;
 
 mod management;
+mod redis;
 
 use management::{Endpoint, Management};
 
@@ -35,8 +36,14 @@ is online, its leader; from RabbitMQ's management HTTP API, which AMQP cannot te
 cannot be reached or refuses the user, the step is skipped with the reason (`not available`)
 and the exit status stays what the steps above gave.
 
+With transport = redis (LOGCOLLECT_TRANSPORT=redis), the steps are: config, connect (each node
+of redis.uri: reachable, TLS, login), key (its type is redis.data_type, or it does not exist
+yet), length (a list below redis.max_length: at it the shipper holds back), publish (the test
+event pushed as the shipper pushes it), seen (it is in the list or stream, or a reader took it).
+
 Exit status:
-  0  every step passed: the test event was confirmed and routed to a queue
+  0  every step passed: the test event was confirmed and routed to a queue (with
+     transport = redis: pushed to the list or stream and seen there)
   1  a step failed (the diagnosis says which, why, and how to fix it)
   2  usage error, or the configuration is invalid (the config step)";
 
@@ -94,6 +101,8 @@ struct Report {
     node: Option<usize>,
     /// What the management API said of the queue.
     queue: Option<management::QueueInfo>,
+    /// The Redis path was walked (`transport = redis`).
+    redis: bool,
 }
 
 impl Report {
@@ -127,6 +136,37 @@ impl Report {
 
 pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
     let mut report = Report::default();
+    if let Ok(config) = &config {
+        if config.transport == logcollect::TransportKind::Redis {
+            report.redis = true;
+            let code = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => match runtime.block_on(redis::walk(config, args, &mut report)) {
+                    Ok(()) => exit::OK,
+                    Err(diagnosis) => {
+                        let code = match diagnosis.step {
+                            "config" => exit::USAGE,
+                            _ => exit::FAILED,
+                        };
+                        report.failure = Some(diagnosis);
+                        code
+                    }
+                },
+                Err(e) => {
+                    eprintln!("logcollect: cannot start a runtime: {e}");
+                    return exit::FAILED;
+                }
+            };
+            let _ = if args.json {
+                print_json(&report, code)
+            } else {
+                print_human(&report)
+            };
+            return code;
+        }
+    }
     // The connector reads the TLS files: an unusable one is a configuration error too.
     let connector = config.and_then(|config| {
         let connector = Connector::new(&config, "logcollect check")?;
@@ -643,7 +683,12 @@ fn print_human(report: &Report) -> std::io::Result<()> {
         }
         None => writeln!(
             out,
-            "{ok}check passed{ok:#}: the test event was confirmed and routed to a queue"
+            "{ok}check passed{ok:#}: {}",
+            if report.redis {
+                "the test event was pushed to Redis and seen there"
+            } else {
+                "the test event was confirmed and routed to a queue"
+            }
         )?,
     }
     out.flush()
