@@ -342,7 +342,7 @@ fn an_unreachable_management_api_is_reported_not_available_and_the_check_still_p
     // A URL that is not one is a usage error.
     let (code, _) = {
         let mut cmd = logcollect(&exchange);
-        cmd.args(["check", "--management", "https://127.0.0.1:15671"]);
+        cmd.args(["check", "--management", "ftp://127.0.0.1:15671"]);
         let out = run_with_input(cmd, Vec::new(), LIMIT);
         (out.status.code(), out)
     };
