@@ -67,7 +67,7 @@ pub struct CheckArgs {
     pub queue: String,
 
     /// RabbitMQ's management HTTP API, for the queue step:
-    /// http://[USER:PASSWORD@]HOST[:PORT][/PREFIX], or `none` to skip the step. Default: port
+    /// http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX], or `none` to skip the step. Default: port
     /// 15672 on the node the test event went through, with that node's user and password
     /// (the password is never printed)
     #[arg(long, value_name = "URL", value_parser = management::parse)]
@@ -293,7 +293,7 @@ async fn walk(
     .await;
     close(&connection).await;
     result?;
-    queue_step(args, &nodes[node], timeout, report).await;
+    queue_step(args, config, &nodes[node], timeout, report).await;
     if several {
         match diagnose::some_nodes_down(&report.nodes, node + 1) {
             Some(diagnosis) => return Err(diagnosis),
@@ -418,7 +418,13 @@ async fn node_steps(
 }
 
 /// The queue's type and replicas, from the management API; never a failure of the check.
-async fn queue_step(args: &CheckArgs, uri: &AMQPUri, timeout: Duration, report: &mut Report) {
+async fn queue_step(
+    args: &CheckArgs,
+    config: &Config,
+    uri: &AMQPUri,
+    timeout: Duration,
+    report: &mut Report,
+) {
     let vhost = diagnose::vhost(uri);
     let endpoint = match &args.management {
         Some(Management::Off) => {
@@ -435,6 +441,7 @@ async fn queue_step(args: &CheckArgs, uri: &AMQPUri, timeout: Duration, report: 
             endpoint
         }
         None => Endpoint {
+            https: false,
             host: uri.authority.host.clone(),
             port: management::DEFAULT_PORT,
             prefix: String::new(),
@@ -442,7 +449,8 @@ async fn queue_step(args: &CheckArgs, uri: &AMQPUri, timeout: Duration, report: 
             password: Some(uri.authority.userinfo.password.clone()),
         },
     };
-    match management::queue(&endpoint, vhost, &args.queue, timeout).await {
+    let ca_file = config.tls_ca_file.as_deref();
+    match management::queue(&endpoint, ca_file, vhost, &args.queue, timeout).await {
         Ok(info) => {
             let summary = info.summary(&endpoint);
             report.ok("queue", summary);

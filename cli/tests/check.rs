@@ -342,11 +342,98 @@ fn an_unreachable_management_api_is_reported_not_available_and_the_check_still_p
     // A URL that is not one is a usage error.
     let (code, _) = {
         let mut cmd = logcollect(&exchange);
-        cmd.args(["check", "--management", "https://127.0.0.1:15671"]);
+        cmd.args(["check", "--management", "ftp://127.0.0.1:15671"]);
         let out = run_with_input(cmd, Vec::new(), LIMIT);
         (out.status.code(), out)
     };
     assert_eq!(code, Some(2));
+}
+
+#[test]
+fn an_https_management_api_is_asked_trusting_the_system_roots() {
+    use logcollect_test_support::certs;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    // An HTTPS server of a canned answer, with a certificate of a test CA, which the command
+    // trusts as the system's roots (SSL_CERT_FILE, read by the platform verifier).
+    let ca = certs::Ca::new("logcollect check https test CA");
+    let dir = std::env::temp_dir().join(unique("lc-check-https"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca_file = certs::write(&dir, "ca.pem", &ca.pem);
+    let leaf = ca.server();
+    let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let body = r#"{"type":"stream","state":"running","leader":"rabbit@a","members":["rabbit@a","rabbit@b"],"online":["rabbit@a","rabbit@b"]}"#;
+    // The request's head is sent back before the answer: once the check has the answer,
+    // it is there (and a check that never asks leaves the server waiting, not the test).
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        let conn = rustls::ServerConnection::new(Arc::new(tls)).expect("tls");
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("the request");
+            head.push(byte[0]);
+        }
+        let _ = heads.send(String::from_utf8_lossy(&head).into_owned());
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).expect("the answer");
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+    });
+
+    let exchange = unique("lc-cli-check-https");
+    let mut broker = Broker::connect();
+    broker.capture(&exchange, "logstash.#");
+    let url = format!("https://ops:pw-never-printed-2@localhost:{port}");
+    let ca_path = ca_file.to_string_lossy().into_owned();
+    let (code, report) = check_json_with(
+        &exchange,
+        &["--management", &url],
+        &[("SSL_CERT_FILE", &ca_path)],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 0, "{report}");
+    let (status, summary) = step(&report, "queue");
+    assert_eq!(status, "ok", "{report}");
+    let head = received.try_recv().expect("the request");
+    assert!(head.starts_with("GET /api/queues/"), "{head}");
+    assert!(head.contains("/logcollect HTTP/1.1\r\n"), "{head}");
+    // "ops:pw-never-printed-2"
+    assert!(
+        head.contains("\r\nauthorization: Basic b3BzOnB3LW5ldmVyLXByaW50ZWQtMg==\r\n"),
+        "{head}"
+    );
+    assert_eq!(report["queue"]["type"], "stream", "{report}");
+    assert!(
+        summary.contains("is a stream queue: 2 replicas, all online")
+            && summary.ends_with(&format!("(management API at https://localhost:{port})")),
+        "{summary}"
+    );
+    assert!(
+        !report.to_string().contains("pw-never-printed-2"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -1,21 +1,35 @@
 //! The queue step of `check`: the queue's type, its replicas and their state, from RabbitMQ's
-//! management HTTP API (`GET /api/queues/{vhost}/{name}`), which AMQP cannot tell. A plain
-//! HTTP/1.1 GET on the runtime `check` already has: one request, no client library to carry.
+//! management HTTP API (`GET /api/queues/{vhost}/{name}`), which AMQP cannot tell. One GET with
+//! hyper's client; https:// trusts what the AMQP connection trusts (the system's roots and
+//! `tls_ca_file`).
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The port the management plugin listens on unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 15672;
+/// The port of its https:// listener, by convention.
+pub const DEFAULT_HTTPS_PORT: u16 = 15671;
 /// More than any queue's description; a larger answer is not the API's.
 const MAX_RESPONSE: usize = 1 << 20;
 
-/// Where the management API is: `http://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]`.
+/// Where the management API is: `http[s]://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// https:// rather than http://.
+    pub https: bool,
     pub host: String,
     pub port: u16,
     /// `management.path_prefix`, without a trailing slash ("" when none).
@@ -39,7 +53,17 @@ impl fmt::Display for Endpoint {
         } else {
             self.host.clone()
         };
-        write!(f, "http://{host}:{}{}", self.port, self.prefix)
+        write!(f, "{}://{host}:{}{}", self.scheme(), self.port, self.prefix)
+    }
+}
+
+impl Endpoint {
+    fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -55,15 +79,13 @@ pub fn parse(text: &str) -> Result<Management, String> {
     if text == "none" {
         return Ok(Management::Off);
     }
-    let rest = text.strip_prefix("http://").ok_or_else(|| {
-        if text.starts_with("https://") {
-            "https:// is not supported: give the plain http:// listener of the management \
-             plugin, or `none`"
-                .to_string()
-        } else {
-            "expected http://[USER:PASSWORD@]HOST[:PORT][/PREFIX] or `none`".to_string()
+    let (https, rest) = match (text.strip_prefix("http://"), text.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err("expected http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX] or `none`".into())
         }
-    })?;
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -94,6 +116,7 @@ pub fn parse(text: &str) -> Result<Management, String> {
         return Err("the URL names no host".to_string());
     }
     let port = match port {
+        None if https => DEFAULT_HTTPS_PORT,
         None => DEFAULT_PORT,
         Some(p) => p
             .parse::<u16>()
@@ -102,6 +125,7 @@ pub fn parse(text: &str) -> Result<Management, String> {
             .ok_or_else(|| format!("`{p}` is not a port number"))?,
     };
     Ok(Management::At(Endpoint {
+        https,
         host: host.to_string(),
         port,
         prefix: path.to_string(),
@@ -140,27 +164,6 @@ fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// One replica of the queue (a classic queue has one copy: its node).
@@ -293,8 +296,10 @@ impl QueueInfo {
 }
 
 /// Asks the API about queue `name` on `vhost`; `Err` says, in words, why it is not available.
+/// `ca_file` (`tls_ca_file`) is trusted besides the system's roots for https://.
 pub async fn queue(
     endpoint: &Endpoint,
+    ca_file: Option<&Path>,
     vhost: &str,
     name: &str,
     timeout: Duration,
@@ -306,7 +311,7 @@ pub async fn queue(
         percent_encode(name)
     );
     let user = endpoint.user.clone().unwrap_or_default();
-    let (status, body) = match tokio::time::timeout(timeout, get(endpoint, &path)).await {
+    let (status, body) = match tokio::time::timeout(timeout, get(endpoint, ca_file, &path)).await {
         Err(_) => {
             return Err(format!(
                 "the management API at {endpoint} did not answer within {}",
@@ -322,7 +327,8 @@ pub async fn queue(
             return Err(format!(
                 "the management API at {endpoint} refused user `{user}` (401): it needs the \
                  credentials of a user tagged management, monitoring or administrator (pass \
-                 --management http://USER:PASSWORD@HOST:PORT)"
+                 --management {}://USER:PASSWORD@HOST:PORT)",
+                endpoint.scheme()
             ))
         }
         404 => {
@@ -346,91 +352,99 @@ pub async fn queue(
     Ok(QueueInfo::from_json(name, vhost, &doc))
 }
 
-/// One GET with basic authentication: the status code and the (de-chunked) body.
-async fn get(endpoint: &Endpoint, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                std::io::Error::new(
-                    e.kind(),
-                    "connection refused (is the rabbitmq_management plugin enabled on this port?)",
-                )
-            } else {
-                e
-            }
-        })?;
-    let credentials = format!(
-        "{}:{}",
-        endpoint.user.as_deref().unwrap_or_default(),
-        endpoint.password.as_deref().unwrap_or_default()
-    );
+/// One GET with basic authentication: the status code and the body (at most 1 MiB).
+async fn get(
+    endpoint: &Endpoint,
+    ca_file: Option<&Path>,
+    path: &str,
+) -> Result<(u16, Bytes), String> {
     let host = if endpoint.host.contains(':') {
         format!("[{}]", endpoint.host)
     } else {
         endpoint.host.clone()
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nAuthorization: Basic {}\r\n\
-         Accept: application/json\r\nUser-Agent: logcollect-check\r\nConnection: close\r\n\r\n",
-        endpoint.port,
-        base64(credentials.as_bytes())
+    let uri: Uri = format!("{}://{host}:{}{path}", endpoint.scheme(), endpoint.port)
+        .parse()
+        .map_err(|e| format!("not a usable URL: {e}"))?;
+    let credentials = format!(
+        "{}:{}",
+        endpoint.user.as_deref().unwrap_or_default(),
+        endpoint.password.as_deref().unwrap_or_default()
     );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE as u64 + 1)
-        .read_to_end(&mut raw)
-        .await?;
-    if raw.len() > MAX_RESPONSE {
-        return Err(std::io::Error::other("the answer is larger than 1 MiB"));
-    }
-    parse_response(&raw)
+    let mut authorization = HeaderValue::try_from(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    ))
+    .map_err(|e| e.to_string())?;
+    authorization.set_sensitive(true);
+    let request = Request::get(uri)
+        .header(AUTHORIZATION, authorization)
+        .header(ACCEPT, "application/json")
+        .header(USER_AGENT, "logcollect-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_file)?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    // One request: no connection kept for another.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector);
+    let answer = client.request(request).await.map_err(|e| describe(&e))?;
+    let status = answer.status().as_u16();
+    let body = Limited::new(answer.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                "the answer is larger than 1 MiB".to_string()
+            } else {
+                describe(e.as_ref())
+            }
+        })?
+        .to_bytes();
+    Ok((status, body))
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-    let bad = |what: &str| std::io::Error::other(format!("not an HTTP answer: {what}"));
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let body = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    if !chunked {
-        return Ok((status, body.to_vec()));
-    }
-    let mut out = Vec::new();
-    let mut rest = body;
+/// The AMQP connection's trust, for https://: the platform's verifier with `tls_ca_file`'s
+/// certificates as extra roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let extra_roots = match ca_file {
+        None => Vec::new(),
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("`tls_ca_file` `{}`: {e}", path.display()))?,
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+            .map_err(|e| format!("no TLS verifier: {e}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous() // not dangerous: the platform's own verification, as AMQP's
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// The most precise cause of a failed request (hyper's outer errors say only "Connect").
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
     loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("a chunk without its size line"))?;
-        let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| bad("a chunk size is not hex"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok((status, out));
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return "connection refused (is the rabbitmq_management plugin enabled on this \
+                        port?)"
+                    .to_string();
+            }
         }
-        let chunk = rest
-            .get(..size)
-            .ok_or_else(|| bad("a chunk is cut short"))?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).unwrap_or_default();
+        match cause.source() {
+            Some(next) => cause = next,
+            None => return cause.to_string(),
+        }
     }
 }
 
@@ -458,29 +472,186 @@ mod tests {
         assert_eq!(e.to_string(), "http://[::1]:15672");
 
         assert_eq!(parse("none"), Ok(Management::Off));
-        assert!(parse("https://rabbit:15671").is_err());
+        let Ok(Management::At(e)) = parse("https://rabbit") else {
+            panic!("parse")
+        };
+        assert!(e.https);
+        assert_eq!(e.to_string(), "https://rabbit:15671");
+        assert!(parse("ftp://rabbit:15671").is_err());
         assert!(parse("rabbit:15672").is_err());
         assert!(parse("http://rabbit:99999").is_err());
         assert!(parse("http://:15672").is_err());
     }
 
     #[test]
-    fn paths_escape_the_default_vhost_and_credentials_encode_as_base64() {
+    fn paths_escape_the_default_vhost() {
         assert_eq!(percent_encode("/"), "%2F");
         assert_eq!(percent_encode("logs 1"), "logs%201");
-        assert_eq!(base64(b"guest:guest"), "Z3Vlc3Q6Z3Vlc3Q=");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64(b""), "");
     }
 
-    #[test]
-    fn chunked_answers_are_joined() {
-        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        let (status, body) = parse_response(raw).expect("parse");
-        assert_eq!(status, 200);
-        assert_eq!(body, b"{\"a\":1}");
-        let raw = b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(raw).expect("parse"), (404, b"{}".to_vec()));
+    /// A server of canned answers on 127.0.0.1, one connection per answer, https:// with
+    /// `tls`; sends back each request's head.
+    fn serve(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        answers: Vec<Vec<u8>>,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+
+        fn exchange(stream: &mut (impl Read + Write), answer: &[u8]) -> std::io::Result<String> {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte)?;
+                head.push(byte[0]);
+            }
+            stream.write_all(answer)?;
+            stream.flush()?;
+            Ok(String::from_utf8_lossy(&head).into_owned())
+        }
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (heads, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((tcp, _)) = listener.accept() else {
+                    return;
+                };
+                let head = match &tls {
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config.clone()).expect("tls");
+                        let mut stream = rustls::StreamOwned::new(conn, tcp);
+                        let head = exchange(&mut stream, &answer);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
+                        head
+                    }
+                    None => exchange(&mut { tcp }, &answer),
+                };
+                let _ = heads.send(head.unwrap_or_else(|e| format!("failed: {e}")));
+            }
+        });
+        (port, received)
+    }
+
+    fn tls_server(leaf: &logcollect_test_support::certs::Leaf) -> Arc<rustls::ServerConfig> {
+        let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        Arc::new(config)
+    }
+
+    fn endpoint(url: &str) -> Endpoint {
+        match parse(url) {
+            Ok(Management::At(endpoint)) => endpoint,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    const QUORUM: &str = r#"{"type":"quorum","state":"running","leader":"rabbit@a","members":["rabbit@a","rabbit@b","rabbit@c"],"online":["rabbit@a","rabbit@c"]}"#;
+
+    #[tokio::test]
+    async fn https_asks_with_basic_auth_trusting_tls_ca_file_and_reads_a_chunked_answer() {
+        use logcollect_test_support::certs;
+
+        let ca = certs::Ca::new("logcollect management test CA");
+        let dir = std::env::temp_dir().join(format!("lc-mgmt-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca_file = certs::write(&dir, "ca.pem", &ca.pem);
+        let (first, second) = QUORUM.split_at(40);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\
+             connection: close\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        );
+        let (port, heads) = serve(
+            Some(tls_server(&ca.server())),
+            vec![answer.into_bytes(), b"never sent".to_vec()],
+        );
+        let api = endpoint(&format!("https://ops:s%40cret@127.0.0.1:{port}/mgmt"));
+        let timeout = Duration::from_secs(10);
+
+        let info = queue(&api, Some(&ca_file), "/", "logcollect", timeout)
+            .await
+            .expect("the queue's description");
+        let head = heads.recv().expect("the request");
+        assert!(
+            head.starts_with("GET /mgmt/api/queues/%2F/logcollect HTTP/1.1\r\n"),
+            "{head}"
+        );
+        // "ops:s@cret"
+        assert!(
+            head.contains("\r\nauthorization: Basic b3BzOnNAY3JldA==\r\n"),
+            "{head}"
+        );
+        assert_eq!(info.kind, "quorum");
+        assert_eq!(info.leader.as_deref(), Some("rabbit@a"));
+        let offline: Vec<&str> = info
+            .members
+            .iter()
+            .filter(|m| !m.online)
+            .map(|m| m.node.as_str())
+            .collect();
+        assert_eq!(offline, ["rabbit@b"]);
+        assert!(info
+            .summary(&api)
+            .contains(&format!("3 replicas, 2 online, offline: rabbit@b; leader rabbit@a; members rabbit@a (leader), rabbit@b (offline), rabbit@c (online) (management API at https://127.0.0.1:{port}/mgmt)")));
+
+        // Without `tls_ca_file` the test CA is not trusted: not available, and why.
+        let why = queue(&api, None, "/", "logcollect", timeout)
+            .await
+            .expect_err("an untrusted certificate");
+        assert!(
+            why.starts_with(&format!(
+                "the management API at https://127.0.0.1:{port}/mgmt: "
+            )) && why.contains("certificate"),
+            "{why}"
+        );
+        assert!(!why.contains("cret"), "{why}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_1_mib_is_an_error_and_404_and_401_say_why() {
+        let big = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            2 * MAX_RESPONSE
+        );
+        let mut big = big.into_bytes();
+        big.resize(big.len() + 2 * MAX_RESPONSE, b' ');
+        let not_found =
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".to_vec();
+        let refused =
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+                .to_vec();
+        let (port, _heads) = serve(None, vec![big, not_found, refused]);
+        let api = endpoint(&format!("http://lc-pub:pw@127.0.0.1:{port}"));
+        let timeout = Duration::from_secs(10);
+        let ask = || queue(&api, None, "logs", "lc", timeout);
+
+        let why = ask().await.expect_err("too large");
+        assert_eq!(
+            why,
+            format!(
+                "the management API at http://127.0.0.1:{port}: the answer is larger than 1 MiB"
+            )
+        );
+        let why = ask().await.expect_err("404");
+        assert!(
+            why.contains("knows no queue `lc` on vhost `logs` (404)"),
+            "{why}"
+        );
+        let why = ask().await.expect_err("401");
+        assert!(why.contains("refused user `lc-pub` (401)"), "{why}");
     }
 }
