@@ -67,7 +67,7 @@ impl Load {
             .map(|u| format!("{u}?heartbeat={HEARTBEAT_S}"))
             .collect();
         let mut command = Command::new(common::loadgen_binary());
-        // Only this run's settings (a LOGCOLLECT_CLUSTER_* of scripts/cluster is no setting).
+        // Only this run's settings (a LOGCOLLECT_TEST_CLUSTER_* of scripts/cluster is no setting).
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("LOGCOLLECT_") {
                 command.env_remove(key);

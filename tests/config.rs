@@ -706,3 +706,43 @@ fn enabled_and_console_level_are_read_from_variables() {
         "{e}"
     );
 }
+
+/// The scripts' own variables (scripts/, the stack's shell scripts) are never taken for
+/// settings: an inherited `LOGCOLLECT_<NAME>` that is no setting makes `from_env` fail, so
+/// theirs are `LOGCOLLECT_TEST_*` (or `LCSTACK_*`).
+#[test]
+fn the_scripts_own_variables_are_not_mistaken_for_settings() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings: Vec<String> = Config::SETTINGS.iter().map(|s| s.variable()).collect();
+    let mut checked = 0;
+    for dir in ["scripts", "compose/rabbitmq", "compose/demo"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("LOGCOLLECT_") {
+                rest = &rest[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                rest = &rest[end..];
+                checked += 1;
+                let setting = settings.iter().any(|s| s == name)
+                    || name.starts_with("LOGCOLLECT_IDENTITY__")
+                    || name == "LOGCOLLECT_"
+                    || name.ends_with("__");
+                assert!(
+                    setting || name == "LOGCOLLECT_CONFIG" || name.starts_with("LOGCOLLECT_TEST_"),
+                    "{}: `{name}` is neither a setting nor LOGCOLLECT_TEST_*",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    assert!(checked > 10, "the scripts were not found");
+}

@@ -1,12 +1,12 @@
 #!/bin/bash
 # Entry point of the rabbitmq service: renders definitions.json with the passwords and the queue
 # type from the environment (compose/.env), then hands over to the image's own entry point.
-# With LOGCOLLECT_DEFINITIONS_OUT set it only renders, to that file (scripts/cluster does).
+# With LCSTACK_DEFINITIONS_OUT set it only renders, to that file (scripts/cluster does).
 set -euo pipefail
 
-src=${LOGCOLLECT_DEFINITIONS_SRC:-/etc/rabbitmq/logcollect/definitions.json}
-dst=${LOGCOLLECT_DEFINITIONS_OUT:-/tmp/logcollect-definitions.json}
-if [ -z "${LOGCOLLECT_DEFINITIONS_SRC:-}" ] && [ -n "${LOGCOLLECT_DEFINITIONS_OUT:-}" ]; then
+src=${LCSTACK_DEFINITIONS_SRC:-/etc/rabbitmq/logcollect/definitions.json}
+dst=${LCSTACK_DEFINITIONS_OUT:-/tmp/logcollect-definitions.json}
+if [ -z "${LCSTACK_DEFINITIONS_SRC:-}" ] && [ -n "${LCSTACK_DEFINITIONS_OUT:-}" ]; then
   src="$(dirname "$0")/definitions.json"
 fi
 
@@ -48,7 +48,7 @@ esac
 
 umask 077
 printf '%s\n' "$content" > "$dst"
-if [ -n "${LOGCOLLECT_DEFINITIONS_OUT:-}" ]; then
+if [ -n "${LCSTACK_DEFINITIONS_OUT:-}" ]; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ]; then

@@ -81,10 +81,10 @@ impl Cluster {
     fn script(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
         Command::new(repo("scripts/cluster"))
             .args(args)
-            .env("LOGCOLLECT_CLUSTER_NAME", &self.name)
-            .env("LOGCOLLECT_CLUSTER_PORT", self.port.to_string())
+            .env("LOGCOLLECT_TEST_CLUSTER_NAME", &self.name)
+            .env("LOGCOLLECT_TEST_CLUSTER_PORT", self.port.to_string())
             .env(
-                "LOGCOLLECT_CLUSTER_MANAGEMENT",
+                "LOGCOLLECT_TEST_CLUSTER_MANAGEMENT",
                 if self.management { "1" } else { "" },
             )
             .env("PATH", sbin_path())

@@ -279,7 +279,7 @@ def _render(tmp_path, queue_type):
     """The real render-definitions.sh in its render-only mode, with `queue_type` set (None: unset)."""
     out = tmp_path / f"rendered-{queue_type}.json"
     env = {"PATH": "/usr/bin:/bin", "RABBITMQ_ADMIN_PASSWORD": "a", "RABBITMQ_PUBLISHER_PASSWORD": "p",
-           "RABBITMQ_LOGSTASH_PASSWORD": "l", "LOGCOLLECT_DEFINITIONS_OUT": str(out)}
+           "RABBITMQ_LOGSTASH_PASSWORD": "l", "LCSTACK_DEFINITIONS_OUT": str(out)}
     if queue_type is not None:
         env[m.QUEUE_TYPE_VAR] = queue_type
     proc = subprocess.run(["bash", str(m.RENDER_DEFINITIONS)], env=env, capture_output=True, text=True)

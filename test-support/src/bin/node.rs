@@ -9,8 +9,8 @@
 //!   logcollect-test-node stop NAME                stop it and delete its directory
 //!   logcollect-test-node env NAME PORT            the exports that point the tests at it
 //!
-//! Files live in DIR/NAME, DIR being LOGCOLLECT_NODES_DIR (scripts/node: target/nodes).
-//! LOGCOLLECT_NODE_PLUGINS (comma-separated, e.g. `rabbitmq_management`): plugins `start` enables.
+//! Files live in DIR/NAME, DIR being LOGCOLLECT_TEST_NODES_DIR (scripts/node: target/nodes).
+//! LOGCOLLECT_TEST_NODE_PLUGINS (comma-separated, e.g. `rabbitmq_management`): plugins `start` enables.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +23,7 @@ const USAGE: &str =
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = |name: &str| -> PathBuf {
-        std::env::var_os("LOGCOLLECT_NODES_DIR")
+        std::env::var_os("LOGCOLLECT_TEST_NODES_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/nodes"))
             .join(name)
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                 conf.push_str(extra);
                 conf.push('\n');
             }
-            let plugins = std::env::var("LOGCOLLECT_NODE_PLUGINS").unwrap_or_default();
+            let plugins = std::env::var("LOGCOLLECT_TEST_NODE_PLUGINS").unwrap_or_default();
             let plugins: Vec<&str> = plugins
                 .split(',')
                 .map(str::trim)
