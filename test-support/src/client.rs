@@ -241,7 +241,20 @@ pub async fn declare_bound_queue(
 ) -> (Connection, Channel) {
     let connection = client.connect().await;
     let channel = connection.create_channel().await.expect("channel");
-    declare_exchange(&channel, exchange, ExchangeKind::Topic).await;
+    declare_and_bind(&channel, exchange, queue, binding_key, options, arguments).await;
+    (connection, channel)
+}
+
+/// [`declare_bound_queue`] on a channel the caller has.
+async fn declare_and_bind(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    binding_key: &str,
+    options: QueueDeclareOptions,
+    arguments: FieldTable,
+) {
+    declare_exchange(channel, exchange, ExchangeKind::Topic).await;
     channel
         .queue_declare(ShortString::from(queue), options, arguments)
         .await
@@ -256,7 +269,6 @@ pub async fn declare_bound_queue(
         )
         .await
         .expect("bind queue");
-    (connection, channel)
 }
 
 /// Consumes `queue` without acks: what is read is gone.
@@ -333,29 +345,20 @@ impl Session {
         let queue = unique("logcollect-test-q");
         let channel = &self.channel;
         let consumer = self.runtime.block_on(async {
-            declare_exchange(channel, exchange, ExchangeKind::Topic).await;
-            channel
-                .queue_declare(
-                    ShortString::from(queue.as_str()),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare queue");
-            channel
-                .queue_bind(
-                    ShortString::from(queue.as_str()),
-                    ShortString::from(exchange),
-                    ShortString::from(binding_key),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind queue");
+            let own = QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            };
+            declare_and_bind(
+                channel,
+                exchange,
+                &queue,
+                binding_key,
+                own,
+                FieldTable::default(),
+            )
+            .await;
             consume(channel, &queue).await.expect("consume")
         });
         self.consumer = Some(consumer);
@@ -459,23 +462,34 @@ impl Session {
     }
 }
 
+/// Deletes `queue` and `exchanges`, then closes `connection`: the end of a test's use of them.
+async fn clean_up(connection: &Connection, queue: Option<&str>, exchanges: &[String]) {
+    if let Ok(channel) = connection.create_channel().await {
+        if let Some(queue) = queue {
+            if let Err(e) = channel
+                .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+                .await
+            {
+                eprintln!("the harness cannot delete queue {queue}: {e}");
+            }
+        }
+        for name in exchanges {
+            let _ = channel
+                .exchange_delete(
+                    ShortString::from(name.as_str()),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+    let _ = connection.close(200, ShortString::from("done")).await;
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let exchanges = std::mem::take(&mut self.exchanges);
-        let connection = &self.connection;
-        self.runtime.block_on(async {
-            if let Ok(channel) = connection.create_channel().await {
-                for name in exchanges {
-                    let _ = channel
-                        .exchange_delete(
-                            ShortString::from(name.as_str()),
-                            ExchangeDeleteOptions::default(),
-                        )
-                        .await;
-                }
-            }
-            let _ = connection.close(200, ShortString::from("done")).await;
-        });
+        self.runtime
+            .block_on(clean_up(&self.connection, None, &exchanges));
     }
 }
 
@@ -657,26 +671,12 @@ impl Drop for DurableCapture {
                 eprintln!("durable capture: queue {queue} left behind: broker unreachable");
                 return;
             };
-            if let Ok(channel) = connection.create_channel().await {
-                if let Err(e) = channel
-                    .queue_delete(
-                        ShortString::from(queue.as_str()),
-                        QueueDeleteOptions::default(),
-                    )
-                    .await
-                {
-                    eprintln!("durable capture: cannot delete queue {queue}: {e}");
-                }
-                if delete_exchange {
-                    let _ = channel
-                        .exchange_delete(
-                            ShortString::from(exchange.as_str()),
-                            ExchangeDeleteOptions::default(),
-                        )
-                        .await;
-                }
-            }
-            let _ = connection.close(200, ShortString::from("done")).await;
+            let exchanges = if delete_exchange {
+                std::slice::from_ref(exchange)
+            } else {
+                &[]
+            };
+            clean_up(&connection, Some(queue), exchanges).await;
         });
     }
 }
