@@ -1,15 +1,17 @@
 //! Encoding cost per event, on the shipper thread (the application's thread never encodes).
 //!
-//! `cargo bench --bench encode`
+//! `cargo bench --features internals --bench encode`; with `LOGCOLLECT_BENCH_CPU_TIME=1`, the
+//! bench thread's CPU time instead of wall time (on a shared machine, time spent waiting for a
+//! core is then not counted).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkGroup, Criterion, Throughput};
 use logcollect::internals::{
     encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, Redactor, SpanSnapshot,
 };
@@ -39,7 +41,7 @@ fn event() -> CapturedEvent {
     }
 }
 
-fn bench(c: &mut Criterion) {
+fn bench<M: Measurement>(c: &mut Criterion<M>) {
     let mut entries = BTreeMap::new();
     entries.insert("project".to_string(), "loadtest".to_string());
     entries.insert("application".to_string(), "loadgen".to_string());
@@ -67,8 +69,29 @@ fn bench(c: &mut Criterion) {
     );
     // What the shipper does: redaction (the default rules) before encoding. `redacted` has
     // secrets to replace (a copy of the event is made); `clean` has none (nothing copied).
+    // `mask_no_pairs`: the same rules without the `secret_pair` and `basic` detectors, the
+    // budget of the pairs message in this run (what it cost before those detectors).
+    let without_pairs: Vec<logcollect::Detector> = logcollect::Detector::ALL
+        .iter()
+        .copied()
+        .filter(|d| {
+            !matches!(
+                d,
+                logcollect::Detector::SecretPair | logcollect::Detector::Basic
+            )
+        })
+        .collect();
     let rules = [
         ("mask", Redactor::defaults()),
+        (
+            "mask_no_pairs",
+            Redactor::new(
+                logcollect::internals::REDACT_DEFAULT_FIELDS.iter().copied(),
+                &without_pairs,
+                logcollect::RedactWith::Mask,
+                None,
+            ),
+        ),
         (
             "hash",
             Redactor::new(
@@ -122,8 +145,8 @@ fn bench(c: &mut Criterion) {
 
 /// Benches `encode` on `event` as the shipper calls it: a fresh event id each time, one reused
 /// output buffer.
-fn bench_encode(
-    group: &mut BenchmarkGroup<'_, WallTime>,
+fn bench_encode<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
     name: &str,
     identity: &Identity,
     event: &CapturedEvent,
@@ -144,5 +167,63 @@ fn bench_encode(
     });
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// The CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+struct ThreadCpuTime;
+
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Nanoseconds, as for wall time.
+        static WALL_TIME: WallTime = WallTime;
+        WALL_TIME.formatter()
+    }
+}
+
+fn main() {
+    if std::env::var_os("LOGCOLLECT_BENCH_CPU_TIME").is_some_and(|v| v == "1") {
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args();
+        bench(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        bench(&mut c);
+        c.final_summary();
+    }
+}

@@ -147,10 +147,11 @@ crate::choice::choice! {
 #[derive(Clone)]
 pub struct Redactor {
     names: Vec<Entry>,
-    /// The letter pairs that start the entries' first words: a name with none of them holds no
-    /// entry (the check that makes the keys of `key=value` messages cheap). `None`: an entry
-    /// starts otherwise, every name is checked.
-    openings: Option<[u64; 11]>,
+    /// The letter pairs that start the entries' first words, in any case, as a bit per byte
+    /// pair (one load and test per pair of a name): a name with none of them holds no entry
+    /// (the check that makes the keys of `key=value` messages cheap). `None`: an entry starts
+    /// otherwise, every name is checked.
+    openings: Option<Arc<[u64; 1024]>>,
     bearer: bool,
     basic: bool,
     jwt: bool,
@@ -248,6 +249,11 @@ fn letter_pair(a: u8, b: u8) -> Option<usize> {
         .then(|| usize::from(a - b'a') * 26 + usize::from(b - b'a'))
 }
 
+/// Two bytes as a number below 65536.
+fn byte_pair(a: u8, b: u8) -> usize {
+    usize::from(a) << 8 | usize::from(b)
+}
+
 fn is_look_alike(word: &str) -> bool {
     LOOK_ALIKES.iter().any(|l| word.eq_ignore_ascii_case(l))
 }
@@ -269,8 +275,8 @@ mod answers {
 
     /// Rules id, address, length.
     type FieldKey = (u64, usize, usize);
-    /// Rules id, length, bytes (zero-padded).
-    type PairKey = (u64, usize, [u8; KEY_BYTES]);
+    /// Rules id, length, bytes (zero-padded; in words, compared without a call to memcmp).
+    type PairKey = (u64, usize, [u64; KEY_BYTES / 8]);
 
     type Table<K> = [Cell<Option<(K, bool)>>; SLOTS];
 
@@ -318,15 +324,16 @@ mod answers {
         if bytes.len() > KEY_BYTES {
             return compute();
         }
-        let mut padded = [0u8; KEY_BYTES];
-        padded[..bytes.len()].copy_from_slice(bytes);
+        // Only the words the key fills (most keys are one or two): no padded copy.
+        let mut words = [0u64; KEY_BYTES / 8];
         let mut hash = mix(id, bytes.len() as u64);
-        for chunk in padded.chunks_exact(8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            hash = mix(hash, u64::from_le_bytes(word));
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut le = [0u8; 8];
+            le[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_le_bytes(le);
+            hash = mix(hash, *word);
         }
-        get_or(&PAIR_KEYS, hash, (id, bytes.len(), padded), compute)
+        get_or(&PAIR_KEYS, hash, (id, bytes.len(), words), compute)
     }
 }
 
@@ -356,14 +363,22 @@ impl Redactor {
         key: Option<&str>,
     ) -> Redactor {
         let names: Vec<Entry> = names.into_iter().filter_map(Entry::new).collect();
-        let openings = names.iter().try_fold([0u64; 11], |mut set, entry| {
-            let opening = entry.words[0]
-                .as_bytes()
-                .get(..2)
-                .and_then(|w| letter_pair(w[0], w[1]))?;
-            set[opening / 64] |= 1 << (opening % 64);
-            Some(set)
-        });
+        let openings = names
+            .iter()
+            .try_fold(Box::new([0u64; 1024]), |mut set, entry| {
+                let (a, b) = match entry.words[0].as_bytes() {
+                    [a, b, ..] if letter_pair(*a, *b).is_some() => (*a, *b),
+                    _ => return None,
+                };
+                for x in [a.to_ascii_lowercase(), a.to_ascii_uppercase()] {
+                    for y in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                        let i = byte_pair(x, y);
+                        set[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                Some(set)
+            })
+            .map(Arc::from);
         let pairs = detectors.contains(&Detector::SecretPair) && !names.is_empty();
         // `pin=1`: the shortest key, a separator and one character.
         let min_len = match names.iter().map(|e| e.fused.len()).min() {
@@ -441,9 +456,10 @@ impl Redactor {
         let Some(set) = &self.openings else {
             return true;
         };
-        name.as_bytes()
-            .windows(2)
-            .any(|w| letter_pair(w[0], w[1]).is_some_and(|p| set[p / 64] & (1 << (p % 64)) != 0))
+        name.as_bytes().windows(2).any(|w| {
+            let i = byte_pair(w[0], w[1]);
+            set[i / 64] & (1 << (i % 64)) != 0
+        })
     }
 
     /// Whether `name`, split into words, holds an entry.
@@ -623,7 +639,7 @@ impl Redactor {
     fn secret_pairs(&self, text: &str, spans: &mut Vec<(usize, usize)>) {
         let bytes = text.as_bytes();
         let mut from = 0;
-        while let Some(found) = bytes[from..].iter().position(|&b| b == b'=' || b == b':') {
+        while let Some(found) = memchr::memchr2(b'=', b':', &bytes[from..]) {
             let sep = from + found;
             from = sep + 1;
             let Some(value_from) = separator_end(bytes, sep) else {
@@ -748,8 +764,13 @@ fn ends_word(bytes: &[u8], i: usize) -> bool {
 fn uri_passwords(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
     let mut from = 0;
-    while let Some(found) = text[from..].find("://") {
+    // `://` where a `:` stands (found a register at a time) and `//` follows.
+    while let Some(found) = memchr::memchr(b':', &bytes[from..]) {
         let sep = from + found;
+        from = sep + 1;
+        if !(bytes.get(sep + 1) == Some(&b'/') && bytes.get(sep + 2) == Some(&b'/')) {
+            continue;
+        }
         from = sep + 3;
         // A scheme: a letter, then letters, digits, `+`, `-`, `.`.
         let scheme_start = bytes[..sep]
@@ -821,12 +842,15 @@ fn key_before(text: &str, sep: usize) -> Option<&str> {
         }
         _ => None,
     };
-    let start = bytes[..end]
-        .iter()
-        .rposition(|b| !is_key_byte(*b))
-        .map_or(0, |p| p + 1);
+    // One pass back over the key, noting whether it has a letter.
+    let mut start = end;
+    let mut letter = false;
+    while start > 0 && is_key_byte(bytes[start - 1]) {
+        start -= 1;
+        letter |= bytes[start].is_ascii_alphabetic();
+    }
     // No key, or not a name (`12:30`, a long run that is no field name).
-    if end - start > 128 || !bytes[start..end].iter().any(u8::is_ascii_alphabetic) {
+    if end - start > 128 || !letter {
         return None;
     }
     if quote.is_some() && (start == 0 || Some(bytes[start - 1]) != quote) {
@@ -930,28 +954,27 @@ fn scheme_credentials(
 ) {
     let bytes = text.as_bytes();
     let n = scheme.len();
-    let mut i = 0;
-    while i + n < bytes.len() {
-        // The first byte alone rejects almost every position.
-        if bytes[i] | 0x20 == scheme[0]
-            && bytes[i..i + n].eq_ignore_ascii_case(scheme)
-            && starts_word(bytes, i)
-        {
-            let start = skip_blanks(bytes, i + n);
-            let mut j = start;
-            while j < bytes.len() && credential(bytes[j]) {
-                j += 1;
-            }
-            while j < bytes.len() && bytes[j] == b'=' {
-                j += 1;
-            }
-            if start > i + n && j > start && accept(&bytes[start..j]) {
-                spans.push((start, j));
-                i = j;
-                continue;
-            }
+    // Only where the scheme's first letter stands (either case), found a register at a time.
+    let mut next = 0;
+    for i in memchr::memchr2_iter(scheme[0], scheme[0].to_ascii_uppercase(), bytes) {
+        if i + n >= bytes.len() {
+            break;
         }
-        i += 1;
+        if i < next || !bytes[i..i + n].eq_ignore_ascii_case(scheme) || !starts_word(bytes, i) {
+            continue;
+        }
+        let start = skip_blanks(bytes, i + n);
+        let mut j = start;
+        while j < bytes.len() && credential(bytes[j]) {
+            j += 1;
+        }
+        while j < bytes.len() && bytes[j] == b'=' {
+            j += 1;
+        }
+        if start > i + n && j > start && accept(&bytes[start..j]) {
+            spans.push((start, j));
+            next = j;
+        }
     }
 }
 
@@ -1063,15 +1086,16 @@ fn aws_key_ids(text: &str, spans: &mut Vec<(usize, usize)>) {
 /// groups with a card's prefix, length and Luhn check digit is a card number.
 fn card_numbers(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
+    // The groups of a run: [start, end) of each (on the stack: most runs are one short number,
+    // and no card spans more than 24 groups); filled afresh for each run.
+    let mut groups = [(0usize, 0usize); 24];
     let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() || !starts_word(bytes, i) {
+    while let Some(digit) = next_digit(bytes, i) {
+        i = digit;
+        if !starts_word(bytes, i) {
             i += 1;
             continue;
         }
-        // The groups of this run: [start, end) of each (on the stack: most runs are one short
-        // number, and no card spans more than 24 groups).
-        let mut groups = [(0usize, 0usize); 24];
         let mut count = 0;
         let mut digits = 0;
         let mut j = i;
@@ -1098,6 +1122,23 @@ fn card_numbers(text: &str, spans: &mut Vec<(usize, usize)>) {
         }
         i = run_end.max(i + 1);
     }
+}
+
+/// The first ASCII digit at or after `from`: text without digits is passed over 16 bytes at a
+/// time (a test the compiler vectorises), the rest byte by byte.
+fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        if chunk
+            .iter()
+            .fold(false, |seen, b| seen | b.is_ascii_digit())
+        {
+            break;
+        }
+        i += 16;
+    }
+    let rest = bytes.get(i..)?;
+    rest.iter().position(u8::is_ascii_digit).map(|p| i + p)
 }
 
 /// Of consecutive groups, the longest windows that are card numbers.

@@ -1,7 +1,8 @@
 //! Test support of the logcollect workspace (not published): where the test broker is, and
 //! throw-away RabbitMQ nodes of a test's own — plain, or TLS-only with client certificates and
-//! `EXTERNAL` — with certificates generated at test time. The tests of both crates and
-//! `scripts/node` (through the `logcollect-test-node` binary) use this one implementation.
+//! `EXTERNAL` — with certificates generated at test time — and the harness's own AMQP client
+//! ([`client`]). The tests of both crates and `scripts/node` (through the
+//! `logcollect-test-node` binary) use this one implementation.
 
 pub mod certs;
 pub mod client;
@@ -11,7 +12,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub use certs::{Ca, Leaf};
-pub use client::Client;
+pub use client::{
+    consume, declare_bound_queue, documents, split_documents, Capture, Client, DurableCapture,
+    QuietRuntime, Received, Session,
+};
 pub use node::{Node, TlsNode};
 
 /// The system broker tests use when `LOGCOLLECT_TEST_AMQP_URL` is not set.

@@ -1,5 +1,5 @@
-//! Test support for the `logcollect` command: the real broker, unique exchanges, a queue of
-//! the test's own, and running the built binary.
+//! Test support for the `logcollect` command: running the built binary, and the real broker
+//! through the test-support crate's client (unique exchanges, a queue of the test's own).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -8,13 +8,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, ExchangeKind};
+use logcollect_test_support::client::{Client, Session};
 use serde_json::Value;
 
 #[allow(unused_imports)]
@@ -213,182 +208,64 @@ impl Drop for Tail {
     }
 }
 
-/// A test's own broker connection on a private runtime: declares and deletes exchanges, binds
-/// queues, publishes raw messages and reads what arrives.
-pub struct Broker {
-    runtime: tokio::runtime::Runtime,
-    connection: Connection,
-    channel: lapin::Channel,
-    exchanges: Vec<String>,
-    consumer: Option<lapin::Consumer>,
-}
+/// A test's own broker connection (the test-support crate's [`Session`]): declares and deletes
+/// exchanges, binds a queue, publishes raw messages and reads what arrives, one document at a
+/// time.
+pub struct Broker(Session);
 
 impl Broker {
     pub fn connect() -> Broker {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let url = broker_url();
-        let (connection, channel) = runtime.block_on(async {
-            let connection = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}; {HOW_TO_GET_A_BROKER}"));
-            let channel = connection.create_channel().await.expect("channel");
-            (connection, channel)
-        });
-        Broker {
-            runtime,
-            connection,
-            channel,
-            exchanges: Vec::new(),
-            consumer: None,
-        }
+        Broker(Client::test_broker().session())
     }
 
     /// Declares `name` (durable, as the shipper does) and deletes it when the test ends.
     pub fn exchange(&mut self, name: &str, kind: ExchangeKind) {
-        let channel = self.channel.clone();
-        self.runtime.block_on(async {
-            channel
-                .exchange_declare(
-                    ShortString::from(name),
-                    kind,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare exchange")
-        });
-        self.exchanges.push(name.to_string());
+        self.0.exchange(name, kind);
     }
 
     /// An exchange the test did not declare itself (a command did) is deleted at the end too.
     pub fn forget_exchange_later(&mut self, name: &str) {
-        self.exchanges.push(name.to_string());
+        self.0.forget_exchange_later(name);
     }
 
-    /// Declares `exchange` (topic) and a queue of the test's own bound with `key`, and starts
-    /// consuming it.
+    /// Declares `exchange` (topic, deleted at the end) and a queue of the test's own bound with
+    /// `key`, and starts consuming it.
     pub fn capture(&mut self, exchange: &str, key: &str) {
-        self.exchange(exchange, ExchangeKind::Topic);
-        let channel = self.channel.clone();
-        let consumer = self.runtime.block_on(async {
-            let queue = channel
-                .queue_declare(
-                    ShortString::from(""),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("declare queue");
-            channel
-                .queue_bind(
-                    queue.name().clone(),
-                    ShortString::from(exchange),
-                    ShortString::from(key),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-            channel
-                .basic_consume(
-                    queue.name().clone(),
-                    ShortString::from(""),
-                    BasicConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume")
-        });
-        self.consumer = Some(consumer);
+        self.0.forget_exchange_later(exchange);
+        self.0.capture(exchange, key);
     }
 
-    /// Reads until `n` documents arrived or `timeout` passed: (routing key, properties, documents).
+    /// Reads until `n` documents arrived or `timeout` passed: (routing key, properties, document)
+    /// for each document (an array body is one per element).
     pub fn receive(
         &mut self,
         n: usize,
         timeout: Duration,
     ) -> Vec<(String, BasicProperties, Value)> {
-        let consumer = self.consumer.as_mut().expect("capture first");
-        let deadline = Instant::now() + timeout;
-        self.runtime.block_on(async {
-            let mut out = Vec::new();
-            while out.len() < n {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, consumer.next()).await {
-                    Ok(Some(Ok(d))) => {
-                        let body: Value = serde_json::from_slice(&d.data).expect("body is JSON");
-                        let docs = match body {
-                            Value::Array(items) => items,
-                            doc => vec![doc],
-                        };
-                        for doc in docs {
-                            out.push((d.routing_key.to_string(), d.properties.clone(), doc));
-                        }
-                    }
-                    Ok(Some(Err(e))) => panic!("consumer failed: {e}"),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            out
-        })
+        let messages = self.0.receive(n, timeout);
+        messages
+            .into_iter()
+            .flat_map(|m| {
+                let docs = m.documents();
+                docs.into_iter()
+                    .map(move |doc| (m.routing_key.clone(), m.properties.clone(), doc))
+            })
+            .collect()
     }
 
     /// Publishes a raw body with confirms (for array bodies and non-JSON messages).
     pub fn publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) {
-        let connection = &self.connection;
-        self.runtime.block_on(async {
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("confirms");
-            channel
-                .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(routing_key),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default(),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("confirm");
-            let _ = channel.close(200, ShortString::from("done")).await;
-        });
+        self.0.publish(exchange, routing_key, body);
     }
-}
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let exchanges = std::mem::take(&mut self.exchanges);
-        let connection = &self.connection;
-        self.runtime.block_on(async {
-            if let Ok(channel) = connection.create_channel().await {
-                for name in exchanges {
-                    let _ = channel
-                        .exchange_delete(
-                            ShortString::from(name.as_str()),
-                            ExchangeDeleteOptions::default(),
-                        )
-                        .await;
-                }
-            }
-            let _ = connection.close(200, ShortString::from("done")).await;
-        });
+    /// Messages ready in `queue` (passive declare), `None` when it does not exist.
+    pub fn queue_backlog(&mut self, queue: &str) -> Option<u32> {
+        self.0.queue_backlog(queue)
+    }
+
+    /// Deletes `queue` (a command declared it) now.
+    pub fn delete_queue(&mut self, queue: &str) {
+        self.0.delete_queue(queue);
     }
 }
 
@@ -398,45 +275,6 @@ pub fn json_lines(stdout: &str) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
-}
-
-impl Broker {
-    /// Messages ready in `queue` (passive declare), `None` when it does not exist.
-    pub fn queue_backlog(&mut self, queue: &str) -> Option<u32> {
-        let connection = &self.connection;
-        self.runtime.block_on(async {
-            let channel = connection.create_channel().await.ok()?;
-            let q = channel
-                .queue_declare(
-                    ShortString::from(queue),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .ok()?;
-            let _ = channel.close(200, ShortString::from("done")).await;
-            Some(q.message_count())
-        })
-    }
-
-    /// Deletes `queue` (a command declared it) now.
-    pub fn delete_queue(&mut self, queue: &str) {
-        let connection = &self.connection;
-        self.runtime.block_on(async {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = channel
-                    .queue_delete(
-                        ShortString::from(queue),
-                        lapin::options::QueueDeleteOptions::default(),
-                    )
-                    .await;
-                let _ = channel.close(200, ShortString::from("done")).await;
-            }
-        });
-    }
 }
 
 /// A running `logcollect collect`, consuming (its queue bound) once `start` returns.
