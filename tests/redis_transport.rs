@@ -5,27 +5,12 @@
 //! the password); events spooled while Redis is away are replayed into it.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logcollect::{Config, RedisDataType, TransportKind};
 use tracing_subscriber::layer::SubscriberExt;
 
-fn redis_url() -> String {
-    std::env::var("LOGCOLLECT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn redis() -> redis::Connection {
-    let url = redis_url();
-    redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| {
-            panic!(
-                "no Redis at {url} ({e}): start one (`redis-server --port 6379 --save '' \
-                 --appendonly no`) or name one in LOGCOLLECT_TEST_REDIS"
-            )
-        })
-}
+use logcollect_test_support::redis::{connect as redis, free_port, url as redis_url, Server};
 
 /// A key no other test or run uses.
 fn unique_key(name: &str) -> String {
@@ -233,56 +218,6 @@ fn a_key_of_another_type_is_named_and_nothing_is_lost_once_it_is_fixed() {
     );
     assert_eq!(seq_nos(&list(&mut conn, &key)), (0..10).collect::<Vec<_>>());
     let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
-}
-
-/// A `redis-server` of the test's own, stopped when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(port: u16, args: &[&str], dir: &Path) -> Server {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--dir", dir.to_str().expect("UTF-8 dir")])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): install it (`apt-get install redis-server`)"
-                )
-            });
-        let server = Server { child, port };
-        wait_for("redis-server to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]

@@ -5,29 +5,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{logcollect, run_with_input, unique};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn redis_url() -> String {
-    std::env::var("LOGCOLLECT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn redis() -> redis::Connection {
-    let url = redis_url();
-    redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| {
-            panic!(
-                "no Redis at {url} ({e}): start one (`redis-server --port 6379 --save '' \
-                 --appendonly no`) or name one in LOGCOLLECT_TEST_REDIS"
-            )
-        })
-}
+use logcollect_test_support::redis::{connect as redis, free_port, url as redis_url, Server};
 
 /// `check --json` with `transport = redis` and `vars`: the exit code and the report.
 fn check(vars: &[(&str, &str)]) -> (i32, Value, String) {
@@ -170,34 +155,11 @@ fn a_list_at_its_cap_fails_at_the_length_step_and_gets_nothing_pushed() {
 fn a_wrong_password_and_an_unreachable_node_fail_at_connect_without_the_password() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("check-redis-auth"));
     std::fs::create_dir_all(&dir).expect("test dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--requirepass", "the-right-one"])
-        .args(["--dir", dir.to_str().expect("UTF-8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let port = free_port();
+    let server = Server::start(port, &["--requirepass", "the-right-one"], &dir);
     let uri = format!("redis://:wr0ng-s3cret@127.0.0.1:{port}/0");
     let (code, report, stdout) = check(&[("LOGCOLLECT_REDIS__URI", &uri)]);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(code, 1, "{report}");
     assert_eq!(failure(&report), ("connect".into(), "refused".into()));
     assert!(

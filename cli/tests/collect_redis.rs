@@ -22,21 +22,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// The batch (`--prefetch`) the collectors run with: the most a kill may repeat.
 const BATCH: usize = 100;
 
-fn redis_url() -> String {
-    std::env::var("LOGCOLLECT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn redis() -> redis::Connection {
-    let url = redis_url();
-    redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| {
-            panic!(
-                "no Redis at {url} ({e}): start one (`redis-server --port 6379 --save '' \
-                 --appendonly no`) or name one in LOGCOLLECT_TEST_REDIS"
-            )
-        })
-}
+use logcollect_test_support::redis::{connect as redis, url as redis_url};
 
 fn test_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(name));
