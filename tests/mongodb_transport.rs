@@ -645,3 +645,31 @@ fn tls_settings_and_a_capped_collection_with_a_ttl_are_refused_at_build() {
         "{bad_uri}"
     );
 }
+
+/// nx-27017 has no users: it refuses every login, which is what a wrong password meets on a
+/// real server (the driver's SCRAM conversation fails either way).
+#[test]
+fn a_refused_login_is_named_with_its_fix_without_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(free_port(), dir.path());
+    let uri = format!(
+        "mongodb://app:wrong-s3cret@127.0.0.1:{}/?authSource=admin",
+        server.port
+    );
+    let (layer, guard) = logcollect::builder()
+        .configure(|c| configure(c, &uri))
+        .build()
+        .expect("build");
+    log(layer, 0..1);
+    wait_for("the refusal", Duration::from_secs(30), || {
+        guard
+            .stats()
+            .last_error
+            .is_some_and(|e| e.contains("mongodb.uri"))
+    });
+    let stats = guard.stats();
+    let error = stats.last_error.clone().unwrap_or_default();
+    assert!(error.contains("user name and password"), "{error}");
+    assert!(!format!("{stats} {error}").contains("s3cret"), "{stats}");
+    assert_eq!(stats.confirmed, 0);
+}
