@@ -539,7 +539,12 @@ fn an_unreachable_server_is_named_without_the_password() {
     wait_for(
         "the failure to be reported",
         Duration::from_secs(30),
-        || guard.stats().last_error.is_some_and(|e| e.contains(&node)),
+        || {
+            guard
+                .stats()
+                .last_error
+                .is_some_and(|e| e.contains(&node) && e.contains("`mongodb.uri`"))
+        },
     );
     let stats = guard.stats();
     let error = stats.last_error.clone().unwrap_or_default();
@@ -639,6 +644,12 @@ fn tls_settings_and_a_capped_collection_with_a_ttl_are_refused_at_build() {
     assert!(max_alone.contains("mongodb.capped_bytes"), "{max_alone}");
     let not_seconds = error(|c| c.mongodb.expire_after = Duration::from_millis(1500));
     assert!(not_seconds.contains("whole seconds"), "{not_seconds}");
+    let mut config = Config::default();
+    configure(
+        &mut config,
+        "mongodb://app:s3cret@db:27017/?authSource=admin",
+    );
+    assert!(!format!("{config:?}").contains("s3cret"), "Debug masks it");
     let bad_uri = error(|c| c.mongodb.uri = "redis://x:s3cret@h".into());
     assert!(
         bad_uri.contains("mongodb.uri") && !bad_uri.contains("s3cret"),
