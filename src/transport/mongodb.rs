@@ -365,10 +365,7 @@ impl Writer {
                 .and_then(|o| o.name.clone())
                 .unwrap_or_default();
             if let Err(e) = coll.create_index(index).await {
-                refused.push(format!(
-                    "index `{index_name}`: {}",
-                    mask_uri_passwords(&e.to_string())
-                ));
+                refused.push(format!("index `{index_name}`: {}", words(&e)));
             }
         }
         if !refused.is_empty() {
@@ -570,6 +567,16 @@ fn number(n: &serde_json::Number) -> RawBsonRef<'static> {
     RawBsonRef::Double(n.as_f64().unwrap_or(f64::NAN))
 }
 
+/// What the server said, when its reply has an `errmsg` (a reply the driver cannot read, e.g.
+/// without a `code`, otherwise shows only as bytes), else the driver's words.
+fn words(e: &MongoError) -> String {
+    let said = e
+        .server_response()
+        .and_then(|r| r.get_str("errmsg").ok())
+        .map(str::to_string);
+    mask_uri_passwords(&said.unwrap_or_else(|| e.to_string())).into_owned()
+}
+
 /// The server's error code, when it gave one.
 fn code_of(e: &MongoError) -> Option<i32> {
     match e.kind.as_ref() {
@@ -597,14 +604,14 @@ fn describe(uri: &str) -> String {
 /// The link failed while writing.
 fn lost(node: &str, e: &MongoError) -> BrokerError {
     BrokerError::Lost {
-        detail: format!("{node}: {}", mask_uri_passwords(&e.to_string())),
+        detail: format!("{node}: {}", words(e)),
     }
 }
 
 fn refusal(node: &str, e: &MongoError, fix: &str) -> BrokerError {
     BrokerError::Refused {
         broker: node.to_string(),
-        detail: mask_uri_passwords(&e.to_string()).into_owned(),
+        detail: words(e),
         fix: fix.to_string(),
     }
 }
@@ -614,7 +621,7 @@ const LOGIN_FIX: &str = "set the user name and password of `mongodb.uri` (and it
 
 /// What the driver said at `node`, named with its fix.
 fn error(node: &str, e: &MongoError) -> BrokerError {
-    let detail = mask_uri_passwords(&e.to_string()).into_owned();
+    let detail = words(e);
     match e.kind.as_ref() {
         ErrorKind::Authentication { .. } => refusal(node, e, LOGIN_FIX),
         ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidTlsConfig { .. } => {
