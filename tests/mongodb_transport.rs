@@ -684,3 +684,30 @@ fn a_refused_login_is_named_with_its_fix_without_the_password() {
     assert!(!format!("{stats} {error}").contains("s3cret"), "{stats}");
     assert_eq!(stats.confirmed, 0);
 }
+
+#[test]
+fn an_event_above_the_bson_limit_is_dropped_as_oversize_even_with_no_size_limit_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(free_port(), dir.path());
+    let (layer, guard) = logcollect::builder()
+        .configure(|c| {
+            configure(c, &server.uri());
+            c.max_message_bytes = 0;
+            c.max_field_bytes = 0;
+        })
+        .build()
+        .expect("build");
+    let big = "x".repeat(17 << 20);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::info!(seq_no = 0u64, "small");
+        tracing::info!(payload = %big, "too big for one BSON document");
+    });
+    assert!(
+        guard.flush(Duration::from_secs(60)).is_complete(),
+        "{}",
+        guard.stats()
+    );
+    let stats = guard.stats();
+    assert_eq!((stats.confirmed, stats.dropped.oversize), (1, 1), "{stats}");
+    assert_each_once(&Reader::new(&server.uri()).docs("logs"), 1);
+}
