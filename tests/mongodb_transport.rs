@@ -449,6 +449,7 @@ fn a_capped_collection_and_the_named_indexes_are_asked_for_as_configured() {
         );
     }
     assert!(!has(&sent, b"expireAfterSeconds"), "no TTL unless set");
+    assert!(has_number(&sent, "w", 1), "write concern 1");
     let reader = Reader::new(&server.uri());
     assert_indexes_made_or_reported(&reader, &guard, "capped");
     assert_eq!(reader.count("capped"), 10);
@@ -489,6 +490,7 @@ fn expire_after_asks_for_a_ttl_index_on_an_uncapped_collection() {
             configure(c, &relay.uri());
             c.mongodb.collection = "expiring".into();
             c.mongodb.expire_after = Duration::from_secs(7 * 86_400);
+            c.mongodb.write_concern = MongoWriteConcern::Majority;
         })
         .build()
         .expect("build");
@@ -500,6 +502,10 @@ fn expire_after_asks_for_a_ttl_index_on_an_uncapped_collection() {
         "the TTL"
     );
     assert!(!has(&sent, b"\x08capped\0\x01"), "not capped");
+    assert!(
+        has(&sent, b"\x02w\0\x09\0\0\0majority\0"),
+        "write concern majority"
+    );
     let reader = Reader::new(&server.uri());
     assert_eq!(reader.count("expiring"), 10);
     assert!(!reader
