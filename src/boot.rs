@@ -311,9 +311,17 @@ impl Builder {
             routing_key: match config.transport {
                 TransportKind::Amqp => config.routing_key.clone(),
                 TransportKind::Redis => config.redis.key.clone(),
+                TransportKind::Mongodb => config.mongodb.collection.clone(),
             },
             max_field_bytes: config.max_field_bytes,
-            max_message_bytes: config.max_message_bytes,
+            max_message_bytes: match config.transport {
+                // A larger document would be refused by every MongoDB server.
+                TransportKind::Mongodb => match config.max_message_bytes {
+                    0 => crate::transport::MAX_BSON_BYTES,
+                    n => n.min(crate::transport::MAX_BSON_BYTES),
+                },
+                _ => config.max_message_bytes,
+            },
             batch: BatchLimits {
                 max_events: config.batch.max_events,
                 max_bytes: config.batch.max_bytes,
@@ -363,6 +371,12 @@ impl Builder {
             Destination::Redis(redis) => Guard::start(
                 shared.clone(),
                 shipper(redis, &config),
+                config.shutdown_timeout,
+            ),
+            #[cfg(feature = "mongodb")]
+            Destination::Mongodb(mongodb) => Guard::start(
+                shared.clone(),
+                shipper(mongodb, &config),
                 config.shutdown_timeout,
             ),
         };
@@ -507,6 +521,8 @@ enum Destination {
     Amqp(Amqp),
     #[cfg(feature = "redis")]
     Redis(crate::transport::redis::Redis),
+    #[cfg(feature = "mongodb")]
+    Mongodb(crate::transport::mongodb::Mongodb),
 }
 
 impl Destination {
@@ -524,6 +540,15 @@ impl Destination {
             #[cfg(not(feature = "redis"))]
             TransportKind::Redis => Err(Error::Config(
                 "`transport` is `redis`, but logcollect was built without its `redis` feature"
+                    .into(),
+            )),
+            #[cfg(feature = "mongodb")]
+            TransportKind::Mongodb => Ok(Destination::Mongodb(
+                crate::transport::mongodb::Mongodb::new(config)?,
+            )),
+            #[cfg(not(feature = "mongodb"))]
+            TransportKind::Mongodb => Err(Error::Config(
+                "`transport` is `mongodb`, but logcollect was built without its `mongodb` feature"
                     .into(),
             )),
         }

@@ -675,7 +675,8 @@ impl fmt::Display for BrokerError {
             BrokerError::Unreachable { broker, detail } => write!(
                 f,
                 "cannot connect to {broker}: {detail}; check that it runs and that the host and \
-                 port of its URI are right (`broker_uri`, or `redis.uri` with transport = redis)"
+                 port of its URI are right (`broker_uri`, or `redis.uri` / `mongodb.uri` with that \
+                 transport)"
             ),
             BrokerError::LoginRefused {
                 broker,

@@ -24,7 +24,7 @@ use crate::delivery::{Overflow, WhenFull};
 use crate::encoding::redact::{mask_uri_passwords, DEFAULT_FIELDS as DEFAULT_REDACT_FIELDS};
 use crate::encoding::Format;
 use crate::encoding::{Detector, RedactWith};
-use crate::transport::{RedisDataType, TransportKind};
+use crate::transport::{MongoWriteConcern, RedisDataType, TransportKind};
 use crate::Error;
 
 /// Defaults shared with the Logstash pipeline in `logstash/` (tests check they agree).
@@ -55,6 +55,12 @@ pub mod defaults {
     pub const REDIS_KEY: &str = "logstash";
     /// `redis.max_length`, in entries.
     pub const REDIS_MAX_LENGTH: u64 = 1_000_000;
+    /// `mongodb.uri`: the local server.
+    pub const MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
+    /// `mongodb.database`.
+    pub const MONGODB_DATABASE: &str = "logcollect";
+    /// `mongodb.collection`.
+    pub const MONGODB_COLLECTION: &str = "logs";
 }
 
 /// The smallest spool worth having: a few segments of a few records.
@@ -276,7 +282,7 @@ settings! {
     pub struct Config {
         /// `false`: nothing is shipped, `init` starts no thread and opens no connection (the console still prints when `console` is set).
         enabled: bool = true;
-        /// Where events go: `amqp` (RabbitMQ: `broker_uri`, `exchange`, …) or `redis` (`redis.*`; needs the crate's `redis` feature).
+        /// Where events go: `amqp` (RabbitMQ: `broker_uri`, `exchange`, …), `redis` (`redis.*`; needs the crate's `redis` feature) or `mongodb` (`mongodb.*`; needs the crate's `mongodb` feature).
         transport: TransportKind = TransportKind::DEFAULT,
             check transport_built;
         /// The broker, or a cluster's nodes tried in order (failover); query `heartbeat` (default 10 s), `connection_timeout` and `auth_mechanism` honoured.
@@ -446,6 +452,34 @@ settings! {
             allowed "a number of entries (0 = no cap)";
     }
 
+    /// MongoDB as the transport (`mongodb.*` keys, variables `LOGCOLLECT_MONGODB__*`), with `transport = mongodb`.
+    mongodb: pub struct MongodbConfig {
+        /// The server or replica set; its options (`tls=true`, `tlsCAFile`, `authSource`, `replicaSet`, …) are the driver's.
+        uri: String = defaults::MONGODB_URI.to_string(),
+            allowed "a mongodb:// or mongodb+srv:// URI, e.g. mongodb://user:password@host:27017/?authSource=admin",
+            check mongodb_uri;
+        /// The database of the collection.
+        database: String = defaults::MONGODB_DATABASE.to_string(),
+            allowed "a database name",
+            check non_empty;
+        /// The collection: a name, or a template where `{target}`, `{level}` and `{service}` are replaced; created at start if missing.
+        collection: String = defaults::MONGODB_COLLECTION.to_string(),
+            allowed "a collection name or template, e.g. `logs` or `logs.{service}`",
+            check non_empty;
+        /// A collection the shipper creates is capped at this many bytes (0 = not capped); an existing one is used as it is.
+        capped_bytes: u64 = 0,
+            allowed "a number of bytes (0 = not capped)";
+        /// A capped collection also keeps at most this many documents (0 = no count limit; needs `capped_bytes`).
+        capped_max: u64 = 0,
+            allowed "a number of documents (0 = no count limit)";
+        /// Documents are removed this long after their event time, by a TTL index on it (0 = no TTL index; whole seconds; not with `capped_bytes`).
+        expire_after: Duration = Duration::ZERO, key "expire_after_ms",
+            allowed "a whole number of milliseconds, a multiple of 1000 (0 = kept)",
+            check whole_seconds;
+        /// Whose acknowledgement an insert waits for: `majority` of the replica set, or `1` (the primary).
+        write_concern: MongoWriteConcern = MongoWriteConcern::DEFAULT;
+    }
+
     /// Rate limiting per callsite (`rate_limit.*` keys, variables `LOGCOLLECT_RATE_LIMIT__*`).
     /// Off unless `events` or a `targets` entry is above 0.
     rate_limit: pub struct RateLimitConfig {
@@ -480,6 +514,8 @@ pub const BATCH_KEYS: &[&str] = BatchConfig::KEYS;
 
 /// The keys of the `redis` table.
 pub const REDIS_KEYS: &[&str] = RedisConfig::KEYS;
+/// The keys of the `mongodb` table.
+pub const MONGODB_KEYS: &[&str] = MongodbConfig::KEYS;
 /// The keys of the `rate_limit` table.
 pub const RATE_LIMIT_KEYS: &[&str] = RateLimitConfig::KEYS;
 
@@ -988,12 +1024,41 @@ fn amqp_uris(s: &str) -> Result<(), String> {
 }
 
 fn transport_built(transport: &TransportKind) -> Result<(), String> {
-    if *transport == TransportKind::Redis && !cfg!(feature = "redis") {
-        return Err(
-            "is `redis`, but logcollect was built without its `redis` feature; enable it \
-                    (`features = [\"redis\"]` in Cargo.toml)"
-                .into(),
-        );
+    let built = match transport {
+        TransportKind::Amqp => true,
+        TransportKind::Redis => cfg!(feature = "redis"),
+        TransportKind::Mongodb => cfg!(feature = "mongodb"),
+    };
+    if !built {
+        let name = transport.as_str();
+        return Err(format!(
+            "is `{name}`, but logcollect was built without its `{name}` feature; enable it \
+             (`features = [\"{name}\"]` in Cargo.toml)"
+        ));
+    }
+    Ok(())
+}
+
+/// A mongodb:// or mongodb+srv:// URI the driver parses; never repeats it (it may hold a
+/// password).
+fn mongodb_uri(s: &str) -> Result<(), String> {
+    if !(s.starts_with("mongodb://") || s.starts_with("mongodb+srv://")) {
+        return Err("is not a mongodb:// or mongodb+srv:// URI".into());
+    }
+    #[cfg(feature = "mongodb")]
+    if let Err(e) = ::mongodb::options::ConnectionString::parse(s) {
+        return Err(format!(
+            "is not a valid MongoDB URI ({})",
+            mask_uri_passwords(&e.to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// A TTL index counts whole seconds.
+fn whole_seconds(d: &Duration) -> Result<(), String> {
+    if d.subsec_nanos() != 0 {
+        return Err("must be whole seconds (a TTL index counts seconds)".into());
     }
     Ok(())
 }
@@ -1179,6 +1244,19 @@ impl Config {
                 ),
             ));
         }
+        if self.mongodb.capped_max > 0 && self.mongodb.capped_bytes == 0 {
+            return Err(rule(
+                "mongodb.capped_max",
+                "is set without mongodb.capped_bytes; a capped collection needs its size",
+            ));
+        }
+        if self.mongodb.capped_bytes > 0 && !self.mongodb.expire_after.is_zero() {
+            return Err(rule(
+                "mongodb.expire_after_ms",
+                "is set with mongodb.capped_bytes; a capped collection takes no TTL index: \
+                 choose one",
+            ));
+        }
         if self.spool.dir.is_some() && self.spool.max_bytes < MIN_SPOOL_BYTES {
             return Err(rule(
                 "spool.max_bytes",
@@ -1226,6 +1304,25 @@ impl Config {
         }
     }
 
+    /// With `transport = mongodb`, TLS is the URI's (`tls=true&tlsCAFile=…`, the driver's own
+    /// options): the `tls_*` settings are refused rather than silently ignored.
+    fn validate_mongodb_tls(&self) -> Result<(), Error> {
+        let tls_set = [
+            ("tls_ca_file", self.tls_ca_file.is_some()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+            ("tls_server_name", self.tls_server_name.is_some()),
+        ];
+        match tls_set.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(rule(
+                key,
+                "is set but `transport` is mongodb: give TLS in `mongodb.uri` \
+                 (`?tls=true&tlsCAFile=…&tlsCertificateKeyFile=…`)",
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn validate_tls(&self) -> Result<(), Error> {
         // Each error names the setting that is set, with what it allows.
         let invalid = |key: &str, reason: String| match Config::setting(key) {
@@ -1249,6 +1346,9 @@ impl Config {
         }
         if self.transport == TransportKind::Redis {
             return self.validate_redis_tls();
+        }
+        if self.transport == TransportKind::Mongodb {
+            return self.validate_mongodb_tls();
         }
         let uris = split_uris(&self.broker_uri).map_err(|reason| {
             Error::Config(format!(

@@ -48,8 +48,9 @@ pub use boot::{builder, builder_from_env, init, Builder, CargoPackage, LevelHand
 pub use broker::{AuthMechanism, BrokerError, Connector, ExchangeType};
 pub use capture::{ExternalEvent, LogcollectLayer};
 pub use config::{
-    defaults, BatchConfig, Config, RateLimitConfig, RedisConfig, Setting, SpoolConfig, BATCH_KEYS,
-    KEYS as CONFIG_KEYS, RATE_LIMIT_KEYS, REDIS_KEYS, SPOOL_KEYS,
+    defaults, BatchConfig, Config, MongodbConfig, RateLimitConfig, RedisConfig, Setting,
+    SpoolConfig, BATCH_KEYS, KEYS as CONFIG_KEYS, MONGODB_KEYS, RATE_LIMIT_KEYS, REDIS_KEYS,
+    SPOOL_KEYS,
 };
 pub use delivery::{Dropped, Flush, Guard, Latency, Overflow, Shipper, Stats, WhenFull};
 pub use encoding::redact::mask_uri_passwords;
@@ -60,7 +61,7 @@ pub use panic::install_panic_hook;
 pub use probe::Probe;
 #[cfg(feature = "redis")]
 pub use transport::redis::RedisConnector;
-pub use transport::{RedisDataType, TransportKind};
+pub use transport::{MongoWriteConcern, RedisDataType, TransportKind};
 
 /// The top-level keys the `classic` format reserves (docs/formats.md); every other top-level key
 /// of a classic document is a user field.

@@ -77,6 +77,7 @@ pub(crate) fn publish(shared: &Shared) {
         ("closed", s.dropped.closed),
         ("spool_full", s.dropped.spool_full),
         ("rate_limited", s.dropped.rate_limited),
+        ("refused", s.dropped.refused),
     ];
     for (reason, value) in dropped {
         counter!("logcollect_events_dropped_total", "transport" => t, "reason" => reason)

@@ -62,6 +62,7 @@ impl Probe {
         let template = match config.transport {
             crate::TransportKind::Amqp => &config.routing_key,
             crate::TransportKind::Redis => &config.redis.key,
+            crate::TransportKind::Mongodb => &config.mongodb.collection,
         };
         let routing_key = encoding::routing_key(template, logger, "INFO", &identity.service_name);
         let timestamp = event

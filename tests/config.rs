@@ -204,6 +204,7 @@ fn the_key_lists_hold_every_declared_setting() {
                     "spool" => logcollect::SPOOL_KEYS,
                     "batch" => logcollect::BATCH_KEYS,
                     "redis" => logcollect::REDIS_KEYS,
+                    "mongodb" => logcollect::MONGODB_KEYS,
                     "rate_limit" => logcollect::RATE_LIMIT_KEYS,
                     _ => panic!("{key}: an undeclared table"),
                 };
@@ -213,7 +214,7 @@ fn the_key_lists_hold_every_declared_setting() {
     }
     let declared = |key: &str| Config::SETTINGS.iter().any(|s| s.key() == key);
     for key in logcollect::CONFIG_KEYS {
-        let table = ["spool", "batch", "redis", "rate_limit"].contains(key);
+        let table = ["spool", "batch", "redis", "mongodb", "rate_limit"].contains(key);
         assert!(declared(key) || table, "{key}");
     }
     for key in logcollect::SPOOL_KEYS {
@@ -221,6 +222,9 @@ fn the_key_lists_hold_every_declared_setting() {
     }
     for key in logcollect::BATCH_KEYS {
         assert!(declared(&format!("batch.{key}")), "{key}");
+    }
+    for key in logcollect::MONGODB_KEYS {
+        assert!(declared(&format!("mongodb.{key}")), "{key}");
     }
     for key in logcollect::RATE_LIMIT_KEYS {
         assert!(declared(&format!("rate_limit.{key}")), "{key}");
@@ -291,6 +295,9 @@ const TAKE_ANY_TEXT: &[&str] = &[
     "spool.dir",
     // any text is a Redis key
     "redis.key",
+    // any text is a database or collection name (the server judges it)
+    "mongodb.database",
+    "mongodb.collection",
 ];
 
 /// Whatever setting a bad value is given to, the error names the key, its variable and what is

@@ -155,6 +155,10 @@ impl Publisher<'_> {
                         }
                         window.progress(Instant::now());
                     }
+                    Some(Signal::Trouble(why)) => {
+                        counters.set_error(why.clone());
+                        self.diag.error("the destination needs attention", &why);
+                    }
                     Some(Signal::Lost(e)) => return End::Failed(e),
                     None => return End::Failed(BrokerError::Lost {
                         detail: "the connection's event stream ended".to_string(),
@@ -198,6 +202,16 @@ impl Publisher<'_> {
         match outcome {
             Outcome::Delivered => {
                 self.order.delivered(shared, &message, SystemTime::now());
+                flow.accepted();
+            }
+            Outcome::PartlyRefused { refused, why } => {
+                let refused = refused.min(message.events);
+                Counters::add(&counters.dropped_refused, refused);
+                counters.set_error(format!("{refused} events refused for good: {why}"));
+                self.diag.error("events refused for good, dropped", &why);
+                let mut kept = message;
+                kept.events -= refused;
+                self.order.delivered(shared, &kept, SystemTime::now());
                 flow.accepted();
             }
             Outcome::Unroutable { why } => {

@@ -37,6 +37,8 @@ pub(crate) struct Counters {
     pub dropped_spool_full_recovered: AtomicU64,
     /// Events the per-callsite rate limit suppressed (never accepted).
     pub dropped_rate_limited: AtomicU64,
+    /// Events the destination refused for good (MongoDB: too large, failing validation).
+    pub dropped_refused: AtomicU64,
     pub spool_torn: AtomicU64,
     /// AMQP messages published (each holds one or more events; a republish counts again).
     pub messages_published: AtomicU64,
@@ -159,6 +161,7 @@ impl Counters {
             + self.dropped_oversize.load(Relaxed)
             + self.evicted.load(Relaxed)
             + self.dropped_spool_full.load(Relaxed)
+            + self.dropped_refused.load(Relaxed)
     }
 
     pub fn snapshot(&self, queue_depth: usize) -> Stats {
@@ -183,6 +186,7 @@ impl Counters {
                 spool_full: self.dropped_spool_full.load(Relaxed)
                     + self.dropped_spool_full_recovered.load(Relaxed),
                 rate_limited: self.dropped_rate_limited.load(Relaxed),
+                refused: self.dropped_refused.load(Relaxed),
             },
             spool_torn: self.spool_torn.load(Relaxed),
             messages_published: self.messages_published.load(Relaxed),
@@ -294,12 +298,20 @@ pub struct Dropped {
     /// Suppressed by the per-callsite rate limit (`rate_limit.*`; never accepted). Each
     /// callsite's suppressed events are also summarised in one WARN event per window.
     pub rate_limited: u64,
+    /// Refused for good by the destination, each reported (MongoDB: a document too large or
+    /// failing the collection's validation); the other events of its message were delivered.
+    pub refused: u64,
 }
 
 impl Dropped {
     /// Every dropped event, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.queue_full + self.oversize + self.closed + self.spool_full + self.rate_limited
+        self.queue_full
+            + self.oversize
+            + self.closed
+            + self.spool_full
+            + self.rate_limited
+            + self.refused
     }
 }
 
@@ -311,7 +323,7 @@ impl fmt::Display for Stats {
             "accepted={} published={} confirmed={} returned={} nacked={} retried={} reconnects={} \
              sessions_replaced={} recovered={} spooled={} replayed={} spool_bytes={} blocked_ms={} \
              dropped={} dropped_queue_full={} dropped_oversize={} dropped_closed={} \
-             dropped_spool_full={} dropped_rate_limited={} spool_torn={} messages_published={} messages_confirmed={} \
+             dropped_spool_full={} dropped_rate_limited={} dropped_refused={} spool_torn={} messages_published={} messages_confirmed={} \
              latency_p50_ms={:.3} latency_p99_ms={:.3} latency_max_ms={:.3} queue_depth={}",
             self.accepted,
             self.published,
@@ -332,6 +344,7 @@ impl fmt::Display for Stats {
             self.dropped.closed,
             self.dropped.spool_full,
             self.dropped.rate_limited,
+            self.dropped.refused,
             self.spool_torn,
             self.messages_published,
             self.messages_confirmed,

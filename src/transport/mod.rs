@@ -7,6 +7,8 @@
 //! transport builds its own wire form at publish time.
 
 pub(crate) mod amqp;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(test)]
@@ -25,6 +27,18 @@ crate::choice::choice! {
         Amqp = "amqp",
         /// A Redis list or stream (`redis.*`; the `redis` cargo feature).
         Redis = "redis",
+        /// A MongoDB collection (`mongodb.*`; the `mongodb` cargo feature).
+        Mongodb = "mongodb",
+    }
+}
+
+crate::choice::choice! {
+    /// Whose acknowledgement a MongoDB insert waits for (`mongodb.write_concern`).
+    pub enum MongoWriteConcern: "a write concern", default Majority {
+        /// A majority of the replica set's data-bearing members (`w: "majority"`).
+        Majority = "majority",
+        /// The primary alone (`w: 1`).
+        Primary = "1",
     }
 }
 
@@ -38,6 +52,10 @@ crate::choice::choice! {
     }
 }
 
+/// The largest document MongoDB stores (BSON's 16 MiB): `max_message_bytes` is capped to it
+/// with `transport = mongodb`.
+pub(crate) const MAX_BSON_BYTES: usize = 16 << 20;
+
 /// A destination's answer for one message.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -46,6 +64,9 @@ pub(crate) enum Outcome {
     /// Taken but routed nowhere (AMQP: returned as unroutable); `why` says what to fix. It is
     /// published again after a pause.
     Unroutable { why: String },
+    /// Taken, except `refused` of its documents that the destination refuses for good (MongoDB:
+    /// too large, failing validation): those are counted dropped, `why` says what was refused.
+    PartlyRefused { refused: u64, why: String },
     /// Refused for now (AMQP: nacked): published again after a pause; refusals that go on
     /// replace the link.
     Refused,
@@ -60,6 +81,9 @@ pub(crate) enum Signal {
     Blocked(String),
     /// It takes messages again.
     Unblocked,
+    /// Something to fix that does not stop publishing (MongoDB: an index that could not be
+    /// created): reported, and publishing goes on.
+    Trouble(String),
     /// The link is gone.
     Lost(BrokerError),
 }

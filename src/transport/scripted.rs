@@ -21,6 +21,8 @@ pub(crate) enum Reply {
     Silence,
     /// The link fails before answering.
     Lose,
+    /// Taken, but this many of its documents refused for good.
+    PartlyRefused(u64),
 }
 
 /// The script, shared by the test and the shipper's links.
@@ -116,6 +118,10 @@ impl Link for ScriptedLink {
                     why: "no queue is bound (scripted)".into(),
                 },
                 Reply::Nack => Outcome::Refused,
+                Reply::PartlyRefused(refused) => Outcome::PartlyRefused {
+                    refused,
+                    why: "document 4 failed validation (scripted)".into(),
+                },
                 Reply::Silence => std::future::pending().await,
                 Reply::Lose => Outcome::Failed(BrokerError::Lost {
                     detail: "scripted loss".into(),
@@ -263,6 +269,49 @@ mod tests {
             stats.last_error.unwrap_or_default().contains("nacked"),
             "the latest refusal"
         );
+    }
+
+    #[test]
+    fn documents_refused_for_good_are_counted_dropped_and_the_rest_delivered_once() {
+        let scripted = Scripted::default();
+        scripted.reply([Reply::PartlyRefused(3)]);
+        let guard = start_logged(&scripted, Duration::from_secs(30));
+        assert!(guard.flush(Duration::from_secs(10)).is_complete());
+        let stats = guard.stats();
+        assert_eq!(
+            (
+                stats.confirmed,
+                stats.dropped.refused,
+                stats.dropped.total()
+            ),
+            (EVENTS as u64 - 3, 3, 3),
+            "{stats}"
+        );
+        assert_eq!(stats.retried, 0, "never published again: {stats}");
+        assert_eq!(scripted.published().len(), 3, "{stats}");
+        let error = stats.last_error.unwrap_or_default();
+        assert!(
+            error.contains("3 events refused for good") && error.contains("validation"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn trouble_is_reported_and_publishing_goes_on() {
+        let scripted = Scripted::default();
+        let (guard, handoff) = start(&scripted, Duration::from_secs(30));
+        wait_for("a link", || scripted.opens() == 1);
+        assert!(scripted.signal(Signal::Trouble("index `t` refused".into())));
+        wait_for("the trouble to be reported", || {
+            guard
+                .stats()
+                .last_error
+                .is_some_and(|e| e.contains("index `t` refused"))
+        });
+        log(&handoff, EVENTS);
+        assert!(guard.flush(Duration::from_secs(10)).is_complete());
+        assert_eq!(documents(&scripted), all());
+        assert_eq!(scripted.opens(), 1, "the same link");
     }
 
     #[test]

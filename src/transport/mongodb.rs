@@ -1,0 +1,786 @@
+//! MongoDB behind the seam: each message is one unordered `insert_many` of its documents into
+//! the collection of its route, the write concern's reply its confirm.
+//!
+//! Each document becomes BSON as it is, with two changes: its event time (`@timestamp`) is a
+//! BSON date, so TTL indexes, range queries and sorting work, and its event id (`event.id`, or
+//! `event_id` in the classic format) is its `_id`. A message published again after a lost
+//! reply is then absorbed: its documents already stored fail with a duplicate key (11000),
+//! which counts as delivered. A document the server refuses for good (too large, failing the
+//! collection's validation) is counted dropped and reported; the rest of its message is
+//! delivered. Network errors and "not primary" end the link: the engine reconnects and
+//! publishes the message again.
+//!
+//! A link prepares each collection before its first insert: created (capped when
+//! `mongodb.capped_bytes` is set) if it does not exist, and the indexes created with explicit
+//! names (time; service + time; level + time; the time index expiring documents when
+//! `mongodb.expire_after_ms` is set).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::mongodb::bson::{doc, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf};
+use ::mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use ::mongodb::options::{
+    ClientOptions, CollectionOptions, IndexOptions, WriteConcern as DriverWriteConcern,
+};
+use ::mongodb::{Client, Collection, Database, IndexModel};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Answer, Link, MongoWriteConcern, Outcome, Signal, Transport, MAX_BSON_BYTES};
+use crate::broker::BrokerError;
+use crate::delivery::Message;
+use crate::encoding::redact::mask_uri_passwords;
+use crate::{Config, Error, Format};
+
+/// The duplicate-key error: the document is already there.
+const DUPLICATE_KEY: i32 = 11000;
+/// Errors that say the node cannot take writes now (not primary, recovering, shutting down):
+/// another link, maybe to another node, will.
+const STATE_CHANGE: &[i32] = &[91, 189, 10107, 11600, 11602, 13435, 13436];
+/// `NamespaceExists`: a collection created meanwhile.
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// The fields a format names its time, id, service and level with.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    time: &'static str,
+    /// The id's path: one key, or an object and its key.
+    id: (&'static str, Option<&'static str>),
+    service: &'static str,
+    level: &'static str,
+}
+
+impl Fields {
+    fn of(format: Format) -> Fields {
+        match format {
+            Format::Classic => Fields {
+                time: "@timestamp",
+                id: ("event_id", None),
+                service: "application",
+                level: "levelname",
+            },
+            _ => Fields {
+                time: "@timestamp",
+                id: ("event", Some("id")),
+                service: "service.name",
+                level: "log.level",
+            },
+        }
+    }
+}
+
+/// What every link of the transport shares.
+#[derive(Debug)]
+struct Settings {
+    database: String,
+    fields: Fields,
+    capped_bytes: u64,
+    capped_max: u64,
+    expire_after: Duration,
+    write_concern: DriverWriteConcern,
+    /// Collections already prepared, by any link of this transport.
+    prepared: Mutex<HashSet<String>>,
+}
+
+/// Opens links: one driver client each (its own connection pool), checked with a `ping`.
+#[derive(Debug)]
+pub(crate) struct Mongodb {
+    uri: String,
+    /// The URI without its password, as messages show it.
+    node: String,
+    connect_timeout: Duration,
+    settings: Arc<Settings>,
+}
+
+impl Mongodb {
+    pub fn new(config: &Config) -> Result<Mongodb, Error> {
+        let m = &config.mongodb;
+        let write_concern = match m.write_concern {
+            MongoWriteConcern::Majority => DriverWriteConcern::majority(),
+            MongoWriteConcern::Primary => DriverWriteConcern::nodes(1),
+        };
+        Ok(Mongodb {
+            uri: m.uri.clone(),
+            node: describe(&m.uri),
+            connect_timeout: config.connect_timeout,
+            settings: Arc::new(Settings {
+                database: m.database.clone(),
+                fields: Fields::of(config.format),
+                capped_bytes: m.capped_bytes,
+                capped_max: m.capped_max,
+                expire_after: m.expire_after,
+                write_concern,
+                prepared: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    async fn client(&self) -> Result<Client, BrokerError> {
+        let mut options = ClientOptions::parse(&self.uri)
+            .await
+            .map_err(|e| error(&self.node, &e))?;
+        options.server_selection_timeout = Some(self.connect_timeout);
+        options.connect_timeout = Some(self.connect_timeout);
+        // The engine publishes again what was not confirmed; a second try inside the driver
+        // would only hide the outage from the stats.
+        options.retry_writes = Some(false);
+        options.app_name.get_or_insert_with(|| "logcollect".into());
+        Client::with_options(options).map_err(|e| error(&self.node, &e))
+    }
+}
+
+impl Transport for Mongodb {
+    type Link = MongodbLink;
+
+    /// The writer task and the driver's own tasks, beside the encoding.
+    fn io_threads(&self) -> usize {
+        1
+    }
+
+    async fn open(&self) -> Result<MongodbLink, BrokerError> {
+        let client = self.client().await?;
+        let db = client.database(&self.settings.database);
+        let ping = db.run_command(doc! { "ping": 1 });
+        match tokio::time::timeout(self.connect_timeout.saturating_mul(2), ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(error(&self.node, &e)),
+            Err(_) => {
+                return Err(BrokerError::Timeout {
+                    broker: self.node.clone(),
+                    after: self.connect_timeout,
+                })
+            }
+        }
+        Ok(MongodbLink::start(
+            client,
+            db,
+            self.node.clone(),
+            self.settings.clone(),
+        ))
+    }
+}
+
+/// A message handed to the writer task, and where its answer goes.
+struct Job {
+    collection: String,
+    body: Bytes,
+    ends: Vec<u32>,
+    answer: oneshot::Sender<Outcome>,
+}
+
+pub(crate) struct MongodbLink {
+    node: String,
+    jobs: mpsc::UnboundedSender<Job>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    writer: JoinHandle<()>,
+}
+
+impl MongodbLink {
+    fn start(client: Client, db: Database, node: String, settings: Arc<Settings>) -> Self {
+        let (jobs, queued) = mpsc::unbounded_channel();
+        let (signal, signals) = mpsc::unbounded_channel();
+        let writer = Writer {
+            client,
+            db,
+            node: node.clone(),
+            settings,
+            signal,
+        };
+        MongodbLink {
+            node,
+            jobs,
+            signals,
+            writer: tokio::spawn(writer.run(queued)),
+        }
+    }
+}
+
+impl Link for MongodbLink {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn publish(&self, message: &Message) -> Answer {
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            collection: message.route.clone(),
+            body: message.body.clone(),
+            ends: message.ends.clone(),
+            answer,
+        };
+        let sent = self.jobs.send(job).is_ok();
+        Box::pin(async move {
+            match answered.await {
+                Ok(outcome) if sent => outcome,
+                _ => Outcome::Failed(BrokerError::Lost {
+                    detail: "the connection to MongoDB ended".into(),
+                }),
+            }
+        })
+    }
+
+    fn broken(&self) -> Option<BrokerError> {
+        self.writer.is_finished().then(|| BrokerError::Lost {
+            detail: "the connection to MongoDB ended".into(),
+        })
+    }
+
+    async fn signal(&mut self) -> Option<Signal> {
+        self.signals.recv().await
+    }
+
+    async fn close(self) {
+        // Unanswered messages are answered `Failed` when their senders drop: they stay ours.
+        self.writer.abort();
+    }
+}
+
+/// The writer task of one link: one insert at a time, in the order published.
+struct Writer {
+    client: Client,
+    db: Database,
+    node: String,
+    settings: Arc<Settings>,
+    signal: mpsc::UnboundedSender<Signal>,
+}
+
+impl Writer {
+    async fn run(self, mut queued: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = queued.recv().await {
+            let outcome = self.write(&job).await;
+            let lost = match &outcome {
+                Outcome::Failed(e) => Some(e.clone()),
+                _ => None,
+            };
+            let _ = job.answer.send(outcome);
+            if let Some(e) = lost {
+                let _ = self.signal.send(Signal::Lost(e));
+                break;
+            }
+        }
+        self.client.shutdown().immediate(true).await;
+    }
+
+    async fn write(&self, job: &Job) -> Outcome {
+        let converted = documents(&job.body, &job.ends, self.settings.fields);
+        let collection = job.collection.as_str();
+        if let Err(e) = self.prepare(collection).await {
+            return Outcome::Failed(e);
+        }
+        let refused_here = converted.refused.len() as u64;
+        if converted.docs.is_empty() {
+            return refused(refused_here, converted.refused.join("; "));
+        }
+        let options = CollectionOptions::builder()
+            .write_concern(self.settings.write_concern.clone())
+            .build();
+        let coll: Collection<RawDocumentBuf> = self.db.collection_with_options(collection, options);
+        let result = coll.insert_many(&converted.docs).ordered(false).await;
+        let Err(e) = result else {
+            return refused(refused_here, converted.refused.join("; "));
+        };
+        match e.kind.as_ref() {
+            ErrorKind::InsertMany(failure) => {
+                if let Some(concern) = &failure.write_concern_error {
+                    if STATE_CHANGE.contains(&concern.code) {
+                        return Outcome::Failed(lost(&self.node, &e));
+                    }
+                    // Written, not yet acknowledged as asked: publish again (absorbed by `_id`).
+                    return Outcome::Refused;
+                }
+                let mut why: Vec<String> = converted.refused;
+                let mut refused_there = 0u64;
+                for w in failure.write_errors.iter().flatten() {
+                    match w.code {
+                        DUPLICATE_KEY => {}
+                        code if STATE_CHANGE.contains(&code) => {
+                            return Outcome::Failed(lost(&self.node, &e))
+                        }
+                        code => {
+                            refused_there += 1;
+                            if why.len() < 3 {
+                                why.push(format!(
+                                    "document {} refused by MongoDB (code {code}): {}",
+                                    w.index, w.message
+                                ));
+                            }
+                        }
+                    }
+                }
+                refused(refused_here + refused_there, why.join("; "))
+            }
+            ErrorKind::Write(WriteFailure::WriteConcernError(concern))
+                if !STATE_CHANGE.contains(&concern.code) =>
+            {
+                Outcome::Refused
+            }
+            _ => Outcome::Failed(error(&self.node, &e)),
+        }
+    }
+
+    /// Creates the collection (capped as set) unless it exists, and its indexes, once.
+    async fn prepare(&self, name: &str) -> Result<(), BrokerError> {
+        let done = self
+            .settings
+            .prepared
+            .lock()
+            .map(|p| p.contains(name))
+            .unwrap_or(false);
+        if done {
+            return Ok(());
+        }
+        let s = &self.settings;
+        let existing = self
+            .db
+            .list_collection_names()
+            .filter(doc! { "name": name })
+            .await
+            .map_err(|e| error(&self.node, &e))?;
+        if existing.is_empty() {
+            let mut create = self.db.create_collection(name);
+            if s.capped_bytes > 0 {
+                create = create.capped(true).size(s.capped_bytes);
+                if s.capped_max > 0 {
+                    create = create.max(s.capped_max);
+                }
+            }
+            if let Err(e) = create.await {
+                if code_of(&e) != Some(NAMESPACE_EXISTS) {
+                    return Err(error(&self.node, &e));
+                }
+            }
+        }
+        let coll: Collection<Document> = self.db.collection(name);
+        // One at a time: an index the server refuses (a clash with an existing one, a server
+        // that cannot index the field) is reported, and neither stops the others nor the logs.
+        let mut refused = Vec::new();
+        for index in index_models(s) {
+            let index_name = index
+                .options
+                .as_ref()
+                .and_then(|o| o.name.clone())
+                .unwrap_or_default();
+            if let Err(e) = coll.create_index(index).await {
+                refused.push(format!("index `{index_name}`: {}", words(&e)));
+            }
+        }
+        if !refused.is_empty() {
+            let _ = self.signal.send(Signal::Trouble(format!(
+                "{}: collection `{name}` is used without {} of its indexes ({}); an index of \
+                 the same name or keys made with other options (another \
+                 mongodb.expire_after_ms?) is replaced only by dropping it",
+                self.node,
+                refused.len(),
+                refused.join("; ")
+            )));
+        }
+        if let Ok(mut prepared) = self.settings.prepared.lock() {
+            prepared.insert(name.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The indexes of a collection, named explicitly: time (a TTL index with `expire_after`),
+/// service + time, level + time.
+fn index_models(s: &Settings) -> Vec<IndexModel> {
+    let f = s.fields;
+    let time_options = IndexOptions::builder()
+        .name("logcollect_time".to_string())
+        .expire_after((!s.expire_after.is_zero()).then_some(s.expire_after))
+        .build();
+    let named = |n: &str| IndexOptions::builder().name(n.to_string()).build();
+    vec![
+        IndexModel::builder()
+            .keys(doc! { f.time: 1 })
+            .options(time_options)
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { f.service: 1, f.time: 1 })
+            .options(named("logcollect_service_time"))
+            .build(),
+        IndexModel::builder()
+            .keys(doc! { f.level: 1, f.time: 1 })
+            .options(named("logcollect_level_time"))
+            .build(),
+    ]
+}
+
+/// Delivered, with `n` documents refused for good.
+fn refused(n: u64, why: String) -> Outcome {
+    match n {
+        0 => Outcome::Delivered,
+        refused => Outcome::PartlyRefused { refused, why },
+    }
+}
+
+/// A body's documents as BSON, and why some could not be.
+struct Converted {
+    docs: Vec<RawDocumentBuf>,
+    refused: Vec<String>,
+}
+
+/// Cuts a body into its documents (at the packer's offsets, or parsed) and converts each.
+fn documents(body: &[u8], ends: &[u32], fields: Fields) -> Converted {
+    let mut texts: Vec<&[u8]> = Vec::new();
+    if body.first() == Some(&b'[') {
+        let mut start = 1;
+        let mut cut = !ends.is_empty();
+        for &end in ends {
+            match body.get(start..end as usize) {
+                Some(doc) => texts.push(doc),
+                None => {
+                    cut = false;
+                    break;
+                }
+            }
+            start = end as usize + 1;
+        }
+        if !cut {
+            texts.clear();
+            match serde_json::from_slice::<Vec<&RawValue>>(body) {
+                Ok(docs) => texts.extend(docs.into_iter().map(|d| d.get().as_bytes())),
+                Err(_) => texts.push(body),
+            }
+        }
+    } else {
+        texts.push(body);
+    }
+    let mut converted = Converted {
+        docs: Vec::with_capacity(texts.len()),
+        refused: Vec::new(),
+    };
+    for (i, text) in texts.into_iter().enumerate() {
+        match document(text, fields) {
+            Ok(doc) => converted.docs.push(doc),
+            Err(why) => converted.refused.push(format!("document {i}: {why}")),
+        }
+    }
+    converted
+}
+
+/// One JSON document as BSON: the event time a date, the event id the `_id`.
+fn document(text: &[u8], fields: Fields) -> Result<RawDocumentBuf, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("not a JSON object".into());
+    };
+    let mut doc = RawDocumentBuf::new();
+    let id = match fields.id {
+        (key, None) => map.get(key),
+        (object, Some(key)) => map.get(object).and_then(|o| o.get(key)),
+    };
+    if let Some(serde_json::Value::String(id)) = id {
+        doc.append_ref("_id", RawBsonRef::String(id));
+    }
+    for (key, value) in &map {
+        if key == "_id" {
+            continue;
+        }
+        let key = bson_key(key);
+        if key == fields.time {
+            if let serde_json::Value::String(s) = value {
+                if let Ok(date) = ::mongodb::bson::DateTime::parse_rfc3339_str(s) {
+                    doc.append_ref(key.as_ref(), RawBsonRef::DateTime(date));
+                    continue;
+                }
+            }
+        }
+        append(&mut doc, &key, value);
+    }
+    let len = doc.as_bytes().len();
+    if len > MAX_BSON_BYTES {
+        return Err(format!(
+            "{len} bytes as BSON, above MongoDB's limit of {MAX_BSON_BYTES}"
+        ));
+    }
+    Ok(doc)
+}
+
+/// A key BSON can hold: without NUL bytes.
+fn bson_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains('\0') {
+        std::borrow::Cow::Owned(key.replace('\0', ""))
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    }
+}
+
+fn append(doc: &mut RawDocumentBuf, key: &str, value: &serde_json::Value) {
+    use serde_json::Value as J;
+    match value {
+        J::Null => doc.append_ref(key, RawBsonRef::Null),
+        J::Bool(b) => doc.append_ref(key, RawBsonRef::Boolean(*b)),
+        J::Number(n) => doc.append_ref(key, number(n)),
+        J::String(s) => doc.append_ref(key, RawBsonRef::String(s)),
+        J::Array(items) => {
+            let array = array(items);
+            doc.append_ref(key, RawBsonRef::Array(&array));
+        }
+        J::Object(map) => {
+            let mut inner = RawDocumentBuf::new();
+            for (k, v) in map {
+                append(&mut inner, &bson_key(k), v);
+            }
+            doc.append_ref(key, RawBsonRef::Document(&inner));
+        }
+    }
+}
+
+fn array(items: &[serde_json::Value]) -> RawArrayBuf {
+    use serde_json::Value as J;
+    let mut array = RawArrayBuf::new();
+    for item in items {
+        // `push` takes owned values: arrays (spans, tags) are small.
+        match item {
+            J::Null => array.push(RawBsonRef::Null.to_raw_bson()),
+            J::Bool(b) => array.push(*b),
+            J::Number(n) => array.push(number(n).to_raw_bson()),
+            J::String(s) => array.push(s.as_str()),
+            J::Array(inner) => array.push(self::array(inner)),
+            J::Object(map) => {
+                let mut inner = RawDocumentBuf::new();
+                for (k, v) in map {
+                    append(&mut inner, &bson_key(k), v);
+                }
+                array.push(inner);
+            }
+        }
+    }
+    array
+}
+
+/// A JSON number as the smallest BSON number that holds it (a `u64` above `i64::MAX` as a
+/// double).
+fn number(n: &serde_json::Number) -> RawBsonRef<'static> {
+    if let Some(i) = n.as_i64() {
+        return match i32::try_from(i) {
+            Ok(small) => RawBsonRef::Int32(small),
+            Err(_) => RawBsonRef::Int64(i),
+        };
+    }
+    RawBsonRef::Double(n.as_f64().unwrap_or(f64::NAN))
+}
+
+/// What the server said, when its reply has an `errmsg` (a reply the driver cannot read, e.g.
+/// without a `code`, otherwise shows only as bytes), else the driver's words.
+fn words(e: &MongoError) -> String {
+    let said = e
+        .server_response()
+        .and_then(|r| r.get_str("errmsg").ok())
+        .map(str::to_string);
+    mask_uri_passwords(&said.unwrap_or_else(|| e.to_string())).into_owned()
+}
+
+/// The server's error code, when it gave one.
+fn code_of(e: &MongoError) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        _ => None,
+    }
+}
+
+/// A node as messages show it: its URI without user name or password, nor options.
+fn describe(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return mask_uri_passwords(uri).into_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let hosts = &rest[..end];
+    let hosts = match hosts.rfind('@') {
+        Some(at) => &hosts[at + 1..],
+        None => hosts,
+    };
+    format!("{scheme}://{hosts}")
+}
+
+/// The link failed while writing.
+fn lost(node: &str, e: &MongoError) -> BrokerError {
+    BrokerError::Lost {
+        detail: format!("{node}: {}", words(e)),
+    }
+}
+
+fn refusal(node: &str, e: &MongoError, fix: &str) -> BrokerError {
+    BrokerError::Refused {
+        broker: node.to_string(),
+        detail: words(e),
+        fix: fix.to_string(),
+    }
+}
+
+const LOGIN_FIX: &str = "set the user name and password of `mongodb.uri` (and its \
+                         `authSource`, the database the user is defined in) to the server's";
+
+/// What the driver said at `node`, named with its fix.
+fn error(node: &str, e: &MongoError) -> BrokerError {
+    let detail = words(e);
+    match e.kind.as_ref() {
+        ErrorKind::Authentication { .. } => refusal(node, e, LOGIN_FIX),
+        ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidTlsConfig { .. } => {
+            refusal(node, e, "correct `mongodb.uri` and its options")
+        }
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => BrokerError::Unreachable {
+            broker: node.to_string(),
+            detail,
+        },
+        _ => match code_of(e) {
+            Some(code) if STATE_CHANGE.contains(&code) => lost(node, e),
+            // Unauthorized
+            Some(13) => refusal(
+                node,
+                e,
+                "grant the user of `mongodb.uri` the readWrite role on `mongodb.database`",
+            ),
+            // AuthenticationFailed
+            Some(18) => refusal(node, e, LOGIN_FIX),
+            _ => refusal(node, e, "see MongoDB's words above"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::mongodb::bson::Bson;
+
+    fn ecs() -> Fields {
+        Fields::of(Format::Ecs)
+    }
+
+    fn parsed(doc: &RawDocumentBuf) -> Document {
+        doc.to_document().expect("valid BSON")
+    }
+
+    #[test]
+    fn a_node_is_shown_without_its_credentials_or_options() {
+        assert_eq!(
+            describe("mongodb://app:s3cret@db1:27017,db2/?replicaSet=rs"),
+            "mongodb://db1:27017,db2"
+        );
+        assert_eq!(
+            describe("mongodb+srv://u:p@cluster.example"),
+            "mongodb+srv://cluster.example"
+        );
+        assert_eq!(
+            describe("mongodb://127.0.0.1:27017"),
+            "mongodb://127.0.0.1:27017"
+        );
+    }
+
+    #[test]
+    fn the_event_time_is_a_date_and_the_event_id_the_id() {
+        let text = br#"{"@timestamp":"2026-11-21T08:53:32.123456Z","message":"m","event":{"id":"abc"},"fields":{"n":7,"big":18446744073709551615,"x":1.5,"ok":true,"none":null,"list":[1,"a",{"b":2}]}}"#;
+        let doc = parsed(&document(text, ecs()).expect("converted"));
+        assert_eq!(doc.get_str("_id"), Ok("abc"));
+        let date = doc.get_datetime("@timestamp").expect("a date");
+        assert_eq!(date.timestamp_millis(), 1_795_251_212_123);
+        let fields = doc.get_document("fields").expect("fields");
+        assert_eq!(fields.get("n"), Some(&Bson::Int32(7)));
+        assert_eq!(
+            fields.get("big"),
+            Some(&Bson::Double(18446744073709551615.0))
+        );
+        assert_eq!(fields.get("ok"), Some(&Bson::Boolean(true)));
+        assert_eq!(fields.get("none"), Some(&Bson::Null));
+        let list = fields.get_array("list").expect("list");
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            doc.get_document("event").and_then(|e| e.get_str("id")),
+            Ok("abc")
+        );
+    }
+
+    #[test]
+    fn an_unparsable_time_stays_a_string_and_classic_keeps_its_names() {
+        let text = br#"{"@timestamp":"yesterday","event_id":"e-1","levelname":"INFO"}"#;
+        let doc = parsed(&document(text, Fields::of(Format::Classic)).expect("converted"));
+        assert_eq!(doc.get_str("@timestamp"), Ok("yesterday"));
+        assert_eq!(doc.get_str("_id"), Ok("e-1"));
+        assert_eq!(doc.get_str("event_id"), Ok("e-1"));
+    }
+
+    #[test]
+    fn a_key_with_a_nul_byte_is_stored_without_it_and_a_non_object_is_refused() {
+        let doc = parsed(&document(br#"{"a\u0000b":1}"#, ecs()).expect("converted"));
+        assert_eq!(doc.get("ab"), Some(&Bson::Int32(1)));
+        let converted = documents(br#"[{"a":1},2,{"b":2}]"#, &[], ecs());
+        assert_eq!(converted.docs.len(), 2);
+        assert_eq!(converted.refused.len(), 1, "{:?}", converted.refused);
+    }
+
+    fn settings(format: Format, expire_after: Duration) -> Settings {
+        Settings {
+            database: "logcollect".into(),
+            fields: Fields::of(format),
+            capped_bytes: 0,
+            capped_max: 0,
+            expire_after,
+            write_concern: DriverWriteConcern::majority(),
+            prepared: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn shown(models: &[IndexModel]) -> Vec<(String, Document, Option<Duration>)> {
+        models
+            .iter()
+            .map(|m| {
+                let options = m.options.clone().unwrap_or_default();
+                (
+                    options.name.unwrap_or_default(),
+                    m.keys.clone(),
+                    options.expire_after,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_indexes_are_named_and_the_time_index_expires_documents_when_set() {
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            shown(&index_models(&settings(Format::Ecs, week))),
+            [
+                (
+                    "logcollect_time".into(),
+                    doc! { "@timestamp": 1 },
+                    Some(week)
+                ),
+                (
+                    "logcollect_service_time".into(),
+                    doc! { "service.name": 1, "@timestamp": 1 },
+                    None
+                ),
+                (
+                    "logcollect_level_time".into(),
+                    doc! { "log.level": 1, "@timestamp": 1 },
+                    None
+                ),
+            ]
+        );
+        let classic = shown(&index_models(&settings(Format::Classic, Duration::ZERO)));
+        assert_eq!(classic[0].2, None, "no TTL unless set");
+        assert_eq!(classic[1].1, doc! { "application": 1, "@timestamp": 1 });
+        assert_eq!(classic[2].1, doc! { "levelname": 1, "@timestamp": 1 });
+    }
+
+    #[test]
+    fn an_array_body_is_cut_at_the_packers_offsets_or_parsed() {
+        let body = br#"[{"a":1},{"b":[2,3]}]"#;
+        for ends in [&[][..], &[8, 20], &[8, 99]] {
+            let converted = documents(body, ends, ecs());
+            assert_eq!(converted.docs.len(), 2, "{ends:?}");
+            assert!(converted.refused.is_empty());
+        }
+    }
+}
