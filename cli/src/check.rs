@@ -137,6 +137,20 @@ impl Report {
 pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
     let mut report = Report::default();
     if let Ok(config) = &config {
+        if config.transport == logcollect::TransportKind::Mongodb {
+            // Never a pass for a path it did not walk.
+            report.failure = Some(diagnose::config_invalid(
+                "`transport` is `mongodb`: check does not walk the MongoDB path yet (it checks \
+                 AMQP and Redis); see docs/formats.md, \"MongoDB\", for what to look at"
+                    .to_string(),
+            ));
+            let _ = if args.json {
+                print_json(&report, exit::USAGE)
+            } else {
+                print_human(&report)
+            };
+            return exit::USAGE;
+        }
         if config.transport == logcollect::TransportKind::Redis {
             report.redis = true;
             let code = match tokio::runtime::Builder::new_current_thread()

@@ -71,6 +71,7 @@ pub(crate) struct Message {
     /// Where each document of an array body ends (exclusive byte offsets; the next starts
     /// after the comma), so a transport that writes documents one by one never parses the body
     /// again. Empty for a one-document body, and for one read from the spool.
+    #[cfg_attr(not(any(feature = "redis", feature = "mongodb")), allow(dead_code))]
     pub ends: Vec<u32>,
     /// How many events the body holds.
     pub events: u64,

@@ -66,6 +66,7 @@ pub(crate) enum Outcome {
     Unroutable { why: String },
     /// Taken, except `refused` of its documents that the destination refuses for good (MongoDB:
     /// too large, failing validation): those are counted dropped, `why` says what was refused.
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))]
     PartlyRefused { refused: u64, why: String },
     /// Refused for now (AMQP: nacked): published again after a pause; refusals that go on
     /// replace the link.
@@ -83,6 +84,7 @@ pub(crate) enum Signal {
     Unblocked,
     /// Something to fix that does not stop publishing (MongoDB: an index that could not be
     /// created): reported, and publishing goes on.
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))]
     Trouble(String),
     /// The link is gone.
     Lost(BrokerError),
