@@ -175,6 +175,33 @@ fn a_flood_from_one_callsite_ships_its_limit_and_one_summary_per_window_and_all_
     }
 }
 
+/// The last window's summary is not lost when nothing is logged after it: shutting down
+/// sends it, before the queue stops accepting events.
+#[test]
+fn shutting_down_sends_the_summary_of_the_window_then_running() {
+    let mut capture = Capture::fresh();
+    let guard = run(
+        &capture,
+        |c| c.rate_limit.events = 10,
+        |_| {
+            for i in 0..1_000 {
+                tracing::info!(target: "rl_last", seq_no = i, "hot");
+            }
+        },
+    );
+    assert_counts(&guard.stats(), 10, 990);
+    let shipper = guard.shipper();
+    assert!(guard.shutdown(Duration::from_secs(60)).is_complete());
+    assert_counts(&shipper.stats(), 11, 990);
+
+    let docs = receive(&mut capture, 11);
+    let (loggers, summaries) = by_logger(&docs);
+    assert_eq!(loggers, counts(&[("rl_last", 10)]));
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(u64_at(summaries[0], "/fields/suppressed"), 990);
+    assert_eq!(str_at(summaries[0], "/fields/callsite_target"), "rl_last");
+}
+
 /// The same flood from four threads at once on one callsite: the limit holds exactly (each
 /// event takes its place with a compare-and-swap), and the threads' other events all arrive.
 #[test]

@@ -49,7 +49,8 @@ pub struct LogcollectLayer {
     /// which would hide them from the other layers too).
     on: bool,
     /// `rate_limit.*`: `None` when off (the default), so the off path is one branch.
-    rate_limit: Option<Box<RateLimiter>>,
+    /// Shared with the guard, which has it summarise the running window at shutdown.
+    rate_limit: Option<Arc<RateLimiter>>,
     /// The subscriber the layer is part of, for tracing-opentelemetry's context lookups
     /// (`get_default` inside a dispatch gives the no-op one).
     #[cfg(feature = "otel")]
@@ -82,15 +83,20 @@ impl LogcollectLayer {
             exempt_level: config.exempt_level,
             targets: &config.targets,
         })
-        .map(Box::new);
+        .map(Arc::new);
+        if let Some(limiter) = &self.rate_limit {
+            let limiter = Arc::clone(limiter);
+            self.handoff
+                .before_close(Box::new(move |handoff| limiter.sweep(handoff)));
+        }
         self
     }
 
     /// Moves the rate limiter to a clock the caller advances by hand (feature `internals`,
     /// for tests: windows then roll over only when told). Not a stable API.
     #[cfg(feature = "internals")]
-    pub fn with_manual_rate_limit_clock(mut self) -> (Self, super::rate_limit::ManualClock) {
-        let clock = match self.rate_limit.as_mut() {
+    pub fn with_manual_rate_limit_clock(self) -> (Self, super::rate_limit::ManualClock) {
+        let clock = match self.rate_limit.as_deref() {
             Some(limiter) => limiter.manual_clock(),
             None => RateLimiter::detached_clock(),
         };

@@ -2,7 +2,8 @@
 //! window, unused allowance carried over up to `burst` more, levels at `exempt_level` and above
 //! never limited, per-target overrides. Suppressed events are counted (`dropped.rate_limited`)
 //! and summarised: one WARN event per callsite and window, target `logcollect::rate_limit`,
-//! queued like any event, at the first event (from any callsite) of a later window.
+//! queued like any event, at the first event (from any callsite) of a later window, and at
+//! shutdown for the window then running (the guard asks before it stops accepting events).
 //!
 //! Off (the default), the layer holds no limiter: one branch per event. On, an event costs a
 //! division, a probe of a fixed table and one compare-and-swap; no lock, no allocation after a
@@ -106,13 +107,6 @@ pub(crate) struct Settings<'a> {
     pub targets: &'a [TargetLimit],
 }
 
-/// Where the limiter reads the time: the event's timestamp, or a test's hand.
-enum Clock {
-    System,
-    #[cfg(feature = "internals")]
-    Manual(Arc<AtomicU64>),
-}
-
 /// A clock the test moves by hand (feature `internals`): windows roll over only when it is
 /// advanced, so counts never depend on how fast the machine is.
 #[cfg(feature = "internals")]
@@ -165,7 +159,9 @@ pub(crate) struct RateLimiter {
     exempt: LevelFilter,
     /// Longest prefix first.
     targets: Vec<TargetLimit>,
-    clock: Clock,
+    /// A clock a test moves by hand, when set; else the event's timestamp.
+    #[cfg(feature = "internals")]
+    manual: OnceLock<Arc<AtomicU64>>,
     slots: Box<[Slot]>,
     /// Indexes (+1) of the slots in use, for the sweep; `claimed_len` of them are taken.
     claimed: Box<[AtomicU32]>,
@@ -201,7 +197,8 @@ impl RateLimiter {
             burst: settings.burst,
             exempt: settings.exempt_level.filter(),
             targets,
-            clock: Clock::System,
+            #[cfg(feature = "internals")]
+            manual: OnceLock::new(),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             claimed: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
             claimed_len: AtomicUsize::new(0),
@@ -219,23 +216,25 @@ impl RateLimiter {
 
     /// Switches to a clock moved by hand, starting at 0.
     #[cfg(feature = "internals")]
-    pub(crate) fn manual_clock(&mut self) -> ManualClock {
-        let millis = Arc::new(AtomicU64::new(0));
-        self.clock = Clock::Manual(millis.clone());
+    pub(crate) fn manual_clock(&self) -> ManualClock {
+        let millis = self
+            .manual
+            .get_or_init(|| Arc::new(AtomicU64::new(0)))
+            .clone();
         self.swept.store(0, Ordering::SeqCst);
         ManualClock { millis }
     }
 
     fn window_at(&self, now: SystemTime) -> u64 {
-        let ms = match &self.clock {
-            Clock::System => now.duration_since(UNIX_EPOCH).map_or(0, |d| {
-                d.as_secs()
-                    .saturating_mul(1000)
-                    .saturating_add(u64::from(d.subsec_millis()))
-            }),
-            #[cfg(feature = "internals")]
-            Clock::Manual(ms) => ms.load(Ordering::SeqCst),
-        };
+        #[cfg(feature = "internals")]
+        if let Some(ms) = self.manual.get() {
+            return ms.load(Ordering::SeqCst) / self.window_ms;
+        }
+        let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(d.subsec_millis()))
+        });
         ms / self.window_ms
     }
 
@@ -366,8 +365,9 @@ impl RateLimiter {
         })
     }
 
-    /// Queues one summary per callsite that suppressed events since the last sweep.
-    fn sweep(&self, handoff: &Handoff) {
+    /// Queues one summary per callsite that suppressed events since the last sweep (at a
+    /// window's end, and at shutdown for the window then running).
+    pub(crate) fn sweep(&self, handoff: &Handoff) {
         let claimed = self.claimed_len.load(Ordering::Acquire).min(SLOTS);
         for entry in &self.claimed[..claimed] {
             let Some(index) = (entry.load(Ordering::Acquire) as usize).checked_sub(1) else {

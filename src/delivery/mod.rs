@@ -228,6 +228,7 @@ impl Guard {
             return Flush { undelivered: 0 };
         };
         let shared = &self.shipper.shared;
+        shared.run_before_close();
         shared.closed.store(true, Relaxed);
         let flushed = self.shipper.flush(timeout);
         shared.abort.store(true, Relaxed);

@@ -66,7 +66,12 @@ pub(crate) struct Shared {
     spooling: bool,
     pub overflow: Overflow,
     pub block_timeout: Duration,
+    /// What the capture side queues at shutdown while events are still accepted (the rate
+    /// limiter's summaries of the running window).
+    before_close: Mutex<Vec<BeforeClose>>,
 }
+
+type BeforeClose = Box<dyn Fn(&Handoff) + Send + Sync>;
 
 /// Emptied events kept for reuse. A captured event is built on a logging thread and freed on
 /// the shipper's: its box, message, field list and span list made four malloc/free pairs
@@ -115,7 +120,18 @@ impl Shared {
             spool: Mutex::new(spool),
             overflow,
             block_timeout,
+            before_close: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Runs what the capture side asked to run before the queue closes (once each).
+    pub fn run_before_close(self: &Arc<Self>) {
+        let hooks =
+            std::mem::take(&mut *self.before_close.lock().unwrap_or_else(|e| e.into_inner()));
+        let handoff = Handoff::new(self.clone());
+        for hook in hooks {
+            hook(&handoff);
+        }
     }
 
     /// Gives encoded events back, emptied, for the logging threads to fill again; events
@@ -282,6 +298,15 @@ pub(crate) struct Handoff {
 impl Handoff {
     pub fn new(shared: Arc<Shared>) -> Self {
         Handoff { shared }
+    }
+
+    /// Has `hook` run at shutdown, before the queue stops accepting events.
+    pub fn before_close(&self, hook: BeforeClose) {
+        self.shared
+            .before_close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// Whether an event offered now would surely be refused (so the layer need not capture

@@ -45,6 +45,16 @@ pub fn plain_uri(port: u16) -> String {
     format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
 }
 
+/// Where `scripts/node` and `scripts/cluster` keep their nodes' files:
+/// LOGCOLLECT_TEST_NODES_DIR, else `logcollect-nodes` in the system's temporary directory. Not
+/// under the checkout: the node runs as the rabbitmq user, which cannot reach a checkout inside
+/// a private (0700) directory such as a `mktemp -d` clone — its pid file gave `eacces`.
+pub fn nodes_dir() -> PathBuf {
+    std::env::var_os("LOGCOLLECT_TEST_NODES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("logcollect-nodes"))
+}
+
 impl Node {
     /// A plain node: AMQP on 127.0.0.1:`port`, guest/guest.
     pub fn plain(name: &str, port: u16) -> Node {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use logcollect_test_support::node::nodes_dir;
 use serde_json::Value;
 
 /// The quorum queue of compose/rabbitmq/definitions.json, which scripts/cluster loads.
@@ -121,7 +122,7 @@ impl Cluster {
 
     pub fn pid(&self, i: usize) -> String {
         let short = self.short(i);
-        let file = repo(&format!("target/nodes/{short}/{short}.pid"));
+        let file = nodes_dir().join(format!("{short}/{short}.pid"));
         std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
             .trim()
@@ -151,7 +152,7 @@ impl Cluster {
     /// between a fault and the restart.
     pub fn restart(&self, i: usize) {
         let short = self.short(i);
-        let dir = repo(&format!("target/nodes/{short}"));
+        let dir = nodes_dir().join(&short);
         let began = Instant::now();
         logcollect_test_support::node::Node::relaunch_in(&dir, &short, self.port_of(i)).keep();
         eprintln!(
@@ -251,7 +252,7 @@ impl Drop for Cluster {
         for i in 0..self.nodes {
             let short = self.short(i);
             if let Ok(pid) =
-                std::fs::read_to_string(repo(&format!("target/nodes/{short}/{short}.pid")))
+                std::fs::read_to_string(nodes_dir().join(format!("{short}/{short}.pid")))
             {
                 let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
             }

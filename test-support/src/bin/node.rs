@@ -9,25 +9,27 @@
 //!   logcollect-test-node stop NAME                stop it and delete its directory
 //!   logcollect-test-node env NAME PORT            the exports that point the tests at it
 //!
-//! Files live in DIR/NAME, DIR being LOGCOLLECT_TEST_NODES_DIR (scripts/node: target/nodes).
+//! Files live in DIR/NAME, DIR being LOGCOLLECT_TEST_NODES_DIR, else `logcollect-nodes` in the
+//! system's temporary directory (`node::nodes_dir`).
 //! LOGCOLLECT_TEST_NODE_PLUGINS (comma-separated, e.g. `rabbitmq_management`): plugins `start` enables.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use logcollect_test_support::node::{plain_conf, plain_uri, stop_node, Node};
+use logcollect_test_support::node::{nodes_dir, plain_conf, plain_uri, stop_node, Node};
 
 const USAGE: &str =
     "usage: logcollect-test-node start NAME PORT [CONF] | restart NAME PORT | stop NAME | env NAME PORT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = |name: &str| -> PathBuf {
-        std::env::var_os("LOGCOLLECT_TEST_NODES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("target/nodes"))
-            .join(name)
-    };
+    let nodes = nodes_dir();
+    // Made traversable by everyone: the node runs as the rabbitmq user.
+    if std::fs::create_dir_all(&nodes).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&nodes, std::fs::Permissions::from_mode(0o755));
+    }
+    let dir = |name: &str| -> PathBuf { nodes.join(name) };
     let port = |s: &str| -> Option<u16> { s.parse().ok().filter(|p| *p != 5672 && *p > 0) };
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["start", name, p, ref extra @ ..] if extra.len() <= 1 => {
