@@ -361,6 +361,7 @@ impl Builder {
             config.overflow_policy(),
             config.block_timeout,
         );
+        let _ = shared.counters.transport.set(config.transport.as_str());
         let started = match destination {
             Destination::Amqp(amqp) => Guard::start(
                 shared.clone(),

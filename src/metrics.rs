@@ -5,7 +5,8 @@
 //! One owner: the counters stay in [`Stats`](crate::Stats); a thread copies a snapshot into the
 //! recorder every [`INTERVAL`] (absolute values, so a missed tick loses nothing), and once more
 //! when the guard stops. Only the latency histogram is fed per event, as events are confirmed.
-//! Labels have bounded values only: `transport` and the drop `reason`.
+//! Labels have bounded values only: `transport` (`amqp`, `redis`, `mongodb`) and the drop
+//! `reason`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
@@ -13,18 +14,20 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
-use crate::delivery::Shared;
+use crate::delivery::{Counters, Shared};
 
 /// How often the snapshot is copied into the recorder.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 
-/// The transport label: the only one today (a bounded set as transports are added).
-const TRANSPORT: &str = "amqp";
+/// The transport label's value: the configured transport's name.
+fn transport(counters: &Counters) -> &'static str {
+    counters.transport.get().copied().unwrap_or("amqp")
+}
 
 /// The delivery latency histogram (seconds): logging call to broker confirm, one sample per
 /// event. Looked up once per confirmed message, not per event.
-pub(crate) fn latency_histogram() -> metrics::Histogram {
-    histogram!("logcollect_delivery_latency_seconds", "transport" => TRANSPORT)
+pub(crate) fn latency_histogram(counters: &Counters) -> metrics::Histogram {
+    histogram!("logcollect_delivery_latency_seconds", "transport" => transport(counters))
 }
 
 /// Copies the snapshot into the recorder every [`INTERVAL`] until the shipper is gone. A
@@ -48,7 +51,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>) -> std::io::Result<()> {
 /// Sets every counter and gauge from the shipper's counters now.
 pub(crate) fn publish(shared: &Shared) {
     let s = shared.stats();
-    let t = TRANSPORT;
+    let t = transport(&shared.counters);
     let counters = [
         ("logcollect_events_accepted_total", s.accepted),
         ("logcollect_events_published_total", s.published),

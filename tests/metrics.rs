@@ -144,4 +144,58 @@ fn the_exporter_shows_what_was_sent_confirmed_and_dropped() {
             );
         }
     }
+    drop(guard);
+    #[cfg(feature = "redis")]
+    another_transport_has_its_own_label(&handle);
+}
+
+/// A shipper with `transport = redis` in the same process is counted under its own label, the
+/// AMQP one's series unchanged.
+#[cfg(feature = "redis")]
+fn another_transport_has_its_own_label(handle: &metrics_exporter_prometheus::PrometheusHandle) {
+    let before = parse(&handle.render());
+    let key = format!("logcollect-test.metrics.{}", std::process::id());
+    let mut redis = logcollect_test_support::redis::connect();
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis).expect("DEL");
+    let (layer, guard) = logcollect::builder()
+        .configure(|c| {
+            c.transport = logcollect::TransportKind::Redis;
+            c.redis.uri = logcollect_test_support::redis::url();
+            c.redis.key = key.clone();
+        })
+        .build()
+        .expect("build");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for seq_no in 0..5 {
+            tracing::info!(seq_no, "to redis");
+        }
+    });
+    // The guard publishes its snapshot once more when it stops.
+    assert!(guard.shutdown(Duration::from_secs(30)).is_complete());
+    let len: u64 = redis::cmd("LLEN")
+        .arg(&key)
+        .query(&mut redis)
+        .expect("LLEN");
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis).expect("DEL");
+    assert_eq!(len, 5);
+    let m = parse(&handle.render());
+    let series = |name: &str, transport: &str| format!("{name}{{transport=\"{transport}\"}}");
+    for name in [
+        "logcollect_events_accepted_total",
+        "logcollect_events_confirmed_total",
+    ] {
+        assert_eq!(m.get(&series(name, "redis")), Some(&5.0), "{name}");
+        assert_eq!(
+            m.get(&series(name, "amqp")),
+            before.get(&series(name, "amqp")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        m.get(&series(
+            "logcollect_delivery_latency_seconds_count",
+            "redis"
+        )),
+        Some(&5.0)
+    );
 }

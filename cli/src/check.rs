@@ -67,9 +67,9 @@ pub struct CheckArgs {
     pub queue: String,
 
     /// RabbitMQ's management HTTP API, for the queue step:
-    /// http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX], or `none` to skip the step. Default: port
-    /// 15672 on the node the test event went through, with that node's user and password
-    /// (the password is never printed)
+    /// http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX], or `none` to skip the step. Default: the
+    /// node the test event went through, http on port 15672 (https on 15671 for amqps://), with
+    /// that node's user and password (the password is never printed)
     #[arg(long, value_name = "URL", value_parser = management::parse)]
     pub management: Option<Management>,
 }
@@ -454,10 +454,14 @@ async fn queue_step(
             }
             endpoint
         }
+        // A broker reached over TLS is asked over TLS too: the plugin's https:// listener.
         None => Endpoint {
-            https: false,
+            https: uri.scheme == AMQPScheme::AMQPS,
             host: uri.authority.host.clone(),
-            port: management::DEFAULT_PORT,
+            port: match uri.scheme {
+                AMQPScheme::AMQPS => management::DEFAULT_HTTPS_PORT,
+                AMQPScheme::AMQP => management::DEFAULT_PORT,
+            },
             prefix: String::new(),
             user: Some(uri.authority.userinfo.username.clone()),
             password: Some(uri.authority.userinfo.password.clone()),

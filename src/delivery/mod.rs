@@ -34,6 +34,8 @@ pub(crate) use queue::{Handoff, Shared};
 pub(crate) use shipper::ShipperConfig;
 pub use spool::WhenFull;
 pub(crate) use spool::{Spool, SpoolSettings};
+#[cfg(feature = "metrics")]
+pub(crate) use stats::Counters;
 pub use stats::{Dropped, Latency, Stats};
 
 /// A handle on the shipper: read its [`Stats`], or [`flush`](Shipper::flush) it. Cheap to clone.

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Live counters, shared by the layer (accepting) and the shipper (delivering).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// The transport's name (`transport`), for the metrics' label; set once at start.
+    pub transport: std::sync::OnceLock<&'static str>,
     pub accepted: AtomicU64,
     pub published: AtomicU64,
     pub confirmed: AtomicU64,
@@ -127,7 +129,7 @@ impl Counters {
             return;
         }
         #[cfg(feature = "metrics")]
-        let histogram = crate::metrics::latency_histogram();
+        let histogram = crate::metrics::latency_histogram(self);
         if let Ok(mut latency) = self.latency.lock() {
             for t in born {
                 let elapsed = now.duration_since(*t).unwrap_or_default();
