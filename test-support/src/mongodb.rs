@@ -169,7 +169,12 @@ impl Reader {
                     .ok()?
                     .get_array("firstBatch")
                     .ok()?;
-                batch.first()?.as_document().cloned()
+                // nx-27017 answers every collection, whatever the filter.
+                batch
+                    .iter()
+                    .filter_map(|c| c.as_document())
+                    .find(|c| c.get_str("name") == Ok(name))
+                    .cloned()
             })
             .unwrap_or_else(|| panic!("collection {name} is listed"))
     }
