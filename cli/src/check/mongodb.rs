@@ -697,6 +697,54 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_collection_is_compared_with_the_configured_retention() {
+        let mut config = Config::default();
+        let capped = |size: i64, max: i64| {
+            doc! { "name": "logs", "type": "collection",
+            "options": { "capped": true, "size": size, "max": max } }
+        };
+        let plain = doc! { "name": "logs", "type": "collection", "options": {} };
+        let check = |config: &Config, info: &Document| {
+            collection_options(config, "logcollect.logs", info).map_err(|d| d.detail)
+        };
+        assert_eq!(
+            check(&config, &plain).as_deref(),
+            Ok("`logcollect.logs` exists: not capped")
+        );
+        assert_eq!(
+            check(&config, &capped(4096, 0)).as_deref(),
+            Ok(
+                "`logcollect.logs` exists: capped at 4096 bytes (mongodb.capped_bytes is 0: \
+                the shipper uses it as it is)"
+            )
+        );
+        config.mongodb.capped_bytes = 1000;
+        config.mongodb.capped_max = 10;
+        // The server rounds the size up to a multiple of 256.
+        assert_eq!(
+            check(&config, &capped(1024, 10)).as_deref(),
+            Ok("`logcollect.logs` exists: capped at 1024 bytes, at most 10 documents")
+        );
+        let other_max = check(&config, &capped(1024, 0)).expect_err("another max");
+        assert!(
+            other_max.starts_with(
+                "it is capped at 1024 bytes; the configuration says capped at 1000 bytes, at \
+                 most 10 documents"
+            ),
+            "{other_max}"
+        );
+        assert!(check(&config, &capped(8192, 10)).is_err(), "another size");
+        assert!(check(&config, &plain).is_err(), "not capped");
+        config.mongodb.capped_bytes = 0;
+        config.mongodb.capped_max = 0;
+        config.mongodb.expire_after = Duration::from_secs(60);
+        let ttl = check(&config, &capped(4096, 0)).expect_err("a TTL on a capped collection");
+        assert!(ttl.contains("takes no TTL index"), "{ttl}");
+        let view = doc! { "name": "logs", "type": "view", "options": {} };
+        assert!(check(&config, &view).is_err());
+    }
+
+    #[test]
     fn the_test_document_has_the_event_id_as_id_and_its_time_as_a_date() {
         let mut config = Config::default();
         config.transport = logcollect::TransportKind::Mongodb;
