@@ -1,81 +1,17 @@
 //! `transport = mongodb` against nx-27017, a MongoDB wire-protocol server each test starts on
-//! its own port and data directory (LOGCOLLECT_TEST_MONGODB_SERVER, or the project's
-//! `.venv/bin/nx-27017`): every `seq_no` arrives once, its time a BSON date; documents sent
+//! its own port and data directory (test-support's `mongodb::Server`): every `seq_no` arrives once, its time a BSON date; documents sent
 //! again are absorbed by their `_id`; the collection and its indexes are made as configured;
 //! an unreachable server is named; a spool written during an outage is replayed; a server
 //! killed and restarted mid-stream loses nothing and duplicates nothing.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logcollect::{Config, MongoWriteConcern, TransportKind};
-use mongodb::bson::{doc, Bson, Document};
+use logcollect_test_support::mongodb::{free_port, Reader, Server};
+use mongodb::bson::{Bson, Document};
 use tracing_subscriber::layer::SubscriberExt;
-
-/// The nx-27017 executable, or a panic saying how to get it.
-fn server_program() -> PathBuf {
-    if let Ok(path) = std::env::var("LOGCOLLECT_TEST_MONGODB_SERVER") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nx-27017");
-    if venv.exists() {
-        return venv;
-    }
-    panic!(
-        "no nx-27017 (a MongoDB wire-protocol server): install it into the project's .venv \
-         (`python3 -m venv .venv && .venv/bin/pip install -r tests/elk/requirements.txt`, as \
-         scripts/test does) or name it in LOGCOLLECT_TEST_MONGODB_SERVER"
-    )
-}
-
-/// An nx-27017 of the test's own, on its own port and data directory; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(port: u16, dir: &Path) -> Server {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let path = |p: PathBuf| p.to_str().expect("UTF-8 path").to_string();
-        let child = Command::new(server_program())
-            .args(["--data-dir", &path(data)])
-            .args(["-p", &port.to_string()])
-            .args(["--log-file", &path(dir.join("server.log"))])
-            .args(["--pid-file", &path(dir.join("server.pid"))])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e})", server_program().display()));
-        let server = Server { child, port };
-        wait_for("nx-27017 to listen", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        server
-    }
-
-    fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A TCP relay in front of a server that keeps what the shipper sent: nx-27017 takes a capped
 /// collection's options and a TTL index's expiry without keeping them, so the test checks the
@@ -181,85 +117,6 @@ fn log(layer: logcollect::LogcollectLayer, seqs: std::ops::Range<u64>) {
             tracing::info!(seq_no, "mongodb transport");
         }
     });
-}
-
-/// What the test reads back, with the driver.
-struct Reader {
-    runtime: tokio::runtime::Runtime,
-    client: mongodb::Client,
-}
-
-impl Reader {
-    fn new(uri: &str) -> Reader {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let client = runtime
-            .block_on(mongodb::Client::with_uri_str(uri))
-            .expect("client");
-        Reader { runtime, client }
-    }
-
-    fn docs(&self, collection: &str) -> Vec<Document> {
-        let coll = self
-            .client
-            .database("logcollect")
-            .collection::<Document>(collection);
-        self.runtime.block_on(async {
-            let mut cursor = coll.find(doc! {}).await.expect("find");
-            let mut docs = Vec::new();
-            while cursor.advance().await.expect("cursor") {
-                docs.push(cursor.deserialize_current().expect("document"));
-            }
-            docs
-        })
-    }
-
-    fn count(&self, collection: &str) -> u64 {
-        let coll = self
-            .client
-            .database("logcollect")
-            .collection::<Document>(collection);
-        self.runtime
-            .block_on(async { coll.count_documents(doc! {}).await })
-            .unwrap_or(0)
-    }
-
-    /// The collection's entry of `listCollections`.
-    fn collection_info(&self, name: &str) -> Document {
-        let db = self.client.database("logcollect");
-        self.runtime
-            .block_on(async {
-                db.run_command(doc! { "listCollections": 1, "filter": { "name": name } })
-                    .await
-            })
-            .ok()
-            .and_then(|reply| {
-                let batch = reply
-                    .get_document("cursor")
-                    .ok()?
-                    .get_array("firstBatch")
-                    .ok()?;
-                batch.first()?.as_document().cloned()
-            })
-            .unwrap_or_else(|| panic!("collection {name} is listed"))
-    }
-
-    fn indexes(&self, collection: &str) -> Vec<Document> {
-        let db = self.client.database("logcollect");
-        let reply = self
-            .runtime
-            .block_on(async { db.run_command(doc! { "listIndexes": collection }).await })
-            .expect("listIndexes");
-        reply
-            .get_document("cursor")
-            .and_then(|c| c.get_array("firstBatch"))
-            .expect("firstBatch")
-            .iter()
-            .filter_map(|i| i.as_document().cloned())
-            .collect()
-    }
 }
 
 /// Every `seq_no` 0..n exactly once among `docs`, with distinct `_id`s.

@@ -21,6 +21,8 @@ use crate::diagnose::{self, Diagnosis, NodeResult, TcpOutcome};
 use crate::exit;
 
 mod management;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 mod redis;
 
 use management::{Endpoint, Management};
@@ -41,9 +43,17 @@ of redis.uri: reachable, TLS, login), key (its type is redis.data_type, or it do
 yet), length (a list below redis.max_length: at it the shipper holds back), publish (the test
 event pushed as the shipper pushes it), seen (it is in the list or stream, or a reader took it).
 
+With transport = mongodb, the steps are: config, connect (each host of mongodb.uri answers),
+login (the URI's user is let in), collection (its options are the configured capped size and
+count, or none; created as the shipper creates it when missing), indexes (logcollect_time,
+logcollect_service_time, logcollect_level_time with the configured expiry; missing ones are made;
+one the server will not make is a warning, not a failure), publish (the test document inserted
+with the configured write concern, _id = its event.id), seen (read back, @timestamp a date).
+
 Exit status:
   0  every step passed: the test event was confirmed and routed to a queue (with
-     transport = redis: pushed to the list or stream and seen there)
+     transport = redis: pushed to the list or stream and seen there; with transport = mongodb:
+     inserted and read back)
   1  a step failed (the diagnosis says which, why, and how to fix it)
   2  usage error, or the configuration is invalid (the config step)";
 
@@ -78,6 +88,9 @@ pub struct CheckArgs {
 enum Status {
     Ok,
     Skipped,
+    /// Not as intended, and not a break: the shipper delivers all the same (a MongoDB index
+    /// the server would not make).
+    Warned,
     /// A node of a list failed; the walk went on with the next one.
     Failed(&'static str),
 }
@@ -103,6 +116,8 @@ struct Report {
     queue: Option<management::QueueInfo>,
     /// The Redis path was walked (`transport = redis`).
     redis: bool,
+    /// The MongoDB path was walked (`transport = mongodb`).
+    mongodb: bool,
 }
 
 impl Report {
@@ -124,6 +139,16 @@ impl Report {
         });
     }
 
+    #[cfg_attr(not(feature = "mongodb"), allow(dead_code))]
+    fn warn(&mut self, name: &'static str, summary: String) {
+        self.steps.push(Step {
+            name,
+            status: Status::Warned,
+            summary,
+            node: self.node,
+        });
+    }
+
     fn failed_node(&mut self, node: usize, diagnosis: &Diagnosis) {
         self.steps.push(Step {
             name: diagnosis.step,
@@ -137,11 +162,12 @@ impl Report {
 pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
     let mut report = Report::default();
     if let Ok(config) = &config {
+        #[cfg(not(feature = "mongodb"))]
         if config.transport == logcollect::TransportKind::Mongodb {
             // Never a pass for a path it did not walk.
             report.failure = Some(diagnose::config_invalid(
-                "`transport` is `mongodb`: check does not walk the MongoDB path yet (it checks \
-                 AMQP and Redis); see docs/formats.md, \"MongoDB\", for what to look at"
+                "`transport` is `mongodb`: this logcollect was built without its `mongodb` \
+                 feature (`cargo install logcollect-cli` has it by default)"
                     .to_string(),
             ));
             let _ = if args.json {
@@ -151,13 +177,21 @@ pub fn run(config: Result<Config, logcollect::Error>, args: &CheckArgs) -> u8 {
             };
             return exit::USAGE;
         }
-        if config.transport == logcollect::TransportKind::Redis {
-            report.redis = true;
+        let mongodb = config.transport == logcollect::TransportKind::Mongodb;
+        if config.transport == logcollect::TransportKind::Redis || mongodb {
+            report.redis = !mongodb;
+            report.mongodb = mongodb;
             let code = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => match runtime.block_on(redis::walk(config, args, &mut report)) {
+                Ok(runtime) => match runtime.block_on(async {
+                    #[cfg(feature = "mongodb")]
+                    if mongodb {
+                        return mongodb::walk(config, args, &mut report).await;
+                    }
+                    redis::walk(config, args, &mut report).await
+                }) {
                     Ok(()) => exit::OK,
                     Err(diagnosis) => {
                         let code = match diagnosis.step {
@@ -632,6 +666,7 @@ fn print_json(report: &Report, code: u8) -> std::io::Result<()> {
                 "status": match s.status {
                     Status::Ok => "ok",
                     Status::Skipped => "skipped",
+                    Status::Warned => "warning",
                     Status::Failed(_) => "failed",
                 },
                 "summary": s.summary,
@@ -677,12 +712,14 @@ fn print_human(report: &Report) -> std::io::Result<()> {
     let mut out = anstream::stdout().lock();
     let ok = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
     let skip = Style::new().dimmed();
+    let warn = Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold();
     let fail = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
     let bold = Style::new().bold();
     for step in &report.steps {
         let (style, word) = match step.status {
             Status::Ok => (ok, "ok  "),
             Status::Skipped => (skip, "skip"),
+            Status::Warned => (warn, "WARN"),
             Status::Failed(_) => (fail, "FAIL"),
         };
         let node = step.node.map(|n| format!("node {n}: ")).unwrap_or_default();
@@ -712,6 +749,8 @@ fn print_human(report: &Report) -> std::io::Result<()> {
             "{ok}check passed{ok:#}: {}",
             if report.redis {
                 "the test event was pushed to Redis and seen there"
+            } else if report.mongodb {
+                "the test document was inserted into MongoDB and read back"
             } else {
                 "the test event was confirmed and routed to a queue"
             }

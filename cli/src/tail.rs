@@ -22,12 +22,22 @@ use crate::levels::Level;
 use crate::render::{self, Filters, View};
 use crate::KeyValue;
 
+#[cfg(feature = "mongodb")]
+mod mongodb;
+
 pub const AFTER_HELP: &str = "\
 The queue is tail's own: server-named, exclusive, auto-delete, gone when tail exits; it takes a
 copy of what the exchange routes, and never takes anything from another consumer's queue. It
 holds at most 100000 messages (256 MiB) waiting to be printed; past that the oldest are
 dropped, so a slow terminal cannot fill the broker. A line reading `listening on …` is written
 to standard error once the queue is bound: events published after it are shown.
+
+--from mongodb://…: the collection (--key, else mongodb.collection) of database
+mongodb.database. On a capped collection, a tailable cursor shows documents in the order they
+were inserted; on another, the collection is polled every 500 ms for documents whose
+(@timestamp, _id) comes after the newest one seen, 500 at most per query (a document that
+arrives late with an older @timestamp is not shown). Documents above 1 MiB are named on
+standard error, not printed.
 
 Line format: TIME LEVEL SERVICE@HOST[PID] LOGGER: MESSAGE KEY=VALUE... error=\"ERROR (caused
 by: FIRST CAUSE)\". Colour on a terminal unless NO_COLOR is set or --color never.
@@ -42,13 +52,17 @@ Exit status:
 pub struct TailArgs {
     /// Binding key for the queue: `#` is everything on a topic exchange, `logstash.billing.#`
     /// one application's targets; repeat to bind several (default `#`). With --from
-    /// redis://, the stream read (default `logstash`)
+    /// redis://, the stream read (default `logstash`); with --from mongodb://, the collection
+    /// of database `mongodb.database` (default `mongodb.collection`)
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
 
     /// Read a Redis stream instead of the broker: redis://[:PASSWORD@]HOST[:PORT][/DB], or
     /// rediss:// for TLS. Entries added after tail starts are shown (XREAD from `$`); nothing
-    /// is taken or acknowledged. A list cannot be tailed without taking from it: refused
+    /// is taken or acknowledged. A list cannot be tailed without taking from it: refused.
+    /// Or a MongoDB collection: mongodb://[USER:PASSWORD@]HOST[:PORT][,HOST…][/?OPTIONS] or
+    /// mongodb+srv://; documents written after tail starts are shown (a tailable cursor on a
+    /// capped collection, else polled by @timestamp and _id)
     #[arg(long, value_name = "URI")]
     pub from: Option<String>,
 
@@ -121,6 +135,18 @@ pub fn run(config: &Config, args: TailArgs) -> u8 {
         }
     };
     if let Some(uri) = &args.from {
+        if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+            #[cfg(feature = "mongodb")]
+            return runtime.block_on(mongodb::tail(uri, config, &args, &filters));
+            #[cfg(not(feature = "mongodb"))]
+            {
+                eprintln!(
+                    "logcollect tail: --from mongodb://: this logcollect was built without its \
+                     `mongodb` feature (`cargo install logcollect-cli` has it by default)"
+                );
+                return exit::USAGE;
+            }
+        }
         return runtime.block_on(tail_redis(uri, &args, &filters));
     }
     match runtime.block_on(tail(config, &args, &filters)) {
@@ -539,29 +565,8 @@ fn show(
     color: bool,
     shown: &mut u64,
 ) -> Result<bool, End> {
-    let mut done = false;
     match render::documents(data) {
-        Ok(docs) => {
-            for doc in docs {
-                let view = View::of(&doc, app_id);
-                if !filters.pass(&view, &doc) {
-                    continue;
-                }
-                let written = if args.json {
-                    writeln!(out, "{}", render::escape_c1(doc.to_string()))
-                } else {
-                    writeln!(out, "{}", view.line(color))
-                };
-                if written.is_err() {
-                    return Err(End::StdoutClosed);
-                }
-                *shown += 1;
-                if args.count.is_some_and(|n| *shown >= n) {
-                    done = true;
-                    break;
-                }
-            }
-        }
+        Ok(docs) => show_documents(out, docs, app_id, args, filters, color, shown),
         Err(e) => {
             let preview: String = String::from_utf8_lossy(data).chars().take(200).collect();
             eprintln!(
@@ -570,9 +575,40 @@ fn show(
                 data.len(),
                 render::escape(&preview)
             );
+            Ok(false)
         }
     }
-    Ok(done)
+}
+
+/// Prints the documents that pass the filters; `Ok(true)` once --count is reached.
+fn show_documents(
+    out: &mut impl Write,
+    docs: Vec<crate::json::Json>,
+    app_id: Option<&str>,
+    args: &TailArgs,
+    filters: &Filters,
+    color: bool,
+    shown: &mut u64,
+) -> Result<bool, End> {
+    for doc in docs {
+        let view = View::of(&doc, app_id);
+        if !filters.pass(&view, &doc) {
+            continue;
+        }
+        let written = if args.json {
+            writeln!(out, "{}", render::escape_c1(doc.to_string()))
+        } else {
+            writeln!(out, "{}", view.line(color))
+        };
+        if written.is_err() {
+            return Err(End::StdoutClosed);
+        }
+        *shown += 1;
+        if args.count.is_some_and(|n| *shown >= n) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn lost(e: &lapin::Error) -> Diagnosis {

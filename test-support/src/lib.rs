@@ -1,12 +1,13 @@
 //! Test support of the logcollect workspace (not published): where the test broker is, and
 //! throw-away RabbitMQ nodes of a test's own — plain, or TLS-only with client certificates and
 //! `EXTERNAL` — with certificates generated at test time — and the harness's own AMQP client
-//! ([`client`]), and Redis ([`redis`]: the shared server, servers of a test's own). The tests of
-//! both crates and `scripts/node` (through the
+//! ([`client`]), Redis ([`redis`]: the shared server, servers of a test's own) and MongoDB
+//! ([`mongodb`]: nx-27017 servers of a test's own, a reader). The tests of both crates and `scripts/node` (through the
 //! `logcollect-test-node` binary) use this one implementation.
 
 pub mod certs;
 pub mod client;
+pub mod mongodb;
 pub mod node;
 pub mod redis;
 
