@@ -327,7 +327,7 @@ async fn walk(
         }
     }
     let Some((node, connection)) = answering else {
-        return Err(diagnose::no_node_answers(&report.nodes));
+        return Err(diagnose::no_node_answers(&report.nodes, "broker_uri"));
     };
     let result = on_the_broker(
         &connection,
@@ -343,7 +343,7 @@ async fn walk(
     result?;
     queue_step(args, config, &nodes[node], timeout, report).await;
     if several {
-        match diagnose::some_nodes_down(&report.nodes, node + 1) {
+        match diagnose::some_nodes_down(&report.nodes, node + 1, "broker_uri") {
             Some(diagnosis) => return Err(diagnosis),
             None => report.ok(
                 "nodes",

@@ -339,7 +339,8 @@ fn node_lines(nodes: &[NodeResult]) -> String {
 }
 
 /// No node of the list answers.
-pub fn no_node_answers(nodes: &[NodeResult]) -> Diagnosis {
+/// `setting` names the node list (`broker_uri`, `redis.uri`).
+pub fn no_node_answers(nodes: &[NodeResult], setting: &str) -> Diagnosis {
     let fix = nodes
         .iter()
         .find_map(|n| n.failure.as_ref())
@@ -349,7 +350,7 @@ pub fn no_node_answers(nodes: &[NodeResult]) -> Diagnosis {
         step: "nodes",
         code: "no_node_answers",
         headline: format!(
-            "none of the {} nodes of `broker_uri` answers: nothing can be delivered",
+            "none of the {} nodes of `{setting}` answers: nothing can be delivered",
             nodes.len()
         ),
         detail: node_lines(nodes),
@@ -358,7 +359,7 @@ pub fn no_node_answers(nodes: &[NodeResult]) -> Diagnosis {
 }
 
 /// The path works through node `through`, but some nodes of the list do not answer.
-pub fn some_nodes_down(nodes: &[NodeResult], through: usize) -> Option<Diagnosis> {
+pub fn some_nodes_down(nodes: &[NodeResult], through: usize, setting: &str) -> Option<Diagnosis> {
     let down: Vec<usize> = nodes
         .iter()
         .enumerate()
@@ -375,14 +376,14 @@ pub fn some_nodes_down(nodes: &[NodeResult], through: usize) -> Option<Diagnosis
         step: "nodes",
         code: "node_unreachable",
         headline: format!(
-            "{} of {} nodes of `broker_uri` do not answer (node {which}); events get through \
+            "{} of {} nodes of `{setting}` do not answer (node {which}); events get through \
              node {through}",
             down.len(),
             nodes.len()
         ),
         detail: node_lines(nodes),
         fix: format!(
-            "without them there is no failover: {}; or remove the node from `broker_uri`",
+            "without them there is no failover: {}; or remove the node from `{setting}`",
             first.fix
         ),
     })

@@ -177,4 +177,18 @@ fn a_wrong_password_and_an_unreachable_node_fail_at_connect_without_the_password
     )]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(failure(&report), ("connect".into(), "unreachable".into()));
+
+    // A list of nodes none of which answers is named by its own setting.
+    let other = free_port();
+    let (code, report, _) = check(&[(
+        "LOGCOLLECT_REDIS__URI",
+        &format!("redis://127.0.0.1:{port}/0,redis://127.0.0.1:{other}/0"),
+    )]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(failure(&report), ("nodes".into(), "no_node_answers".into()));
+    let headline = report["failure"]["headline"].as_str().unwrap_or_default();
+    assert!(
+        headline.contains("none of the 2 nodes of `redis.uri` answers"),
+        "{report}"
+    );
 }

@@ -72,7 +72,7 @@ pub async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Res
         }
     }
     let Some((i, mut connection)) = answering else {
-        return Err(diagnose::no_node_answers(&report.nodes));
+        return Err(diagnose::no_node_answers(&report.nodes, "redis.uri"));
     };
     let timeout = config.connect_timeout.max(Duration::from_millis(100));
     let refused = |step: &'static str, e: &RedisError| diagnosis(step, &connector.refusal(i, e));
@@ -218,7 +218,7 @@ pub async fn walk(config: &Config, args: &CheckArgs, report: &mut Report) -> Res
         }
     }
     if several {
-        match diagnose::some_nodes_down(&report.nodes, i + 1) {
+        match diagnose::some_nodes_down(&report.nodes, i + 1, "redis.uri") {
             Some(d) => return Err(d),
             None => report.ok(
                 "nodes",
