@@ -583,6 +583,15 @@ impl Writers {
         line: &[u8],
         now: DateTime<Local>,
     ) -> io::Result<()> {
+        // The usual case, an open file: one look-up of the path (hashing it is not cheap).
+        if let Some(file) = self.files.get_mut(path).filter(|f| f.out.is_some()) {
+            self.clock += 1;
+            file.last_used = self.clock;
+            let result = file.append(line, now, &self.compressor);
+            let is_open = file.out.is_some();
+            self.count_open(true, is_open);
+            return self.appended(path, result);
+        }
         if !self.files.contains_key(path) {
             // A facility's name is its own logger prefix: routing it finds its settings.
             let settings = self.facilities.route(service, facility).settings.clone();
@@ -617,6 +626,10 @@ impl Writers {
         let result = file.append(line, now, &self.compressor);
         let is_open = file.out.is_some();
         self.count_open(was_open, is_open);
+        self.appended(path, result)
+    }
+
+    fn appended(&mut self, path: &Path, result: io::Result<Appended>) -> io::Result<()> {
         let appended = result?;
         if appended.due {
             self.due = true;
