@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Local};
 
@@ -74,8 +74,8 @@ pub fn open_append(path: &Path, modes: Modes) -> io::Result<File> {
 
 /// What became of one appended line.
 pub struct Appended {
-    /// The file was synced after it.
-    pub synced: bool,
+    /// The file holds `flush_every` events or more not yet synced: a sync is due.
+    pub due: bool,
     /// The line is in the file's buffer, but writing or syncing failed after it: retried at
     /// the next line and at the next sync.
     pub deferred: Option<io::Error>,
@@ -86,7 +86,9 @@ pub struct LogFile {
     path: PathBuf,
     settings: Settings,
     modes: Modes,
-    out: Option<File>,
+    /// The syncer thread holds a `Weak` of it while a background sync is pending, so a file
+    /// closed meanwhile lets its descriptor go (and is synced here instead).
+    out: Option<Arc<File>>,
     /// Device and inode of `out`, to notice the path moved or removed under us.
     id: (u64, u64),
     /// Lines not written yet. Only what `write` took is removed, so a failure part-way never
@@ -159,7 +161,7 @@ impl LogFile {
         }
         self.id = (meta.dev(), meta.ino());
         self.size = file.metadata()?.len().saturating_add(self.buf.len() as u64);
-        self.out = Some(file);
+        self.out = Some(Arc::new(file));
         self.stats.set_file(&self.path);
         Ok(())
     }
@@ -194,25 +196,21 @@ impl LogFile {
         self.unsynced += 1;
         self.dirty = true;
         self.stats.add(len);
-        let after = (|| {
-            if self.buf.len() >= BUFFER {
-                self.write_out()?;
-            }
-            if self.unsynced >= self.settings.flush_every {
-                self.sync()?;
-                return Ok(true);
-            }
-            Ok(false)
-        })();
+        let due = self.unsynced >= self.settings.flush_every;
+        let after = if self.buf.len() >= BUFFER {
+            self.write_out()
+        } else {
+            Ok(())
+        };
         match after {
-            Ok(synced) => Ok(Appended {
-                synced,
+            Ok(()) => Ok(Appended {
+                due,
                 deferred: None,
             }),
             Err(e) => {
                 self.broken = true;
                 Ok(Appended {
-                    synced: false,
+                    due,
                     deferred: Some(e),
                 })
             }
@@ -226,9 +224,10 @@ impl LogFile {
             return Ok(());
         }
         self.open()?;
-        let Some(out) = self.out.as_mut() else {
+        let Some(out) = self.out.as_deref() else {
             return Err(io::Error::other("the file is not open"));
         };
+        let mut out = out;
         let mut written = 0;
         let result = loop {
             if written == self.buf.len() {
@@ -254,7 +253,7 @@ impl LogFile {
             return Ok(());
         }
         self.write_out()?;
-        if let Some(out) = self.out.as_mut() {
+        if let Some(out) = self.out.as_deref() {
             out.sync_data()?;
         }
         self.unsynced = 0;
@@ -262,10 +261,29 @@ impl LogFile {
         Ok(())
     }
 
+    /// The first half of a background sync: the buffer written out, the descriptor handed
+    /// back for the syncer thread. The file counts as synced from here: whoever acks on it
+    /// waits for that thread's answer, and a failed answer marks it dirty again.
+    fn start_sync(&mut self) -> io::Result<Option<Weak<File>>> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        self.write_out()?;
+        self.unsynced = 0;
+        self.dirty = false;
+        Ok(self.out.as_ref().map(Arc::downgrade))
+    }
+
     /// Synced and closed; the next line opens the path anew (after an external move, a new
     /// file).
     fn close(&mut self) -> io::Result<()> {
         self.sync()?;
+        if let Some(out) = &self.out {
+            // A background sync is pending: done here, as the syncer will not find it.
+            if Arc::weak_count(out) > 0 {
+                out.sync_data()?;
+            }
+        }
         self.out = None;
         if self.buf.is_empty() {
             // A closed file holds no memory: thousands of them may be in the table.
@@ -413,8 +431,8 @@ pub struct Writers {
     line: Vec<u8>,
     key: String,
     facility: String,
-    /// A file was synced since the last ack: a good moment to sync the rest and ack.
-    synced: bool,
+    /// A file holds `flush_every` unsynced events: time to sync them all and ack.
+    due: bool,
 }
 
 impl Writers {
@@ -442,7 +460,7 @@ impl Writers {
             line: Vec::with_capacity(1024),
             key: String::new(),
             facility: String::new(),
-            synced: false,
+            due: false,
         }
     }
 
@@ -565,6 +583,15 @@ impl Writers {
         line: &[u8],
         now: DateTime<Local>,
     ) -> io::Result<()> {
+        // The usual case, an open file: one look-up of the path (hashing it is not cheap).
+        if let Some(file) = self.files.get_mut(path).filter(|f| f.out.is_some()) {
+            self.clock += 1;
+            file.last_used = self.clock;
+            let result = file.append(line, now, &self.compressor);
+            let is_open = file.out.is_some();
+            self.count_open(true, is_open);
+            return self.appended(path, result);
+        }
         if !self.files.contains_key(path) {
             // A facility's name is its own logger prefix: routing it finds its settings.
             let settings = self.facilities.route(service, facility).settings.clone();
@@ -599,9 +626,13 @@ impl Writers {
         let result = file.append(line, now, &self.compressor);
         let is_open = file.out.is_some();
         self.count_open(was_open, is_open);
+        self.appended(path, result)
+    }
+
+    fn appended(&mut self, path: &Path, result: io::Result<Appended>) -> io::Result<()> {
         let appended = result?;
-        if appended.synced {
-            self.synced = true;
+        if appended.due {
+            self.due = true;
         }
         if let Some(e) = appended.deferred {
             self.status.error(format!(
@@ -641,10 +672,42 @@ impl Writers {
         Ok(())
     }
 
-    /// True when no file holds unsynced lines, or one was just synced (so the others are
-    /// synced too, cheaply, before an ack).
+    /// True when no file holds unsynced lines, or one holds `flush_every` of them (so all
+    /// are synced, and what they hold acked).
     pub fn ack_point(&self) -> bool {
-        self.synced || self.files.values().all(|f| !f.dirty)
+        self.due || self.files.values().all(|f| !f.dirty)
+    }
+
+    /// A background sync of every file holding unsynced lines: their buffers are written
+    /// now, and the descriptors returned are for `Syncer` to sync. Nothing written so far
+    /// may be acked before it answers.
+    pub fn start_sync(&mut self) -> io::Result<Vec<Weak<File>>> {
+        self.due = false;
+        let mut out = Vec::new();
+        for f in self.files.values_mut() {
+            match f.start_sync() {
+                Ok(Some(file)) => out.push(file),
+                Ok(None) => {}
+                Err(e) => {
+                    f.broken = true;
+                    f.dirty = true;
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", f.path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A background sync failed: every open file is synced again before the next ack.
+    pub fn mark_unsynced(&mut self) {
+        for f in self.files.values_mut() {
+            if f.out.is_some() {
+                f.dirty = true;
+            }
+        }
     }
 
     /// Every file synced: what was written is on disk and can be acked. Every file is tried;
@@ -659,7 +722,7 @@ impl Writers {
                 });
             }
         }
-        self.synced = false;
+        self.due = false;
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -723,7 +786,7 @@ impl Writers {
             f.close()?;
         }
         self.open = 0;
-        self.synced = false;
+        self.due = false;
         if let Some(facilities) = facilities {
             self.facilities = facilities;
             // Settings and schedules come from the new file.
@@ -752,5 +815,83 @@ impl Writers {
             return Err(e);
         }
         Ok(path)
+    }
+}
+
+/// The thread that syncs files in the background, so the next messages are read and written
+/// while the disk catches up. Rounds are answered in the order they were sent; rounds queued
+/// meanwhile are merged into one (each file synced once, after the newest of their writes).
+pub struct Syncer {
+    jobs: Option<std::sync::mpsc::Sender<(Vec<Weak<File>>, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An answer: how many rounds it covers, the newest tag among them, and whether every file
+/// reached the disk.
+pub type Synced = (usize, u64, io::Result<()>);
+
+impl Syncer {
+    /// The thread, and where its answers arrive.
+    pub fn start() -> io::Result<(Syncer, tokio::sync::mpsc::UnboundedReceiver<Synced>)> {
+        let (jobs, rx) = std::sync::mpsc::channel::<(Vec<Weak<File>>, u64)>();
+        let (answers, answered) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("logcollect-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let (mut files, mut tag) = first;
+                    // Rounds sent while the last sync ran: one sync per file covers them.
+                    let mut rounds = 1usize;
+                    while let Ok((more, t)) = rx.try_recv() {
+                        files.extend(more);
+                        tag = tag.max(t);
+                        rounds += 1;
+                    }
+                    let mut result = Ok(());
+                    for (i, f) in files.iter().enumerate() {
+                        if files[..i].iter().any(|g| Weak::ptr_eq(f, g)) {
+                            continue;
+                        }
+                        // Gone: closed meanwhile, and synced as it closed.
+                        let Some(f) = f.upgrade() else {
+                            continue;
+                        };
+                        if let Err(e) = f.sync_data() {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    drop(files);
+                    if answers.send((rounds, tag, result)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok((
+            Syncer {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            },
+            answered,
+        ))
+    }
+
+    /// Sends one round: `files` to sync, then `tag` (and all before it) may be acked.
+    pub fn submit(&self, files: Vec<Weak<File>>, tag: u64) -> io::Result<()> {
+        match &self.jobs {
+            Some(jobs) => jobs
+                .send((files, tag))
+                .map_err(|_| io::Error::other("the sync thread is gone")),
+            None => Err(io::Error::other("the sync thread is gone")),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -32,7 +32,7 @@ use crate::exit;
 use crate::render::View;
 use facilities::Facilities;
 use facilities::LineFormat;
-use file::{Modes, Writers};
+use file::{Modes, Synced, Syncer, Writers};
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use status::{Access, Status};
@@ -549,31 +549,114 @@ async fn watch_backlog(channel: Channel, queue: String, status: Arc<Status>) {
     }
 }
 
-/// Acks written messages once the files they went to are synced.
+/// Acks written messages once the files they went to are synced. Syncs run in rounds on
+/// the syncer thread while the next messages are read and written; a round's answer acks
+/// every message written before it started.
 struct Acks {
-    /// Delivery tag of the newest message written and not yet acked.
-    last: Option<u64>,
+    /// Delivery tag of the newest message written (tags start at 1; 0: none).
+    written: u64,
+    /// The newest tag a round was sent for.
+    sent: u64,
+    /// The newest tag acked (a `multiple` ack: every one up to it).
+    acked: u64,
+    /// Messages written since the last round started.
     pending: usize,
+    /// Rounds sent to the syncer and not answered yet.
+    in_flight: usize,
+    /// A background sync failed: no answer acks anything until every file is synced again
+    /// here (`ack`).
+    failed: bool,
     /// A sync failed: no message is taken until one succeeds, tried again after `pause`.
     stalled: bool,
     pause: Duration,
+    syncer: Syncer,
+    answers: tokio::sync::mpsc::UnboundedReceiver<Synced>,
 }
 
 impl Acks {
-    /// Everything up to `last`, in one `multiple` ack, once the files are synced. A failed
-    /// sync is not fatal: nothing is acked, no new message is taken, and the sync is tried
-    /// again after a pause (0.5 s, doubling to 30 s). `Err` only when the broker cannot take
-    /// the ack.
+    /// Sends what is written so far to the syncer: acked once it answers.
+    fn start_round(&mut self, writers: &mut Writers, status: &Status) {
+        self.pending = 0;
+        let tag = self.written;
+        if tag == self.sent {
+            return;
+        }
+        if self.failed || self.stalled {
+            // The retry after the pause syncs and acks everything.
+            return;
+        }
+        let sent = writers
+            .start_sync()
+            .and_then(|files| self.syncer.submit(files, tag));
+        match sent {
+            Ok(()) => {
+                self.in_flight += 1;
+                self.sent = tag;
+            }
+            Err(e) => self.fail(&e, writers, status),
+        }
+    }
+
+    fn fail(&mut self, e: &std::io::Error, writers: &mut Writers, status: &Status) {
+        status.error(format!(
+            "cannot sync the files: {e}; nothing is acked, trying again in {:?}",
+            self.pause
+        ));
+        self.failed = true;
+        self.stalled = true;
+        writers.mark_unsynced();
+    }
+
+    /// One answer of the syncer: its messages acked, or, after a failure, nothing until
+    /// `ack` syncs every file again.
+    async fn answered(
+        &mut self,
+        (rounds, tag, result): Synced,
+        channel: &Channel,
+        writers: &mut Writers,
+        status: &Status,
+    ) -> Result<(), String> {
+        self.in_flight = self.in_flight.saturating_sub(rounds);
+        match result {
+            Ok(()) if !self.failed && tag > self.acked => {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(|e| format!("cannot ack: {e}"))?;
+                self.acked = tag;
+            }
+            Ok(()) => {}
+            Err(e) => self.fail(&e, writers, status),
+        }
+        Ok(())
+    }
+
+    /// Everything up to `last`, in one `multiple` ack, once the rounds in flight are answered
+    /// and every file is synced here. A failed sync is not fatal: nothing is acked, no new
+    /// message is taken, and the sync is tried again after a pause (0.5 s, doubling to 30 s).
+    /// `Err` only when the broker cannot take the ack.
     async fn ack(
         &mut self,
         channel: &Channel,
         writers: &mut Writers,
         status: &Status,
     ) -> Result<(), String> {
-        let Some(tag) = self.last else {
+        while self.in_flight > 0 {
+            match self.answers.recv().await {
+                Some(answer) => self.answered(answer, channel, writers, status).await?,
+                None => {
+                    self.in_flight = 0;
+                    let gone = std::io::Error::other("the sync thread is gone");
+                    self.fail(&gone, writers, status);
+                }
+            }
+        }
+        let tag = self.written;
+        if tag == self.acked {
             self.stalled = false;
+            self.failed = false;
             return Ok(());
-        };
+        }
         if let Err(e) = writers.sync_all() {
             status.error(format!(
                 "cannot sync the files: {e}; nothing is acked, trying again in {:?}",
@@ -587,11 +670,13 @@ impl Acks {
             self.stalled = false;
             self.pause = Duration::from_millis(500);
         }
+        self.failed = false;
         channel
             .basic_ack(tag, BasicAckOptions { multiple: true })
             .await
             .map_err(|e| format!("cannot ack: {e}"))?;
-        self.last = None;
+        self.acked = tag;
+        self.sent = tag;
         self.pending = 0;
         Ok(())
     }
@@ -616,11 +701,21 @@ async fn consume(
     // Rotation schedules, moved files and idle acks: a timer, not only arriving messages.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (syncer, answers) = match Syncer::start() {
+        Ok(s) => s,
+        Err(e) => return End::Failed(format!("cannot start the sync thread: {e}")),
+    };
     let mut acks = Acks {
-        last: None,
+        written: 0,
+        sent: 0,
+        acked: 0,
         pending: 0,
+        in_flight: 0,
+        failed: false,
         stalled: false,
         pause: Duration::from_millis(500),
+        syncer,
+        answers,
     };
     let prefetch = usize::from(args.prefetch);
     let max_doc = usize::try_from(args.max_document_bytes).unwrap_or(usize::MAX);
@@ -663,11 +758,15 @@ async fn consume(
                 }
                 writers.check_paths();
                 if !acks.stalled {
-                    if let Err(e) = acks.ack(channel, &mut writers, &status).await {
-                        break End::Failed(e);
-                    }
+                    acks.start_round(&mut writers, &status);
                 }
                 status.open_files.store(writers.open_files() as u64, Ordering::Relaxed);
+                continue;
+            }
+            Some(answer) = acks.answers.recv(), if acks.in_flight > 0 => {
+                if let Err(e) = acks.answered(answer, channel, &mut writers, &status).await {
+                    break End::Failed(e);
+                }
                 continue;
             }
             next = consumer.next(), if !acks.stalled => next,
@@ -706,12 +805,10 @@ async fn consume(
         if stopped {
             break End::Stopped;
         }
-        acks.last = Some(delivery.delivery_tag);
+        acks.written = delivery.delivery_tag;
         acks.pending += 1;
         if writers.ack_point() || acks.pending >= prefetch / 2 {
-            if let Err(e) = acks.ack(channel, &mut writers, &status).await {
-                break End::Failed(e);
-            }
+            acks.start_round(&mut writers, &status);
         }
     };
     // Stop consuming, then sync and ack what was written; the rest is redelivered.
@@ -729,7 +826,7 @@ async fn consume(
         status.error(format!("cannot close the files: {e}"));
     }
     if matches!(end, End::Stopped) {
-        if acks.last.is_none() {
+        if acks.written == acks.acked {
             eprintln!("logcollect collect: stopped; every written event synced and acked");
         } else {
             eprintln!(
