@@ -26,7 +26,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use logcollect::Overflow;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -317,5 +317,35 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// `LOGCOLLECT_BENCH_ONE_BURST=default|slow`: one burst of [`BURST`] calls (after one to warm
+/// up), both delivered, then exit: what callgrind counts per event on the logging thread
+/// (`log_one`) and on the shipper's thread.
+fn one_burst(which: &str) {
+    let broker = Broker::open().expect("one burst needs a broker on 127.0.0.1:5672");
+    let (layer, guard) = broker.layer(which == "slow");
+    let payload = "x".repeat(64);
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let mut next = 0;
+        let mut settle = || assert!(guard.flush(Duration::from_secs(120)).is_complete());
+        let warm = bursts(BURST, &mut next, &payload, &mut settle);
+        let timed = bursts(BURST, &mut next, &payload, &mut settle);
+        eprintln!(
+            "one burst ({which}): {:.0} ns per call (warm-up burst {:.0} ns); {} events confirmed",
+            timed.as_nanos() as f64 / BURST as f64,
+            warm.as_nanos() as f64 / BURST as f64,
+            guard.stats().confirmed
+        );
+    });
+    let _ = guard.shutdown(Duration::from_secs(5));
+    broker.close();
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(which) = std::env::var("LOGCOLLECT_BENCH_ONE_BURST") {
+        return one_burst(&which);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
