@@ -175,7 +175,7 @@ impl Broker {
 
     /// A layer shipping to this broker, its queue large enough for a whole burst.
     fn layer(&self, slow: bool) -> (logcollect::LogcollectLayer, logcollect::Guard) {
-        let (layer, guard) = logcollect::builder()
+        logcollect::builder()
             .broker_uri(&self.url)
             .exchange(&self.exchange)
             .identity("project", "loadtest")
