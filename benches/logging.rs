@@ -18,10 +18,11 @@
 //! real broker at the same time (`LOGCOLLECT_TEST_AMQP_URL`, else 127.0.0.1:5672), the queue
 //! large enough that nothing drops; only the loop is timed, and the shipper delivers everything
 //! before the next loop starts. `logcollect_burst` ships with the defaults;
-//! `logcollect_burst_slow_shipper` with one 16-event message in flight at a time, so that the
-//! shipper falls far behind the logger and the queue holds most of each burst.
-//! `fmt_json_to_sink_burst` times the JSON formatter over the same loops. Without a broker the
-//! burst cases are skipped (said on stderr).
+//! `logcollect_burst_slow_shipper` with one 16-event message in flight at a time (a shipper
+//! slower than the logger: the queue holds a large part of each burst at its end, printed).
+//! `fmt_json_to_sink_burst` times the JSON formatter over the same loops. Each burst case also
+//! prints the logging thread's CPU time per call. Without a broker the burst cases are skipped
+//! (said on stderr).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
