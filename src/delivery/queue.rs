@@ -49,8 +49,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Wakes the shipper: an event arrived, or shutdown was asked for.
     pub wake: Notify,
-    /// Set by the logging call that wakes the shipper, cleared by the shipper before it looks
-    /// at the queue: while set, the shipper is sure to look again, so the calls that find it
+    /// Set by the logging call that wakes the shipper, cleared by the shipper when it wakes and
+    /// before it looks at the queue: while set, the shipper is sure to look again, so the calls that find it
     /// set neither wake it nor touch `wake` (one load of a line that stays in their cache,
     /// instead of a compare-and-swap on a line the shipper reads, or a wake-up, per event).
     wake_pending: AtomicBool,
@@ -92,6 +92,8 @@ const STASH_MAX: usize = 2 * BUNDLE;
 /// Emptied parts of encoded events, for the logging threads to fill again.
 #[derive(Default)]
 struct Spares {
+    /// Boxed: each goes back into the queue as it is, a pointer.
+    #[allow(clippy::vec_box)]
     events: Vec<Box<CapturedEvent>>,
     strings: Vec<String>,
     snapshots: Vec<Arc<SpanSnapshot>>,
@@ -218,6 +220,14 @@ impl Shared {
 
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(self.queue.len())
+    }
+
+    /// Waits to be woken (by the first event since the shipper last looked at the queue or
+    /// was woken, a flush, shutdown); the next event after this wakes the shipper again, so a
+    /// shipper that does not drain (held back, spilling) still sees the queue grow.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+        self.wake_pending.store(false, Ordering::Relaxed);
     }
 
     /// The shipper is about to look at the queue: an event pushed from now on wakes it again.
