@@ -45,6 +45,7 @@ impl Order {
         {
             return Some(message);
         }
+        shared.draining();
         let max_events = shared.encoder.batch.max_events.max(1);
         let mut budget = room.max(1).saturating_mul(max_events);
         if self.lingering(shared, now) {

@@ -164,7 +164,7 @@ impl Publisher<'_> {
                         detail: "the connection's event stream ended".to_string(),
                     }),
                 },
-                _ = shared.wake.notified(),
+                _ = shared.woken(),
                     if spooling || (!flow.blocked() && window.room() > 0) => {}
                 _ = sleep_until(linger), if linger.is_some() => {}
                 _ = tick.tick() => {

@@ -4,8 +4,9 @@
 //! event, push the oldest out, wait a bounded time for room, or write the event to the spool.
 //! Each drop is counted.
 
+use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,16 +42,18 @@ pub(crate) struct Shared {
     /// Boxed: `ArrayQueue` allocates every slot up front, and a pointer per slot keeps an idle
     /// 65536-event queue at 512 KiB instead of ~13 MiB.
     pub queue: ArrayQueue<Box<CapturedEvent>>,
-    /// Events the shipper has encoded and emptied, for the logging threads to fill again.
-    blanks: ArrayQueue<Box<CapturedEvent>>,
-    /// The emptied string values of those events, for the logging threads' string fields.
-    strings: ArrayQueue<String>,
-    /// Span snapshots whose span had closed by the time its last event was encoded: emptied,
-    /// held only here, for the logging threads' new spans.
-    snapshots: ArrayQueue<Arc<SpanSnapshot>>,
+    /// What the shipper gave back for reuse, in bundles ([`Spares`]).
+    spares: ArrayQueue<Spares>,
+    /// Tells this queue's spares from another's in a logging thread's stash.
+    id: u64,
     pub counters: Counters,
     /// Wakes the shipper: an event arrived, or shutdown was asked for.
     pub wake: Notify,
+    /// Set by the logging call that wakes the shipper, cleared by the shipper when it wakes and
+    /// before it looks at the queue: while set, the shipper is sure to look again, so the calls that find it
+    /// set neither wake it nor touch `wake` (one load of a line that stays in their cache,
+    /// instead of a compare-and-swap on a line the shipper reads, or a wake-up, per event).
+    wake_pending: AtomicBool,
     /// No more events are accepted.
     pub closed: AtomicBool,
     /// The shipper must stop now, abandoning what it still holds.
@@ -79,8 +82,65 @@ type BeforeClose = Box<dyn Fn(&Handoff) + Send + Sync>;
 /// again). Reused, they cost nothing in the steady state; so do string field values (up to four
 /// per kept event) and span snapshots whose span has closed. Bounds what is kept: at most this
 /// many events and snapshots, each with small buffers, and four times as many strings of at
-/// most 1 KiB (`Shared::recycle`).
+/// most 1 KiB (`Shared::recycle`), plus a logging thread's stash (`STASH_MAX`).
 const BLANKS: usize = 1024;
+
+/// Events per bundle of spares. The shipper hands spares back, and a logging thread takes
+/// them, a bundle at a time: one operation on the shared queue per bundle instead of one per
+/// event, string and snapshot (each moves cache lines between the two threads' cores).
+const BUNDLE: usize = 16;
+
+/// A logging thread's stash keeps at most this many of each kind (more from a bundle is
+/// freed): two bundles' worth, four strings per event.
+const STASH_MAX: usize = 2 * BUNDLE;
+
+/// Emptied parts of encoded events, for the logging threads to fill again.
+#[derive(Default)]
+struct Spares {
+    /// Boxed: each goes back into the queue as it is, a pointer.
+    #[allow(clippy::vec_box)]
+    events: Vec<Box<CapturedEvent>>,
+    strings: Vec<String>,
+    snapshots: Vec<Arc<SpanSnapshot>>,
+}
+
+impl Spares {
+    /// Keeps the small string values among `values` for reuse; the rest is freed.
+    fn keep_strings(&mut self, values: impl Iterator<Item = (&'static str, FieldValue)>) {
+        for (_, value) in values {
+            if let FieldValue::Str(mut s) = value {
+                if s.capacity() <= 1024 && self.strings.len() < 4 * BUNDLE {
+                    s.clear();
+                    self.strings.push(s);
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.strings.is_empty() && self.snapshots.is_empty()
+    }
+
+    /// Moves `bundle`'s parts into this stash, up to [`STASH_MAX`] (strings: four times that).
+    fn absorb(&mut self, bundle: Spares) {
+        fn fill<T>(into: &mut Vec<T>, from: Vec<T>, max: usize) {
+            let room = max.saturating_sub(into.len());
+            into.extend(from.into_iter().take(room));
+        }
+        fill(&mut self.events, bundle.events, STASH_MAX);
+        fill(&mut self.strings, bundle.strings, 4 * STASH_MAX);
+        fill(&mut self.snapshots, bundle.snapshots, STASH_MAX);
+    }
+}
+
+/// Numbers each queue, for [`Shared::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This logging thread's spares, and the id of the queue they came from (a thread that
+    /// logs to another queue drops them).
+    static STASH: RefCell<(u64, Spares)> = RefCell::new((0, Spares::default()));
+}
 
 /// With a spool, the most events held in memory whatever `queue_capacity` says: beyond this
 /// they go to disk (`overflow = spill`), so memory stays bounded (~1.2 KiB per captured event:
@@ -106,11 +166,11 @@ impl Shared {
         };
         Arc::new(Shared {
             queue: ArrayQueue::new(capacity.max(1)),
-            blanks: ArrayQueue::new(BLANKS),
-            strings: ArrayQueue::new(BLANKS * 4),
-            snapshots: ArrayQueue::new(BLANKS),
+            spares: ArrayQueue::new(BLANKS / BUNDLE),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             counters,
             wake: Notify::new(),
+            wake_pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
@@ -137,8 +197,9 @@ impl Shared {
     /// Gives encoded events back, emptied, for the logging threads to fill again; events
     /// whose buffers grew large are freed instead, so what is kept stays small.
     pub fn recycle(&self, events: impl IntoIterator<Item = Box<CapturedEvent>>) {
+        let mut bundle = Spares::default();
         for mut event in events {
-            if self.blanks.is_full() {
+            if bundle.events.is_empty() && self.spares.is_full() {
                 return;
             }
             if event.message.capacity() > 1024
@@ -147,38 +208,50 @@ impl Shared {
             {
                 continue;
             }
-            self.keep_strings(event.fields.drain(..));
+            bundle.keep_strings(event.fields.drain(..));
             for mut span in event.spans.drain(..) {
                 // Only a snapshot no span or other event holds any more.
                 let Some(snapshot) = Arc::get_mut(&mut span) else {
                     continue;
                 };
-                if snapshot.fields.capacity() > 32 || self.snapshots.is_full() {
+                if snapshot.fields.capacity() > 32 || bundle.snapshots.len() >= BUNDLE {
                     continue;
                 }
-                self.keep_strings(snapshot.fields.drain(..));
-                let _ = self.snapshots.push(span);
+                bundle.keep_strings(snapshot.fields.drain(..));
+                bundle.snapshots.push(span);
             }
             event.empty();
-            // Full meanwhile (another thread recycled): it is simply freed.
-            let _ = self.blanks.push(event);
-        }
-    }
-
-    /// Keeps the small string values among `values` for reuse; the rest is freed.
-    fn keep_strings(&self, values: impl Iterator<Item = (&'static str, FieldValue)>) {
-        for (_, value) in values {
-            if let FieldValue::Str(mut s) = value {
-                if s.capacity() <= 1024 && !self.strings.is_full() {
-                    s.clear();
-                    let _ = self.strings.push(s);
+            bundle.events.push(event);
+            if bundle.events.len() == BUNDLE {
+                // Full meanwhile (another thread recycled): the rest is simply freed.
+                if self.spares.push(std::mem::take(&mut bundle)).is_err() {
+                    return;
                 }
             }
+        }
+        if !bundle.is_empty() {
+            let _ = self.spares.push(bundle);
         }
     }
 
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(self.queue.len())
+    }
+
+    /// Waits to be woken (by the first event since the shipper last looked at the queue or
+    /// was woken, a flush, shutdown); the next event after this wakes the shipper again, so a
+    /// shipper that does not drain (held back, spilling) still sees the queue grow.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+        self.wake_pending.store(false, Ordering::Relaxed);
+    }
+
+    /// The shipper is about to look at the queue: an event pushed from now on wakes it again.
+    pub fn draining(&self) {
+        self.wake_pending.store(false, Ordering::Relaxed);
+        // Pairs with the fence in `Handoff::accepted`: either this look finds the event, or
+        // its call finds the flag clear and wakes the shipper.
+        fence(Ordering::SeqCst);
     }
 
     /// Whether a spool is configured.
@@ -328,24 +401,47 @@ impl Handoff {
     /// An empty event to fill and [`offer_boxed`](Self::offer_boxed): one the shipper gave
     /// back, or a new one.
     pub fn blank(&self) -> Box<CapturedEvent> {
-        self.shared
-            .blanks
-            .pop()
+        self.spare(|s| s.events.pop())
             .unwrap_or_else(|| Box::new(CapturedEvent::blank()))
     }
 
     /// An empty span snapshot held only by the caller: one the shipper gave back, or a new one.
     pub fn span_snapshot(&self) -> Arc<SpanSnapshot> {
-        self.shared
-            .snapshots
-            .pop()
-            .filter(|s| Arc::strong_count(s) == 1 && Arc::weak_count(s) == 0)
-            .unwrap_or_default()
+        self.spare(|s| {
+            while let Some(snapshot) = s.snapshots.pop() {
+                if Arc::strong_count(&snapshot) == 1 && Arc::weak_count(&snapshot) == 0 {
+                    return Some(snapshot);
+                }
+            }
+            None
+        })
+        .unwrap_or_default()
     }
 
     /// An empty string for a field value: one the shipper gave back, or a new one.
     pub fn string(&self) -> String {
-        self.shared.strings.pop().unwrap_or_default()
+        self.spare(|s| s.strings.pop()).unwrap_or_default()
+    }
+
+    /// A spare part from this thread's stash, refilled with a bundle the shipper gave back
+    /// when it has none of the kind.
+    fn spare<T>(&self, take: impl Fn(&mut Spares) -> Option<T>) -> Option<T> {
+        let id = self.shared.id;
+        STASH
+            .try_with(|stash| {
+                let mut stash = stash.try_borrow_mut().ok()?;
+                if stash.0 != id {
+                    *stash = (id, Spares::default());
+                }
+                if let Some(part) = take(&mut stash.1) {
+                    return Some(part);
+                }
+                let bundle = self.shared.spares.pop()?;
+                stash.1.absorb(bundle);
+                take(&mut stash.1)
+            })
+            .ok()
+            .flatten()
     }
 
     /// Queues an event for shipping; when the queue is full the overflow policy applies.
@@ -377,8 +473,14 @@ impl Handoff {
     }
 
     fn accepted(&self) {
-        Counters::add(&self.shared.counters.accepted, 1);
-        self.shared.wake.notify_one();
+        let shared = &self.shared;
+        Counters::add(&shared.counters.accepted, 1);
+        fence(Ordering::SeqCst);
+        if !shared.wake_pending.load(Ordering::Relaxed)
+            && !shared.wake_pending.swap(true, Ordering::Relaxed)
+        {
+            shared.wake.notify_one();
+        }
     }
 
     /// `block`: retries with short, growing sleeps until there is room or the timeout passes.
