@@ -502,6 +502,12 @@ fn document(text: &[u8], fields: Fields) -> Result<RawDocumentBuf, String> {
     Ok(doc)
 }
 
+/// `document` for the benchmarks: one JSON document in `format` as the transport stores it.
+#[cfg(feature = "internals")]
+pub fn bson_document(text: &[u8], format: Format) -> Result<RawDocumentBuf, String> {
+    document(text, Fields::of(format))
+}
+
 /// A key BSON can hold: without NUL bytes.
 fn bson_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.contains('\0') {
