@@ -19,6 +19,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use ::mongodb::bson::{doc, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf};
 use ::mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use ::mongodb::options::{
@@ -26,6 +28,7 @@ use ::mongodb::options::{
 };
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use bytes::Bytes;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -463,114 +466,241 @@ fn documents(body: &[u8], ends: &[u32], fields: Fields) -> Converted {
     converted
 }
 
-/// One JSON document as BSON: the event time a date, the event id the `_id`.
+/// One JSON document as BSON, read straight from its text (no `serde_json::Value` between):
+/// the event time a date, the event id the `_id`, first.
 fn document(text: &[u8], fields: Fields) -> Result<RawDocumentBuf, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err("not a JSON object".into());
+    use serde::de::Deserializer as _;
+    let mut top = Top {
+        fields,
+        body: RawDocumentBuf::new(),
+        id: None,
     };
-    let mut doc = RawDocumentBuf::new();
-    let id = match fields.id {
-        (key, None) => map.get(key),
-        (object, Some(key)) => map.get(object).and_then(|o| o.get(key)),
-    };
-    if let Some(serde_json::Value::String(id)) = id {
-        doc.append_ref("_id", RawBsonRef::String(id));
+    let mut reader = serde_json::Deserializer::from_slice(text);
+    let read = reader.deserialize_any(&mut top).and_then(|()| reader.end());
+    if let Err(e) = read {
+        return Err(match e.classify() {
+            serde_json::error::Category::Data => "not a JSON object".into(),
+            _ => format!("not JSON ({e})"),
+        });
     }
-    for (key, value) in &map {
-        if key == "_id" {
-            continue;
-        }
-        let key = bson_key(key);
-        if key == fields.time {
-            if let serde_json::Value::String(s) = value {
-                if let Ok(date) = ::mongodb::bson::DateTime::parse_rfc3339_str(s) {
-                    doc.append_ref(key.as_ref(), RawBsonRef::DateTime(date));
-                    continue;
-                }
-            }
-        }
-        append(&mut doc, &key, value);
+    // `_id` first, as MongoDB keeps it: its element, then the body's elements.
+    let mut head = RawDocumentBuf::new();
+    if let Some(id) = &top.id {
+        head.append_ref("_id", RawBsonRef::String(id));
     }
-    let len = doc.as_bytes().len();
-    if len > MAX_BSON_BYTES {
+    let mut bytes = head.into_bytes();
+    bytes.pop();
+    bytes.extend_from_slice(top.body.as_bytes().get(4..).unwrap_or_default());
+    let len = bytes.len();
+    let Some(header) = i32::try_from(len).ok().filter(|_| len <= MAX_BSON_BYTES) else {
         return Err(format!(
             "{len} bytes as BSON, above MongoDB's limit of {MAX_BSON_BYTES}"
         ));
+    };
+    bytes[..4].copy_from_slice(&header.to_le_bytes());
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| format!("not BSON ({e})"))
+}
+
+/// The top level of a document: its elements go to `body`, its event id to `id`.
+struct Top {
+    fields: Fields,
+    body: RawDocumentBuf,
+    id: Option<String>,
+}
+
+impl<'de> Visitor<'de> for &mut Top {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    Ok(doc)
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let f = self.fields;
+        while let Some(key) = map.next_key_seed(Key)? {
+            // The event id is the `_id`: a field of that name would be a second one.
+            if key == "_id" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let role = match (key.as_ref(), f.id) {
+                (k, _) if k == f.time => Role::Time,
+                (k, (id, None)) if k == id => Role::Id,
+                (k, (object, Some(id))) if k == object => Role::IdIn(id),
+                _ => Role::Plain,
+            };
+            map.next_value_seed(Put {
+                slot: Slot::Key(&mut self.body, &key),
+                role,
+                id: Some(&mut self.id),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What a value is to the document.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Plain,
+    /// The event time: a date when it reads as one.
+    Time,
+    /// The event id.
+    Id,
+    /// The object holding the event id under this key.
+    IdIn(&'static str),
+}
+
+/// Where a value goes: under a key of a document, or at the end of an array.
+enum Slot<'a> {
+    Key(&'a mut RawDocumentBuf, &'a str),
+    Item(&'a mut RawArrayBuf),
+}
+
+impl Slot<'_> {
+    fn put(self, value: RawBsonRef<'_>) {
+        match self {
+            Slot::Key(doc, key) => doc.append_ref(key, value),
+            // Arrays (spans, tags) are small: their items are copied.
+            Slot::Item(array) => array.push(value.to_raw_bson()),
+        }
+    }
+}
+
+/// Reads one JSON value into its slot.
+struct Put<'a> {
+    slot: Slot<'a>,
+    role: Role,
+    id: Option<&'a mut Option<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Put<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Put<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Boolean(b));
+        Ok(())
+    }
+
+    /// The smallest BSON integer that holds it.
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<(), E> {
+        self.slot.put(match i32::try_from(i) {
+            Ok(small) => RawBsonRef::Int32(small),
+            Err(_) => RawBsonRef::Int64(i),
+        });
+        Ok(())
+    }
+
+    /// Above `i64::MAX`: a double.
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<(), E> {
+        match i64::try_from(u) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) => self.visit_f64(u as f64),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Double(x));
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        if self.role == Role::Time {
+            if let Ok(date) = ::mongodb::bson::DateTime::parse_rfc3339_str(s) {
+                self.slot.put(RawBsonRef::DateTime(date));
+                return Ok(());
+            }
+        }
+        if let (Role::Id, Some(id)) = (self.role, self.id) {
+            *id = Some(s.to_string());
+        }
+        self.slot.put(RawBsonRef::String(s));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut inner = RawDocumentBuf::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let role = match self.role {
+                Role::IdIn(id) if key == id => Role::Id,
+                _ => Role::Plain,
+            };
+            map.next_value_seed(Put {
+                slot: Slot::Key(&mut inner, &key),
+                role,
+                id: self.id.as_deref_mut(),
+            })?;
+        }
+        self.slot.put(RawBsonRef::Document(&inner));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut array = RawArrayBuf::new();
+        while seq
+            .next_element_seed(Put {
+                slot: Slot::Item(&mut array),
+                role: Role::Plain,
+                id: None,
+            })?
+            .is_some()
+        {}
+        self.slot.put(RawBsonRef::Array(&array));
+        Ok(())
+    }
+}
+
+/// A key BSON can hold: without NUL bytes; borrowed from the text when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(match s.contains('\0') {
+            true => Cow::Owned(s.replace('\0', "")),
+            false => Cow::Borrowed(s),
+        })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.replace('\0', "")))
+    }
 }
 
 /// `document` for the benchmarks: one JSON document in `format` as the transport stores it.
 #[cfg(feature = "internals")]
 pub fn bson_document(text: &[u8], format: Format) -> Result<RawDocumentBuf, String> {
     document(text, Fields::of(format))
-}
-
-/// A key BSON can hold: without NUL bytes.
-fn bson_key(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.contains('\0') {
-        std::borrow::Cow::Owned(key.replace('\0', ""))
-    } else {
-        std::borrow::Cow::Borrowed(key)
-    }
-}
-
-fn append(doc: &mut RawDocumentBuf, key: &str, value: &serde_json::Value) {
-    use serde_json::Value as J;
-    match value {
-        J::Null => doc.append_ref(key, RawBsonRef::Null),
-        J::Bool(b) => doc.append_ref(key, RawBsonRef::Boolean(*b)),
-        J::Number(n) => doc.append_ref(key, number(n)),
-        J::String(s) => doc.append_ref(key, RawBsonRef::String(s)),
-        J::Array(items) => {
-            let array = array(items);
-            doc.append_ref(key, RawBsonRef::Array(&array));
-        }
-        J::Object(map) => {
-            let mut inner = RawDocumentBuf::new();
-            for (k, v) in map {
-                append(&mut inner, &bson_key(k), v);
-            }
-            doc.append_ref(key, RawBsonRef::Document(&inner));
-        }
-    }
-}
-
-fn array(items: &[serde_json::Value]) -> RawArrayBuf {
-    use serde_json::Value as J;
-    let mut array = RawArrayBuf::new();
-    for item in items {
-        // `push` takes owned values: arrays (spans, tags) are small.
-        match item {
-            J::Null => array.push(RawBsonRef::Null.to_raw_bson()),
-            J::Bool(b) => array.push(*b),
-            J::Number(n) => array.push(number(n).to_raw_bson()),
-            J::String(s) => array.push(s.as_str()),
-            J::Array(inner) => array.push(self::array(inner)),
-            J::Object(map) => {
-                let mut inner = RawDocumentBuf::new();
-                for (k, v) in map {
-                    append(&mut inner, &bson_key(k), v);
-                }
-                array.push(inner);
-            }
-        }
-    }
-    array
-}
-
-/// A JSON number as the smallest BSON number that holds it (a `u64` above `i64::MAX` as a
-/// double).
-fn number(n: &serde_json::Number) -> RawBsonRef<'static> {
-    if let Some(i) = n.as_i64() {
-        return match i32::try_from(i) {
-            Ok(small) => RawBsonRef::Int32(small),
-            Err(_) => RawBsonRef::Int64(i),
-        };
-    }
-    RawBsonRef::Double(n.as_f64().unwrap_or(f64::NAN))
 }
 
 /// What the server said, when its reply has an `errmsg` (a reply the driver cannot read, e.g.
@@ -705,6 +835,23 @@ mod tests {
             doc.get_document("event").and_then(|e| e.get_str("id")),
             Ok("abc")
         );
+    }
+
+    #[test]
+    fn the_id_comes_first_and_a_field_named_id_is_not_a_second_one() {
+        let text = br#"{"_id":"theirs","a\"b":[{"c":null}],"event":{"kind":"x","id":"e-9"}}"#;
+        let raw = document(text, ecs()).expect("converted");
+        let keys: Vec<&str> = raw.iter().map(|e| e.expect("element").0).collect();
+        assert_eq!(keys, ["_id", "a\"b", "event"]);
+        let doc = parsed(&raw);
+        assert_eq!(doc.get_str("_id"), Ok("e-9"));
+        assert_eq!(
+            doc.get_array("a\"b").map(|a| a.len()),
+            Ok(1),
+            "an escaped key, an array of an object"
+        );
+        assert!(document(br#"{"a":1} trailing"#, ecs()).is_err());
+        assert!(document(br#"{"a":"#, ecs()).is_err());
     }
 
     #[test]
