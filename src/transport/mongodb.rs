@@ -29,11 +29,10 @@ use ::mongodb::options::{
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
-use super::{Answer, Link, MongoWriteConcern, Outcome, Signal, Transport, MAX_BSON_BYTES};
+use super::writer::{Queued, Signals, WriterLink};
+use super::{MongoWriteConcern, Outcome, Signal, Transport, MAX_BSON_BYTES};
 use crate::broker::BrokerError;
 use crate::delivery::Message;
 use crate::encoding::redact::mask_uri_passwords;
@@ -137,14 +136,14 @@ impl Mongodb {
 }
 
 impl Transport for Mongodb {
-    type Link = MongodbLink;
+    type Link = WriterLink<Job>;
 
     /// The writer task and the driver's own tasks, beside the encoding.
     fn io_threads(&self) -> usize {
         1
     }
 
-    async fn open(&self) -> Result<MongodbLink, BrokerError> {
+    async fn open(&self) -> Result<WriterLink<Job>, BrokerError> {
         let client = self.client().await?;
         let db = client.database(&self.settings.database);
         let ping = db.run_command(doc! { "ping": 1 });
@@ -158,87 +157,37 @@ impl Transport for Mongodb {
                 })
             }
         }
-        Ok(MongodbLink::start(
-            client,
-            db,
-            self.node.clone(),
-            self.settings.clone(),
-        ))
+        let (node, settings) = (self.node.clone(), self.settings.clone());
+        let writer = move |queued, signal| {
+            Writer {
+                client,
+                db,
+                node,
+                settings,
+                signal,
+            }
+            .run(queued)
+        };
+        Ok(WriterLink::start(self.node.clone(), "MongoDB", writer))
     }
 }
 
 /// A message handed to the writer task, and where its answer goes.
-struct Job {
+pub(crate) struct Job {
     collection: String,
     body: Bytes,
     ends: Vec<u32>,
     answer: oneshot::Sender<Outcome>,
 }
 
-pub(crate) struct MongodbLink {
-    node: String,
-    jobs: mpsc::UnboundedSender<Job>,
-    signals: mpsc::UnboundedReceiver<Signal>,
-    writer: JoinHandle<()>,
-}
-
-impl MongodbLink {
-    fn start(client: Client, db: Database, node: String, settings: Arc<Settings>) -> Self {
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let (signal, signals) = mpsc::unbounded_channel();
-        let writer = Writer {
-            client,
-            db,
-            node: node.clone(),
-            settings,
-            signal,
-        };
-        MongodbLink {
-            node,
-            jobs,
-            signals,
-            writer: tokio::spawn(writer.run(queued)),
-        }
-    }
-}
-
-impl Link for MongodbLink {
-    fn node(&self) -> &str {
-        &self.node
-    }
-
-    fn publish(&self, message: &Message) -> Answer {
-        let (answer, answered) = oneshot::channel();
-        let job = Job {
+impl super::writer::Job for Job {
+    fn new(message: &Message, answer: oneshot::Sender<Outcome>) -> Job {
+        Job {
             collection: message.route.clone(),
             body: message.body.clone(),
             ends: message.ends.clone(),
             answer,
-        };
-        let sent = self.jobs.send(job).is_ok();
-        Box::pin(async move {
-            match answered.await {
-                Ok(outcome) if sent => outcome,
-                _ => Outcome::Failed(BrokerError::Lost {
-                    detail: "the connection to MongoDB ended".into(),
-                }),
-            }
-        })
-    }
-
-    fn broken(&self) -> Option<BrokerError> {
-        self.writer.is_finished().then(|| BrokerError::Lost {
-            detail: "the connection to MongoDB ended".into(),
-        })
-    }
-
-    async fn signal(&mut self) -> Option<Signal> {
-        self.signals.recv().await
-    }
-
-    async fn close(self) {
-        // Unanswered messages are answered `Failed` when their senders drop: they stay ours.
-        self.writer.abort();
+        }
     }
 }
 
@@ -248,11 +197,11 @@ struct Writer {
     db: Database,
     node: String,
     settings: Arc<Settings>,
-    signal: mpsc::UnboundedSender<Signal>,
+    signal: Signals,
 }
 
 impl Writer {
-    async fn run(self, mut queued: mpsc::UnboundedReceiver<Job>) {
+    async fn run(self, mut queued: Queued<Job>) {
         while let Some(job) = queued.recv().await {
             let outcome = self.write(&job).await;
             let lost = match &outcome {
@@ -429,30 +378,7 @@ struct Converted {
 
 /// Cuts a body into its documents (at the packer's offsets, or parsed) and converts each.
 fn documents(body: &[u8], ends: &[u32], fields: Fields) -> Converted {
-    let mut texts: Vec<&[u8]> = Vec::new();
-    if body.first() == Some(&b'[') {
-        let mut start = 1;
-        let mut cut = !ends.is_empty();
-        for &end in ends {
-            match body.get(start..end as usize) {
-                Some(doc) => texts.push(doc),
-                None => {
-                    cut = false;
-                    break;
-                }
-            }
-            start = end as usize + 1;
-        }
-        if !cut {
-            texts.clear();
-            match serde_json::from_slice::<Vec<&RawValue>>(body) {
-                Ok(docs) => texts.extend(docs.into_iter().map(|d| d.get().as_bytes())),
-                Err(_) => texts.push(body),
-            }
-        }
-    } else {
-        texts.push(body);
-    }
+    let texts = super::writer::documents(body, ends);
     let mut converted = Converted {
         docs: Vec::with_capacity(texts.len()),
         refused: Vec::new(),
