@@ -10,10 +10,20 @@
 //! ```
 //!
 //! Configuration as for `init` (`LOGCOLLECT_*`); the jobs go to the durable queue
-//! `logcollect-demo-jobs` (or `--jobs-queue`) on the same broker, through the default exchange,
-//! with the trace context in their AMQP headers (`cargo run --example worker` consumes them).
-//! Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM,
+//! `logcollect-demo-jobs` (or `--jobs-queue`) on the broker of `broker_uri`, through the default
+//! exchange, with the trace context in their AMQP headers (`cargo run --example worker` consumes
+//! them). Prints `listening on http://ADDR` once it accepts connections; stops on SIGINT/SIGTERM,
 //! delivering what is queued.
+//!
+//! Any transport: the logs go where `LOGCOLLECT_TRANSPORT` says. Into MongoDB, the access events
+//! of the `http` layer and the handlers' error events land in one collection, each with its ECS
+//! `http.*` and `url.*` fields (`tests/mongodb_http.rs` checks them):
+//!
+//! ```text
+//! LOGCOLLECT_TRANSPORT=mongodb LOGCOLLECT_MONGODB__URI=mongodb://127.0.0.1:27017 \
+//!   LOGCOLLECT_MONGODB__COLLECTION=web cargo run --features http,mongodb --example web
+//! mongosh logcollect --eval 'db.web.find({"log.level": "ERROR"}).sort({"@timestamp": -1})'
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,13 +65,22 @@ impl std::error::Error for CheckoutError {
     }
 }
 
-struct Jobs {
+pub struct Jobs {
     broker_uri: String,
     queue: String,
     channel: Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Jobs {
+    /// Jobs published to `queue` on the broker of `broker_uri`, connected at the first job.
+    pub fn new(broker_uri: String, queue: String) -> Jobs {
+        Jobs {
+            broker_uri,
+            queue,
+            channel: Mutex::new(None),
+        }
+    }
+
     /// A channel in confirm mode with the queue declared, (re)connecting when needed.
     async fn channel(&self) -> Result<Channel, lapin::Error> {
         let mut slot = self.channel.lock().await;
@@ -172,6 +191,17 @@ async fn create_job(
     }
 }
 
+/// The app: its routes behind the `http` layer (one span and one access event per request).
+pub fn app(jobs: Arc<Jobs>) -> Router {
+    Router::new()
+        .route("/hello", get(hello))
+        .route("/fail", get(fail))
+        .route("/panic", get(panic))
+        .route("/jobs", post(create_job))
+        .with_state(jobs)
+        .layer(HttpLayer::new())
+}
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -208,18 +238,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shutdown_timeout = builder.config().shutdown_timeout;
     let guard = builder.init()?;
 
-    let jobs = Arc::new(Jobs {
-        broker_uri,
-        queue,
-        channel: Mutex::new(None),
-    });
-    let app = Router::new()
-        .route("/hello", get(hello))
-        .route("/fail", get(fail))
-        .route("/panic", get(panic))
-        .route("/jobs", post(create_job))
-        .with_state(jobs)
-        .layer(HttpLayer::new());
+    let app = app(Arc::new(Jobs::new(broker_uri, queue)));
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on http://{}", listener.local_addr()?);

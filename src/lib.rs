@@ -83,4 +83,7 @@ pub mod internals {
         MAX_ROUTING_KEY_BYTES,
     };
     pub use crate::identity::Identity;
+    /// One JSON document as the MongoDB transport stores it (benches/mongodb.rs).
+    #[cfg(feature = "mongodb")]
+    pub use crate::transport::mongodb::bson_document;
 }

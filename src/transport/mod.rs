@@ -13,6 +13,8 @@ pub mod mongodb;
 pub mod redis;
 #[cfg(test)]
 pub(crate) mod scripted;
+#[cfg(any(feature = "redis", feature = "mongodb"))]
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;

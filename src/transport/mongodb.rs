@@ -19,6 +19,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use ::mongodb::bson::{doc, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf};
 use ::mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use ::mongodb::options::{
@@ -26,11 +28,11 @@ use ::mongodb::options::{
 };
 use ::mongodb::{Client, Collection, Database, IndexModel};
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tokio::sync::oneshot;
 
-use super::{Answer, Link, MongoWriteConcern, Outcome, Signal, Transport, MAX_BSON_BYTES};
+use super::writer::{Queued, Signals, WriterLink};
+use super::{MongoWriteConcern, Outcome, Signal, Transport, MAX_BSON_BYTES};
 use crate::broker::BrokerError;
 use crate::delivery::Message;
 use crate::encoding::redact::mask_uri_passwords;
@@ -134,14 +136,14 @@ impl Mongodb {
 }
 
 impl Transport for Mongodb {
-    type Link = MongodbLink;
+    type Link = WriterLink<Job>;
 
     /// The writer task and the driver's own tasks, beside the encoding.
     fn io_threads(&self) -> usize {
         1
     }
 
-    async fn open(&self) -> Result<MongodbLink, BrokerError> {
+    async fn open(&self) -> Result<WriterLink<Job>, BrokerError> {
         let client = self.client().await?;
         let db = client.database(&self.settings.database);
         let ping = db.run_command(doc! { "ping": 1 });
@@ -155,87 +157,37 @@ impl Transport for Mongodb {
                 })
             }
         }
-        Ok(MongodbLink::start(
-            client,
-            db,
-            self.node.clone(),
-            self.settings.clone(),
-        ))
+        let (node, settings) = (self.node.clone(), self.settings.clone());
+        let writer = move |queued, signal| {
+            Writer {
+                client,
+                db,
+                node,
+                settings,
+                signal,
+            }
+            .run(queued)
+        };
+        Ok(WriterLink::start(self.node.clone(), "MongoDB", writer))
     }
 }
 
 /// A message handed to the writer task, and where its answer goes.
-struct Job {
+pub(crate) struct Job {
     collection: String,
     body: Bytes,
     ends: Vec<u32>,
     answer: oneshot::Sender<Outcome>,
 }
 
-pub(crate) struct MongodbLink {
-    node: String,
-    jobs: mpsc::UnboundedSender<Job>,
-    signals: mpsc::UnboundedReceiver<Signal>,
-    writer: JoinHandle<()>,
-}
-
-impl MongodbLink {
-    fn start(client: Client, db: Database, node: String, settings: Arc<Settings>) -> Self {
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let (signal, signals) = mpsc::unbounded_channel();
-        let writer = Writer {
-            client,
-            db,
-            node: node.clone(),
-            settings,
-            signal,
-        };
-        MongodbLink {
-            node,
-            jobs,
-            signals,
-            writer: tokio::spawn(writer.run(queued)),
-        }
-    }
-}
-
-impl Link for MongodbLink {
-    fn node(&self) -> &str {
-        &self.node
-    }
-
-    fn publish(&self, message: &Message) -> Answer {
-        let (answer, answered) = oneshot::channel();
-        let job = Job {
+impl super::writer::Job for Job {
+    fn new(message: &Message, answer: oneshot::Sender<Outcome>) -> Job {
+        Job {
             collection: message.route.clone(),
             body: message.body.clone(),
             ends: message.ends.clone(),
             answer,
-        };
-        let sent = self.jobs.send(job).is_ok();
-        Box::pin(async move {
-            match answered.await {
-                Ok(outcome) if sent => outcome,
-                _ => Outcome::Failed(BrokerError::Lost {
-                    detail: "the connection to MongoDB ended".into(),
-                }),
-            }
-        })
-    }
-
-    fn broken(&self) -> Option<BrokerError> {
-        self.writer.is_finished().then(|| BrokerError::Lost {
-            detail: "the connection to MongoDB ended".into(),
-        })
-    }
-
-    async fn signal(&mut self) -> Option<Signal> {
-        self.signals.recv().await
-    }
-
-    async fn close(self) {
-        // Unanswered messages are answered `Failed` when their senders drop: they stay ours.
-        self.writer.abort();
+        }
     }
 }
 
@@ -245,11 +197,11 @@ struct Writer {
     db: Database,
     node: String,
     settings: Arc<Settings>,
-    signal: mpsc::UnboundedSender<Signal>,
+    signal: Signals,
 }
 
 impl Writer {
-    async fn run(self, mut queued: mpsc::UnboundedReceiver<Job>) {
+    async fn run(self, mut queued: Queued<Job>) {
         while let Some(job) = queued.recv().await {
             let outcome = self.write(&job).await;
             let lost = match &outcome {
@@ -426,30 +378,7 @@ struct Converted {
 
 /// Cuts a body into its documents (at the packer's offsets, or parsed) and converts each.
 fn documents(body: &[u8], ends: &[u32], fields: Fields) -> Converted {
-    let mut texts: Vec<&[u8]> = Vec::new();
-    if body.first() == Some(&b'[') {
-        let mut start = 1;
-        let mut cut = !ends.is_empty();
-        for &end in ends {
-            match body.get(start..end as usize) {
-                Some(doc) => texts.push(doc),
-                None => {
-                    cut = false;
-                    break;
-                }
-            }
-            start = end as usize + 1;
-        }
-        if !cut {
-            texts.clear();
-            match serde_json::from_slice::<Vec<&RawValue>>(body) {
-                Ok(docs) => texts.extend(docs.into_iter().map(|d| d.get().as_bytes())),
-                Err(_) => texts.push(body),
-            }
-        }
-    } else {
-        texts.push(body);
-    }
+    let texts = super::writer::documents(body, ends);
     let mut converted = Converted {
         docs: Vec::with_capacity(texts.len()),
         refused: Vec::new(),
@@ -463,108 +392,241 @@ fn documents(body: &[u8], ends: &[u32], fields: Fields) -> Converted {
     converted
 }
 
-/// One JSON document as BSON: the event time a date, the event id the `_id`.
+/// One JSON document as BSON, read straight from its text (no `serde_json::Value` between):
+/// the event time a date, the event id the `_id`, first.
 fn document(text: &[u8], fields: Fields) -> Result<RawDocumentBuf, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err("not a JSON object".into());
+    use serde::de::Deserializer as _;
+    let mut top = Top {
+        fields,
+        body: RawDocumentBuf::new(),
+        id: None,
     };
-    let mut doc = RawDocumentBuf::new();
-    let id = match fields.id {
-        (key, None) => map.get(key),
-        (object, Some(key)) => map.get(object).and_then(|o| o.get(key)),
-    };
-    if let Some(serde_json::Value::String(id)) = id {
-        doc.append_ref("_id", RawBsonRef::String(id));
+    let mut reader = serde_json::Deserializer::from_slice(text);
+    let read = reader.deserialize_any(&mut top).and_then(|()| reader.end());
+    if let Err(e) = read {
+        return Err(match e.classify() {
+            serde_json::error::Category::Data => "not a JSON object".into(),
+            _ => format!("not JSON ({e})"),
+        });
     }
-    for (key, value) in &map {
-        if key == "_id" {
-            continue;
-        }
-        let key = bson_key(key);
-        if key == fields.time {
-            if let serde_json::Value::String(s) = value {
-                if let Ok(date) = ::mongodb::bson::DateTime::parse_rfc3339_str(s) {
-                    doc.append_ref(key.as_ref(), RawBsonRef::DateTime(date));
-                    continue;
-                }
-            }
-        }
-        append(&mut doc, &key, value);
+    // `_id` first, as MongoDB keeps it: its element, then the body's elements.
+    let mut head = RawDocumentBuf::new();
+    if let Some(id) = &top.id {
+        head.append_ref("_id", RawBsonRef::String(id));
     }
-    let len = doc.as_bytes().len();
-    if len > MAX_BSON_BYTES {
+    let mut bytes = head.into_bytes();
+    bytes.pop();
+    bytes.extend_from_slice(top.body.as_bytes().get(4..).unwrap_or_default());
+    let len = bytes.len();
+    let Some(header) = i32::try_from(len).ok().filter(|_| len <= MAX_BSON_BYTES) else {
         return Err(format!(
             "{len} bytes as BSON, above MongoDB's limit of {MAX_BSON_BYTES}"
         ));
-    }
-    Ok(doc)
+    };
+    bytes[..4].copy_from_slice(&header.to_le_bytes());
+    RawDocumentBuf::from_bytes(bytes).map_err(|e| format!("not BSON ({e})"))
 }
 
-/// A key BSON can hold: without NUL bytes.
-fn bson_key(key: &str) -> std::borrow::Cow<'_, str> {
-    if key.contains('\0') {
-        std::borrow::Cow::Owned(key.replace('\0', ""))
-    } else {
-        std::borrow::Cow::Borrowed(key)
-    }
+/// The top level of a document: its elements go to `body`, its event id to `id`.
+struct Top {
+    fields: Fields,
+    body: RawDocumentBuf,
+    id: Option<String>,
 }
 
-fn append(doc: &mut RawDocumentBuf, key: &str, value: &serde_json::Value) {
-    use serde_json::Value as J;
-    match value {
-        J::Null => doc.append_ref(key, RawBsonRef::Null),
-        J::Bool(b) => doc.append_ref(key, RawBsonRef::Boolean(*b)),
-        J::Number(n) => doc.append_ref(key, number(n)),
-        J::String(s) => doc.append_ref(key, RawBsonRef::String(s)),
-        J::Array(items) => {
-            let array = array(items);
-            doc.append_ref(key, RawBsonRef::Array(&array));
-        }
-        J::Object(map) => {
-            let mut inner = RawDocumentBuf::new();
-            for (k, v) in map {
-                append(&mut inner, &bson_key(k), v);
+impl<'de> Visitor<'de> for &mut Top {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let f = self.fields;
+        while let Some(key) = map.next_key_seed(Key)? {
+            // The event id is the `_id`: a field of that name would be a second one.
+            if key == "_id" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
             }
-            doc.append_ref(key, RawBsonRef::Document(&inner));
+            let role = match (key.as_ref(), f.id) {
+                (k, _) if k == f.time => Role::Time,
+                (k, (id, None)) if k == id => Role::Id,
+                (k, (object, Some(id))) if k == object => Role::IdIn(id),
+                _ => Role::Plain,
+            };
+            map.next_value_seed(Put {
+                slot: Slot::Key(&mut self.body, &key),
+                role,
+                id: Some(&mut self.id),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What a value is to the document.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Plain,
+    /// The event time: a date when it reads as one.
+    Time,
+    /// The event id.
+    Id,
+    /// The object holding the event id under this key.
+    IdIn(&'static str),
+}
+
+/// Where a value goes: under a key of a document, or at the end of an array.
+enum Slot<'a> {
+    Key(&'a mut RawDocumentBuf, &'a str),
+    Item(&'a mut RawArrayBuf),
+}
+
+impl Slot<'_> {
+    fn put(self, value: RawBsonRef<'_>) {
+        match self {
+            Slot::Key(doc, key) => doc.append_ref(key, value),
+            // Arrays (spans, tags) are small: their items are copied.
+            Slot::Item(array) => array.push(value.to_raw_bson()),
         }
     }
 }
 
-fn array(items: &[serde_json::Value]) -> RawArrayBuf {
-    use serde_json::Value as J;
-    let mut array = RawArrayBuf::new();
-    for item in items {
-        // `push` takes owned values: arrays (spans, tags) are small.
-        match item {
-            J::Null => array.push(RawBsonRef::Null.to_raw_bson()),
-            J::Bool(b) => array.push(*b),
-            J::Number(n) => array.push(number(n).to_raw_bson()),
-            J::String(s) => array.push(s.as_str()),
-            J::Array(inner) => array.push(self::array(inner)),
-            J::Object(map) => {
-                let mut inner = RawDocumentBuf::new();
-                for (k, v) in map {
-                    append(&mut inner, &bson_key(k), v);
-                }
-                array.push(inner);
-            }
-        }
-    }
-    array
+/// Reads one JSON value into its slot.
+struct Put<'a> {
+    slot: Slot<'a>,
+    role: Role,
+    id: Option<&'a mut Option<String>>,
 }
 
-/// A JSON number as the smallest BSON number that holds it (a `u64` above `i64::MAX` as a
-/// double).
-fn number(n: &serde_json::Number) -> RawBsonRef<'static> {
-    if let Some(i) = n.as_i64() {
-        return match i32::try_from(i) {
+impl<'de> DeserializeSeed<'de> for Put<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Put<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Boolean(b));
+        Ok(())
+    }
+
+    /// The smallest BSON integer that holds it.
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<(), E> {
+        self.slot.put(match i32::try_from(i) {
             Ok(small) => RawBsonRef::Int32(small),
             Err(_) => RawBsonRef::Int64(i),
-        };
+        });
+        Ok(())
     }
-    RawBsonRef::Double(n.as_f64().unwrap_or(f64::NAN))
+
+    /// Above `i64::MAX`: a double.
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<(), E> {
+        match i64::try_from(u) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) => self.visit_f64(u as f64),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<(), E> {
+        self.slot.put(RawBsonRef::Double(x));
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        if self.role == Role::Time {
+            if let Ok(date) = ::mongodb::bson::DateTime::parse_rfc3339_str(s) {
+                self.slot.put(RawBsonRef::DateTime(date));
+                return Ok(());
+            }
+        }
+        if let (Role::Id, Some(id)) = (self.role, self.id) {
+            *id = Some(s.to_string());
+        }
+        self.slot.put(RawBsonRef::String(s));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut inner = RawDocumentBuf::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let role = match self.role {
+                Role::IdIn(id) if key == id => Role::Id,
+                _ => Role::Plain,
+            };
+            map.next_value_seed(Put {
+                slot: Slot::Key(&mut inner, &key),
+                role,
+                id: self.id.as_deref_mut(),
+            })?;
+        }
+        self.slot.put(RawBsonRef::Document(&inner));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut array = RawArrayBuf::new();
+        while seq
+            .next_element_seed(Put {
+                slot: Slot::Item(&mut array),
+                role: Role::Plain,
+                id: None,
+            })?
+            .is_some()
+        {}
+        self.slot.put(RawBsonRef::Array(&array));
+        Ok(())
+    }
+}
+
+/// A key BSON can hold: without NUL bytes; borrowed from the text when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(match s.contains('\0') {
+            true => Cow::Owned(s.replace('\0', "")),
+            false => Cow::Borrowed(s),
+        })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.replace('\0', "")))
+    }
+}
+
+/// `document` for the benchmarks: one JSON document in `format` as the transport stores it.
+#[cfg(feature = "internals")]
+pub fn bson_document(text: &[u8], format: Format) -> Result<RawDocumentBuf, String> {
+    document(text, Fields::of(format))
 }
 
 /// What the server said, when its reply has an `errmsg` (a reply the driver cannot read, e.g.
@@ -699,6 +761,23 @@ mod tests {
             doc.get_document("event").and_then(|e| e.get_str("id")),
             Ok("abc")
         );
+    }
+
+    #[test]
+    fn the_id_comes_first_and_a_field_named_id_is_not_a_second_one() {
+        let text = br#"{"_id":"theirs","a\"b":[{"c":null}],"event":{"kind":"x","id":"e-9"}}"#;
+        let raw = document(text, ecs()).expect("converted");
+        let keys: Vec<&str> = raw.iter().map(|e| e.expect("element").0).collect();
+        assert_eq!(keys, ["_id", "a\"b", "event"]);
+        let doc = parsed(&raw);
+        assert_eq!(doc.get_str("_id"), Ok("e-9"));
+        assert_eq!(
+            doc.get_array("a\"b").map(|a| a.len()),
+            Ok(1),
+            "an escaped key, an array of an object"
+        );
+        assert!(document(br#"{"a":1} trailing"#, ecs()).is_err());
+        assert!(document(br#"{"a":"#, ecs()).is_err());
     }
 
     #[test]

@@ -18,11 +18,10 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError};
 use bytes::Bytes;
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
-use super::{Answer, Link, Outcome, RedisDataType, Signal, Transport};
+use super::writer::{documents, Queued, Signals, WriterLink};
+use super::{Outcome, RedisDataType, Signal, Transport};
 use crate::broker::BrokerError;
 use crate::delivery::Message;
 use crate::encoding::redact::mask_uri_passwords;
@@ -158,14 +157,14 @@ impl Redis {
 }
 
 impl Transport for Redis {
-    type Link = RedisLink;
+    type Link = WriterLink<Job>;
 
     /// The writer task and the client's connection task, beside the encoding.
     fn io_threads(&self) -> usize {
         1
     }
 
-    async fn open(&self) -> Result<RedisLink, BrokerError> {
+    async fn open(&self) -> Result<WriterLink<Job>, BrokerError> {
         let nodes = self.connector.nodes();
         if nodes.is_empty() {
             return Err(BrokerError::Unreachable {
@@ -180,7 +179,19 @@ impl Transport for Redis {
             match self.connector.connect(i).await {
                 Ok(connection) => {
                     self.next.store((i + 1) % nodes.len(), Relaxed);
-                    return Ok(RedisLink::start(connection, nodes[i].clone(), self));
+                    let (node, data_type, max_length) =
+                        (nodes[i].clone(), self.data_type, self.max_length);
+                    let writer = move |queued, signal| {
+                        Writer {
+                            connection,
+                            node,
+                            data_type,
+                            max_length,
+                            signal,
+                        }
+                        .run(queued)
+                    };
+                    return Ok(WriterLink::start(nodes[i].clone(), "Redis", writer));
                 }
                 Err(e) => errors.push(e),
             }
@@ -194,7 +205,7 @@ impl Transport for Redis {
 }
 
 /// A message handed to the writer task, and where its answer goes.
-struct Job {
+pub(crate) struct Job {
     key: String,
     events: u64,
     body: Bytes,
@@ -204,41 +215,9 @@ struct Job {
     answer: oneshot::Sender<Outcome>,
 }
 
-pub(crate) struct RedisLink {
-    node: String,
-    jobs: mpsc::UnboundedSender<Job>,
-    signals: mpsc::UnboundedReceiver<Signal>,
-    writer: JoinHandle<()>,
-}
-
-impl RedisLink {
-    fn start(connection: MultiplexedConnection, node: String, settings: &Redis) -> Self {
-        let (jobs, queued) = mpsc::unbounded_channel();
-        let (signal, signals) = mpsc::unbounded_channel();
-        let writer = Writer {
-            connection,
-            node: node.clone(),
-            data_type: settings.data_type,
-            max_length: settings.max_length,
-            signal,
-        };
-        RedisLink {
-            node,
-            jobs,
-            signals,
-            writer: tokio::spawn(writer.run(queued)),
-        }
-    }
-}
-
-impl Link for RedisLink {
-    fn node(&self) -> &str {
-        &self.node
-    }
-
-    fn publish(&self, message: &Message) -> Answer {
-        let (answer, answered) = oneshot::channel();
-        let job = Job {
+impl super::writer::Job for Job {
+    fn new(message: &Message, answer: oneshot::Sender<Outcome>) -> Job {
+        Job {
             key: message.route.clone(),
             events: message.events,
             body: message.body.clone(),
@@ -246,32 +225,7 @@ impl Link for RedisLink {
             app: message.meta.app.clone(),
             format: message.meta.format.clone(),
             answer,
-        };
-        // Sent now, in the engine's order; the writer keeps it.
-        let sent = self.jobs.send(job).is_ok();
-        Box::pin(async move {
-            match answered.await {
-                Ok(outcome) if sent => outcome,
-                _ => Outcome::Failed(BrokerError::Lost {
-                    detail: "the connection to Redis ended".into(),
-                }),
-            }
-        })
-    }
-
-    fn broken(&self) -> Option<BrokerError> {
-        self.writer.is_finished().then(|| BrokerError::Lost {
-            detail: "the connection to Redis ended".into(),
-        })
-    }
-
-    async fn signal(&mut self) -> Option<Signal> {
-        self.signals.recv().await
-    }
-
-    async fn close(self) {
-        // Unanswered messages are answered `Failed` when their senders drop: they stay ours.
-        self.writer.abort();
+        }
     }
 }
 
@@ -281,11 +235,11 @@ struct Writer {
     node: String,
     data_type: RedisDataType,
     max_length: u64,
-    signal: mpsc::UnboundedSender<Signal>,
+    signal: Signals,
 }
 
 impl Writer {
-    async fn run(mut self, mut queued: mpsc::UnboundedReceiver<Job>) {
+    async fn run(mut self, mut queued: Queued<Job>) {
         // Taken from the channel but not yet sent (a capped list's room ran out), oldest first.
         let mut waiting: VecDeque<Job> = VecDeque::new();
         // The longest capped list after the last pipeline.
@@ -465,31 +419,6 @@ impl Writer {
     }
 }
 
-/// The documents of a body: the elements of an array (cut at the packer's offsets when it
-/// gave them, else parsed), or the body itself.
-fn documents<'b>(body: &'b [u8], ends: &[u32]) -> Vec<&'b [u8]> {
-    if body.first() != Some(&b'[') {
-        return vec![body];
-    }
-    if !ends.is_empty() {
-        let mut docs = Vec::with_capacity(ends.len());
-        let mut start = 1;
-        for &end in ends {
-            match body.get(start..end as usize) {
-                Some(doc) => docs.push(doc),
-                // Offsets that do not fit the body: parse it instead.
-                None => return documents(body, &[]),
-            }
-            start = end as usize + 1;
-        }
-        return docs;
-    }
-    if let Ok(docs) = serde_json::from_slice::<Vec<&RawValue>>(body) {
-        return docs.into_iter().map(|d| d.get().as_bytes()).collect();
-    }
-    vec![body]
-}
-
 /// A node as messages show it: its URI without user name or password.
 fn describe(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
@@ -553,19 +482,5 @@ mod tests {
         );
         assert_eq!(describe("rediss://:s3cret@cache"), "rediss://cache");
         assert_eq!(describe("redis://cache:6379"), "redis://cache:6379");
-    }
-
-    #[test]
-    fn an_array_body_is_split_into_its_documents_and_an_object_is_one() {
-        let body = br#"[{"a":1},{"b":[2,3]}]"#;
-        let want = [br#"{"a":1}"#.as_slice(), br#"{"b":[2,3]}"#];
-        assert_eq!(documents(body, &[]), want, "parsed");
-        assert_eq!(
-            documents(body, &[8, 20]),
-            want,
-            "cut at the packer's offsets"
-        );
-        assert_eq!(documents(body, &[8, 99]), want, "bad offsets: parsed");
-        assert_eq!(documents(br#"{"a":1}"#, &[]), [br#"{"a":1}"#.as_slice()]);
     }
 }

@@ -98,6 +98,8 @@ def test_the_stack_has_the_expected_services(compose):
         assert services[job]["restart"] == "no"
     assert services["demo"].get("profiles") == ["demo"]
     assert services["demo-redis"].get("profiles") == ["redis-demo"]
+    assert services["mongodb"].get("profiles") == ["mongodb"]
+    assert services["demo-mongodb"].get("profiles") == ["mongodb"]
 
 
 def _volume_entries(svc):
@@ -142,6 +144,7 @@ def test_stateful_services_keep_their_data_on_named_volumes(compose):
     assert "/usr/share/logstash/data" in targets["logstash"], "persisted queue + DLQ"
     assert "/usr/share/logstash/data" in targets["logstash-redis"], "persisted queue + DLQ"
     assert "/data" in targets["redis"], "the append-only file"
+    assert "/data/db" in targets["mongodb"], "MongoDB's data files (and the users created once)"
     # Two Logstash instances never share a path.data (both profiles may run at once).
     ls = {src for src, t in _volume_entries(s["logstash"]) if t == "/usr/share/logstash/data"}
     assert ls.isdisjoint(src for src, t in _volume_entries(s["logstash-redis"]) if t == "/usr/share/logstash/data")
@@ -299,7 +302,8 @@ def profile_problems(compose: dict) -> list[str]:
     every service that runs has what it waits for (one-shot jobs run by name excepted: compose
     starts a targeted service's dependencies)."""
     problems = []
-    brokers = {"amqp": ("rabbitmq", "logstash"), "redis": ("redis", "logstash-redis")}
+    brokers = {"amqp": ("rabbitmq", "logstash"), "redis": ("redis", "logstash-redis"),
+               "mongodb": ("mongodb", "demo-mongodb")}
     for profile, own in brokers.items():
         up = active_services(compose, {profile})
         for other, theirs in brokers.items():
@@ -339,6 +343,82 @@ def test_demo_services_push_to_their_transport(compose):
     assert set(_depends_on(s["demo"])) == {"rabbitmq"} and set(_depends_on(s["demo-redis"])) == {"redis"}
     assert s["demo-redis"]["build"] == s["demo"]["build"]
     assert s["demo-redis"]["restart"] == "no"
+
+
+# --- profile mongodb: MongoDB itself is the destination ------------------------------------------
+def _resolve(value: str, env_file: dict) -> str:
+    """A compose value with its ${VAR} and ${VAR:-default} filled in from compose/.env."""
+    return re.sub(r"\$\{([A-Z_0-9]+)(?::-([^}]*))?\}",
+                  lambda g: env_file.get(g.group(1), g.group(2) or ""), value)
+
+
+def test_mongodb_profile_runs_the_official_image_and_the_demo_ships_to_it(compose, env_file):
+    s = compose["services"]
+    mongo, demo = s["mongodb"], s["demo-mongodb"]
+    assert mongo["image"] == "mongo:${MONGODB_VERSION}"
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == "${MONGODB_ROOT_PASSWORD}"
+    mounts = dict((t, src) for src, t in _volume_entries(mongo))
+    assert mounts["/docker-entrypoint-initdb.d/create-writer.js"] == "./mongodb/create-writer.js"
+    assert mounts["/data/db"] == "mongodb-data"
+    # The demo: the crate's own transport, as the least-privilege user, into that database.
+    env = {k: _resolve(v, env_file) for k, v in demo["environment"].items()}
+    assert env["LOGCOLLECT_TRANSPORT"] == "mongodb"
+    database = _resolve(mongo["environment"]["LCSTACK_MONGODB_DATABASE"], env_file)
+    assert database == env["LOGCOLLECT_MONGODB__DATABASE"] == env_file["LCSTACK_MONGODB_DATABASE"]
+    password = env_file["MONGODB_WRITER_PASSWORD"]
+    assert env["LOGCOLLECT_MONGODB__URI"] == (
+        f"mongodb://logcollect-writer:{password}@mongodb:27017/?authSource={database}")
+    assert _depends_on(demo) == {"mongodb": {"condition": "service_healthy"}}
+    assert demo["build"] == s["demo"]["build"] and demo["restart"] == "no"
+    assert "loadgen" in demo["command"]
+    # Healthy only once the writer can log in, its password read in the container.
+    test = mongo["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "--username logcollect-writer" in test[1]
+    assert '"$$MONGODB_WRITER_PASSWORD"' in test[1] and "${MONGODB_WRITER_PASSWORD}" not in test[1]
+    assert '"$$LCSTACK_MONGODB_DATABASE"' in test[1]
+    assert mongo["environment"]["MONGODB_WRITER_PASSWORD"] == "${MONGODB_WRITER_PASSWORD}"
+
+
+_MONGOSH_STUB = """
+// What the mongo image's entry point gives an init script: `db` (here a recorder) and
+// process.env; the script runs as it is, then the recorded calls are printed.
+const calls = [];
+globalThis.db = { getSiblingDB: (name) => ({ createUser: (user) => calls.push({ db: name, user }) }) };
+try {
+  require(process.argv[2]);
+  console.log(JSON.stringify({ calls }));
+} catch (e) {
+  console.log(JSON.stringify({ calls, error: String(e.message) }));
+}
+"""
+
+
+def _run_init_script(tmp_path, env: dict) -> dict:
+    import json
+    node = shutil.which("node")
+    assert node, "node runs the MongoDB init script here (apt-get install nodejs; scripts/test does)"
+    stub = tmp_path / "stub.js"
+    stub.write_text(_MONGOSH_STUB)
+    script = m.COMPOSE_DIR / "mongodb" / "create-writer.js"
+    proc = subprocess.run([node, str(stub), str(script)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_mongodb_init_script_grants_read_write_on_one_database_only(compose, env_file, tmp_path):
+    env = {k: _resolve(v, env_file) for k, v in compose["services"]["mongodb"]["environment"].items()}
+    ran = _run_init_script(tmp_path, env)
+    assert "error" not in ran, ran
+    database = env_file["LCSTACK_MONGODB_DATABASE"]
+    assert ran["calls"] == [{
+        "db": database,
+        "user": {"user": "logcollect-writer", "pwd": env_file["MONGODB_WRITER_PASSWORD"],
+                 "roles": [{"role": "readWrite", "db": database}]},
+    }]
+    # SHOWS IT BITES: without its password the script creates no user and fails.
+    ran = _run_init_script(tmp_path, {k: v for k, v in env.items() if k != "MONGODB_WRITER_PASSWORD"})
+    assert ran["calls"] == [] and "MONGODB_WRITER_PASSWORD" in ran["error"]
 
 
 def test_redis_keeps_an_append_only_file_and_never_evicts(compose, env_file):
