@@ -16,68 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logcollect::{MongoWriteConcern, TransportKind};
-use mongodb::bson::{doc, Bson, Document};
+use logcollect_test_support::mongodb::{free_port, Reader, Server};
+use mongodb::bson::{Bson, Document};
 
 const COLLECTION: &str = "web";
-
-/// An nx-27017 of the test's own on a free port; killed when dropped. (The copy of
-/// tests/mongodb_transport.rs's, until test-support holds the nx-27017 helpers.)
-struct Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path) -> Server {
-        let program = std::env::var_os("LOGCOLLECT_TEST_MONGODB_SERVER")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nx-27017")
-            });
-        assert!(
-            program.exists(),
-            "no nx-27017 at {}: install it into the project's .venv (scripts/test does: \
-             `python3 -m venv .venv && .venv/bin/pip install -r tests/elk/requirements.txt`) or \
-             name it in LOGCOLLECT_TEST_MONGODB_SERVER",
-            program.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = std::process::Command::new(&program)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["-p", &port.to_string()])
-            .arg("--log-file")
-            .arg(dir.join("server.log"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({e})", program.display()));
-        let server = Server { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nx-27017 did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One HTTP/1.1 request over a fresh connection; the status code and the `x-request-id` header.
 fn request(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -136,7 +78,7 @@ fn integer(doc: &Document, path: &str) -> i64 {
 #[test]
 fn access_and_error_events_of_the_web_app_land_in_one_collection_with_their_http_fields() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path());
+    let server = Server::start(free_port(), dir.path());
     let guard = logcollect::builder()
         .configure(|c| {
             c.transport = TransportKind::Mongodb;
@@ -179,20 +121,7 @@ fn access_and_error_events_of_the_web_app_land_in_one_collection_with_their_http
     let flushed = guard.flush(Duration::from_secs(60));
     assert!(flushed.is_complete(), "{flushed:?} {}", guard.stats());
 
-    let docs: Vec<Document> = runtime.block_on(async {
-        let client = mongodb::Client::with_uri_str(server.uri())
-            .await
-            .expect("client");
-        let coll = client
-            .database("logcollect")
-            .collection::<Document>(COLLECTION);
-        let mut cursor = coll.find(doc! {}).await.expect("find");
-        let mut docs = Vec::new();
-        while cursor.advance().await.expect("next") {
-            docs.push(cursor.deserialize_current().expect("document"));
-        }
-        docs
-    });
+    let docs = Reader::new(&server.uri()).docs(COLLECTION);
     let of_request = |id: &str| -> Vec<&Document> {
         docs.iter()
             .filter(|d| lookup(d, "http.request.id").and_then(Bson::as_str) == Some(id))
