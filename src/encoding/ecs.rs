@@ -13,7 +13,9 @@
 //! the whole path).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -21,6 +23,7 @@ use super::known::{self, Known, KnownValue};
 use super::value::{bounded, first_error, merged_fields, write_str, FieldMap, Json};
 use super::Envelope;
 use crate::capture::{CapturedEvent, FieldValue};
+use crate::identity::Identity;
 
 /// The ECS version whose field names the document follows.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -58,7 +61,7 @@ fn write_plain(
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     let max = envelope.max_field_bytes;
-    let identity = envelope.identity;
+    let parts = identity_parts(envelope.identity)?;
     out.extend_from_slice(b"{\"@timestamp\":\"");
     super::timestamp_into(event.timestamp, out);
     out.extend_from_slice(b"\",\"log\":{\"level\":");
@@ -88,9 +91,7 @@ fn write_plain(
     }
     out.extend_from_slice(b"},\"message\":");
     write_str(out, &bounded(&event.message, max));
-    out.extend_from_slice(b",\"process\":{\"pid\":");
-    json(out, &identity.pid)?;
-    out.extend_from_slice(b",\"thread\":{");
+    out.extend_from_slice(&parts.process);
     if let Some(name) = event.thread_name.as_deref() {
         out.extend_from_slice(b"\"name\":");
         write_str(out, name);
@@ -98,26 +99,10 @@ fn write_plain(
     }
     out.extend_from_slice(b"\"id\":");
     json(out, &event.thread_id)?;
-    out.extend_from_slice(b"}},\"host\":{\"hostname\":");
-    write_str(out, &identity.hostname);
-    out.extend_from_slice(b"},\"service\":{\"name\":");
-    write_str(out, &identity.service_name);
-    if let Some(version) = &identity.service_version {
-        out.extend_from_slice(b",\"version\":");
-        write_str(out, version);
-    }
-    if let Some(environment) = &identity.service_environment {
-        out.extend_from_slice(b",\"environment\":");
-        write_str(out, environment);
-    }
-    out.extend_from_slice(b"},\"event\":{\"id\":\"");
+    out.extend_from_slice(&parts.host_to_id);
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(envelope.id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.extend_from_slice(b"\",\"dataset\":");
-    write_str(out, identity.dataset());
-    out.extend_from_slice(b"},\"ecs\":{\"version\":");
-    write_str(out, ECS_VERSION);
-    out.push(b'}');
+    out.extend_from_slice(&parts.dataset_ecs);
     if let Some(trace) = &event.trace {
         out.extend_from_slice(b",\"trace\":{\"id\":\"");
         hex(out, trace.trace_id.to_u128(), 32);
@@ -127,35 +112,7 @@ fn write_plain(
         hex(out, u128::from(trace.transaction_id.to_u64()), 16);
         out.extend_from_slice(b"\"}");
     }
-    if let Some(container) = &identity.container_id {
-        out.extend_from_slice(b",\"container\":{\"id\":");
-        write_str(out, container);
-        out.push(b'}');
-    }
-    if let Some(k8s) = &identity.kubernetes {
-        let parts = [
-            (&k8s.pod_name, &b"\"pod\":{\"name\":"[..], &b"}"[..]),
-            (&k8s.namespace, &b"\"namespace\":"[..], &b""[..]),
-            (&k8s.node_name, &b"\"node\":{\"name\":"[..], &b"}"[..]),
-        ];
-        let mut first = true;
-        for (value, open, close) in parts {
-            if let Some(value) = value {
-                out.extend_from_slice(if first { b",\"kubernetes\":{" } else { b"," });
-                first = false;
-                out.extend_from_slice(open);
-                write_str(out, value);
-                out.extend_from_slice(close);
-            }
-        }
-        if !first {
-            out.push(b'}');
-        }
-    }
-    if !identity.entries.is_empty() {
-        out.extend_from_slice(b",\"labels\":");
-        json(out, &identity.entries)?;
-    }
+    out.extend_from_slice(&parts.rest);
     if !event.spans.is_empty() {
         out.extend_from_slice(b",\"spans\":[");
         for (i, span) in event.spans.iter().enumerate() {
@@ -178,6 +135,117 @@ fn write_plain(
     write_fields(event, max, out)?;
     out.push(b'}');
     Ok(())
+}
+
+/// The parts of a document that depend only on the identity, rendered once per identity (and
+/// thread): escaping the host, service and labels again for every event was a fifth of the
+/// writer's work. Held with the identity they were rendered from, compared on each use.
+struct IdentityParts {
+    identity: Identity,
+    /// `,"process":{"pid":…,"thread":{`
+    process: Vec<u8>,
+    /// `}},"host":{…},"service":{…},"event":{"id":"`
+    host_to_id: Vec<u8>,
+    /// `","dataset":…},"ecs":{…}`
+    dataset_ecs: Vec<u8>,
+    /// `container`, `kubernetes` and `labels`, when set.
+    rest: Vec<u8>,
+}
+
+impl IdentityParts {
+    fn render(identity: &Identity) -> serde_json::Result<Self> {
+        let mut process = b",\"process\":{\"pid\":".to_vec();
+        json(&mut process, &identity.pid)?;
+        process.extend_from_slice(b",\"thread\":{");
+
+        let mut host_to_id = Vec::new();
+        {
+            let out = &mut host_to_id;
+            out.extend_from_slice(b"}},\"host\":{\"hostname\":");
+            write_str(out, &identity.hostname);
+            out.extend_from_slice(b"},\"service\":{\"name\":");
+            write_str(out, &identity.service_name);
+            if let Some(version) = &identity.service_version {
+                out.extend_from_slice(b",\"version\":");
+                write_str(out, version);
+            }
+            if let Some(environment) = &identity.service_environment {
+                out.extend_from_slice(b",\"environment\":");
+                write_str(out, environment);
+            }
+            out.extend_from_slice(b"},\"event\":{\"id\":\"");
+        }
+
+        let mut dataset_ecs = Vec::new();
+        {
+            let out = &mut dataset_ecs;
+            out.extend_from_slice(b"\",\"dataset\":");
+            write_str(out, identity.dataset());
+            out.extend_from_slice(b"},\"ecs\":{\"version\":");
+            write_str(out, ECS_VERSION);
+            out.push(b'}');
+        }
+
+        let mut rest = Vec::new();
+        {
+            let out = &mut rest;
+            if let Some(container) = &identity.container_id {
+                out.extend_from_slice(b",\"container\":{\"id\":");
+                write_str(out, container);
+                out.push(b'}');
+            }
+            if let Some(k8s) = &identity.kubernetes {
+                let parts = [
+                    (&k8s.pod_name, &b"\"pod\":{\"name\":"[..], &b"}"[..]),
+                    (&k8s.namespace, &b"\"namespace\":"[..], &b""[..]),
+                    (&k8s.node_name, &b"\"node\":{\"name\":"[..], &b"}"[..]),
+                ];
+                let mut first = true;
+                for (value, open, close) in parts {
+                    if let Some(value) = value {
+                        out.extend_from_slice(if first { b",\"kubernetes\":{" } else { b"," });
+                        first = false;
+                        out.extend_from_slice(open);
+                        write_str(out, value);
+                        out.extend_from_slice(close);
+                    }
+                }
+                if !first {
+                    out.push(b'}');
+                }
+            }
+            if !identity.entries.is_empty() {
+                out.extend_from_slice(b",\"labels\":");
+                json(out, &identity.entries)?;
+            }
+        }
+        Ok(IdentityParts {
+            identity: identity.clone(),
+            process,
+            host_to_id,
+            dataset_ecs,
+            rest,
+        })
+    }
+}
+
+thread_local! {
+    static PARTS: RefCell<Option<Rc<IdentityParts>>> = const { RefCell::new(None) };
+}
+
+/// The rendered parts of `identity`: this thread's last ones if they were rendered from an
+/// equal identity, else new ones.
+fn identity_parts(identity: &Identity) -> serde_json::Result<Rc<IdentityParts>> {
+    PARTS.with(|cell| {
+        if let Some(parts) = &*cell.borrow() {
+            if parts.identity == *identity {
+                return Ok(parts.clone());
+            }
+        }
+        let parts = Rc::new(IdentityParts::render(identity)?);
+        *cell.borrow_mut() = Some(parts.clone());
+        Ok(parts)
+    })
 }
 
 /// The low `digits` hex digits of `value`, lower case, zero-padded (as W3C trace context and
