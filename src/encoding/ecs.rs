@@ -258,8 +258,57 @@ fn hex(out: &mut Vec<u8>, value: u128, digits: u32) {
 }
 
 /// `"fields":{…}`: span fields root to leaf, then the event's, merged by name as
-/// [`merged_fields`] does (first place, last value), without building the merged list.
+/// [`merged_fields`] does (first place, last value), without building the merged list. Up to
+/// [`FLAT`] fields are looked over in an array on the stack (walking the spans' lists again for
+/// each field cost more than writing them).
 fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let all = || {
+        event
+            .spans
+            .iter()
+            .flat_map(|span| span.fields.iter())
+            .chain(event.fields.iter())
+    };
+    let mut flat: [(&str, Option<&FieldValue>); FLAT] = [("", None); FLAT];
+    let mut n = 0;
+    for (name, value) in all() {
+        let Some(slot) = flat.get_mut(n) else {
+            return write_many_fields(event, max, out);
+        };
+        *slot = (name, Some(value));
+        n += 1;
+    }
+    let flat = &flat[..n];
+    // Names of one call site are the same `&'static str`: equal pointers answer at once.
+    let same = |a: &str, b: &str| a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a == b);
+    let mut first = true;
+    for (i, &(name, _)) in flat.iter().enumerate() {
+        if flat[..i].iter().any(|&(earlier, _)| same(earlier, name)) {
+            continue;
+        }
+        let last = flat[i..]
+            .iter()
+            .rev()
+            .find(|&&(other, _)| same(other, name));
+        if let Some(&(_, Some(value))) = last {
+            write_field(out, &mut first, name, value, max)?;
+        }
+    }
+    if !first {
+        out.push(b'}');
+    }
+    Ok(())
+}
+
+/// Fields an event and its spans hold at most for [`write_fields`]'s array.
+const FLAT: usize = 32;
+
+/// [`write_fields`] for events with more than [`FLAT`] fields.
+fn write_many_fields(
+    event: &CapturedEvent,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
     let all = || {
         event
             .spans
@@ -278,17 +327,29 @@ fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_j
             .last()
             .map(|(_, v)| v);
         let Some(value) = value else { continue };
-        out.extend_from_slice(if first { b",\"fields\":{" } else { b"," });
-        first = false;
-        write_str(out, name);
-        out.push(b':');
-        match value {
-            FieldValue::Str(v) => write_str(out, &bounded(v, max)),
-            _ => json(out, &Json(value, max))?,
-        }
+        write_field(out, &mut first, name, value, max)?;
     }
     if !first {
         out.push(b'}');
+    }
+    Ok(())
+}
+
+/// One `name:value` of `fields`, opening the object before the first.
+fn write_field(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    name: &str,
+    value: &FieldValue,
+    max: usize,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(if *first { b",\"fields\":{" } else { b"," });
+    *first = false;
+    write_str(out, name);
+    out.push(b':');
+    match value {
+        FieldValue::Str(v) => write_str(out, &bounded(v, max)),
+        _ => json(out, &Json(value, max))?,
     }
     Ok(())
 }
@@ -634,6 +695,38 @@ mod tests {
             let expected = general(&event, &envelope);
             prop_assert_eq!(String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&expected));
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn many_fields_and_equal_names_at_other_addresses_merge_as_the_general_form_does() {
+        let identity = test_support::identity();
+        let envelope = Envelope {
+            id: Uuid::nil(),
+            identity: &identity,
+            max_field_bytes: 0,
+        };
+        // The same name as the span's `req`, from another allocation.
+        let req: &'static str = Box::leak(String::from("req").into_boxed_str());
+        for count in [3, FLAT, FLAT + 5] {
+            let names: Vec<&'static str> = (0..count)
+                .map(|i| &*Box::leak(format!("f{}", i % 7).into_boxed_str()))
+                .collect();
+            let mut fields: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (*name, FieldValue::I64(i as i64)))
+                .collect();
+            fields.push((req, FieldValue::Str("event's".into())));
+            let e = test_support::event(fields);
+            let bytes = plain(&e, &envelope);
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&general(&e, &envelope)),
+                "{count} fields"
+            );
+            let d: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(d["fields"]["req"], "event's");
         }
     }
 
