@@ -138,8 +138,8 @@ fn write_plain(
 }
 
 /// The parts of a document that depend only on the identity, rendered once per identity (and
-/// thread): escaping the host, service and labels again for every event was a fifth of the
-/// writer's work. Held with the identity they were rendered from, compared on each use.
+/// thread): escaping the host, service and labels again for every event was a tenth of the
+/// writer's instructions. Held with the identity they were rendered from, compared on each use.
 struct IdentityParts {
     identity: Identity,
     /// `,"process":{"pid":…,"thread":{`
