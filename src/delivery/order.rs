@@ -55,7 +55,8 @@ impl Order {
                 return None;
             }
         }
-        let mut drained = Vec::new();
+        // Sized once: grown event by event, a pass of thousands reallocated and copied it.
+        let mut drained = Vec::with_capacity(budget.min(shared.queue.len()));
         while drained.len() < budget {
             let Some(event) = shared.queue.pop() else {
                 break;

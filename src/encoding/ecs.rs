@@ -13,7 +13,9 @@
 //! the whole path).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -21,6 +23,7 @@ use super::known::{self, Known, KnownValue};
 use super::value::{bounded, first_error, merged_fields, write_str, FieldMap, Json};
 use super::Envelope;
 use crate::capture::{CapturedEvent, FieldValue};
+use crate::identity::Identity;
 
 /// The ECS version whose field names the document follows.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -58,7 +61,7 @@ fn write_plain(
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     let max = envelope.max_field_bytes;
-    let identity = envelope.identity;
+    let parts = identity_parts(envelope.identity)?;
     out.extend_from_slice(b"{\"@timestamp\":\"");
     super::timestamp_into(event.timestamp, out);
     out.extend_from_slice(b"\",\"log\":{\"level\":");
@@ -88,9 +91,7 @@ fn write_plain(
     }
     out.extend_from_slice(b"},\"message\":");
     write_str(out, &bounded(&event.message, max));
-    out.extend_from_slice(b",\"process\":{\"pid\":");
-    json(out, &identity.pid)?;
-    out.extend_from_slice(b",\"thread\":{");
+    out.extend_from_slice(&parts.process);
     if let Some(name) = event.thread_name.as_deref() {
         out.extend_from_slice(b"\"name\":");
         write_str(out, name);
@@ -98,26 +99,10 @@ fn write_plain(
     }
     out.extend_from_slice(b"\"id\":");
     json(out, &event.thread_id)?;
-    out.extend_from_slice(b"}},\"host\":{\"hostname\":");
-    write_str(out, &identity.hostname);
-    out.extend_from_slice(b"},\"service\":{\"name\":");
-    write_str(out, &identity.service_name);
-    if let Some(version) = &identity.service_version {
-        out.extend_from_slice(b",\"version\":");
-        write_str(out, version);
-    }
-    if let Some(environment) = &identity.service_environment {
-        out.extend_from_slice(b",\"environment\":");
-        write_str(out, environment);
-    }
-    out.extend_from_slice(b"},\"event\":{\"id\":\"");
+    out.extend_from_slice(&parts.host_to_id);
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(envelope.id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.extend_from_slice(b"\",\"dataset\":");
-    write_str(out, identity.dataset());
-    out.extend_from_slice(b"},\"ecs\":{\"version\":");
-    write_str(out, ECS_VERSION);
-    out.push(b'}');
+    out.extend_from_slice(&parts.dataset_ecs);
     if let Some(trace) = &event.trace {
         out.extend_from_slice(b",\"trace\":{\"id\":\"");
         hex(out, trace.trace_id.to_u128(), 32);
@@ -127,35 +112,7 @@ fn write_plain(
         hex(out, u128::from(trace.transaction_id.to_u64()), 16);
         out.extend_from_slice(b"\"}");
     }
-    if let Some(container) = &identity.container_id {
-        out.extend_from_slice(b",\"container\":{\"id\":");
-        write_str(out, container);
-        out.push(b'}');
-    }
-    if let Some(k8s) = &identity.kubernetes {
-        let parts = [
-            (&k8s.pod_name, &b"\"pod\":{\"name\":"[..], &b"}"[..]),
-            (&k8s.namespace, &b"\"namespace\":"[..], &b""[..]),
-            (&k8s.node_name, &b"\"node\":{\"name\":"[..], &b"}"[..]),
-        ];
-        let mut first = true;
-        for (value, open, close) in parts {
-            if let Some(value) = value {
-                out.extend_from_slice(if first { b",\"kubernetes\":{" } else { b"," });
-                first = false;
-                out.extend_from_slice(open);
-                write_str(out, value);
-                out.extend_from_slice(close);
-            }
-        }
-        if !first {
-            out.push(b'}');
-        }
-    }
-    if !identity.entries.is_empty() {
-        out.extend_from_slice(b",\"labels\":");
-        json(out, &identity.entries)?;
-    }
+    out.extend_from_slice(&parts.rest);
     if !event.spans.is_empty() {
         out.extend_from_slice(b",\"spans\":[");
         for (i, span) in event.spans.iter().enumerate() {
@@ -180,6 +137,117 @@ fn write_plain(
     Ok(())
 }
 
+/// The parts of a document that depend only on the identity, rendered once per identity (and
+/// thread): escaping the host, service and labels again for every event was a tenth of the
+/// writer's instructions. Held with the identity they were rendered from, compared on each use.
+struct IdentityParts {
+    identity: Identity,
+    /// `,"process":{"pid":…,"thread":{`
+    process: Vec<u8>,
+    /// `}},"host":{…},"service":{…},"event":{"id":"`
+    host_to_id: Vec<u8>,
+    /// `","dataset":…},"ecs":{…}`
+    dataset_ecs: Vec<u8>,
+    /// `container`, `kubernetes` and `labels`, when set.
+    rest: Vec<u8>,
+}
+
+impl IdentityParts {
+    fn render(identity: &Identity) -> serde_json::Result<Self> {
+        let mut process = b",\"process\":{\"pid\":".to_vec();
+        json(&mut process, &identity.pid)?;
+        process.extend_from_slice(b",\"thread\":{");
+
+        let mut host_to_id = Vec::new();
+        {
+            let out = &mut host_to_id;
+            out.extend_from_slice(b"}},\"host\":{\"hostname\":");
+            write_str(out, &identity.hostname);
+            out.extend_from_slice(b"},\"service\":{\"name\":");
+            write_str(out, &identity.service_name);
+            if let Some(version) = &identity.service_version {
+                out.extend_from_slice(b",\"version\":");
+                write_str(out, version);
+            }
+            if let Some(environment) = &identity.service_environment {
+                out.extend_from_slice(b",\"environment\":");
+                write_str(out, environment);
+            }
+            out.extend_from_slice(b"},\"event\":{\"id\":\"");
+        }
+
+        let mut dataset_ecs = Vec::new();
+        {
+            let out = &mut dataset_ecs;
+            out.extend_from_slice(b"\",\"dataset\":");
+            write_str(out, identity.dataset());
+            out.extend_from_slice(b"},\"ecs\":{\"version\":");
+            write_str(out, ECS_VERSION);
+            out.push(b'}');
+        }
+
+        let mut rest = Vec::new();
+        {
+            let out = &mut rest;
+            if let Some(container) = &identity.container_id {
+                out.extend_from_slice(b",\"container\":{\"id\":");
+                write_str(out, container);
+                out.push(b'}');
+            }
+            if let Some(k8s) = &identity.kubernetes {
+                let parts = [
+                    (&k8s.pod_name, &b"\"pod\":{\"name\":"[..], &b"}"[..]),
+                    (&k8s.namespace, &b"\"namespace\":"[..], &b""[..]),
+                    (&k8s.node_name, &b"\"node\":{\"name\":"[..], &b"}"[..]),
+                ];
+                let mut first = true;
+                for (value, open, close) in parts {
+                    if let Some(value) = value {
+                        out.extend_from_slice(if first { b",\"kubernetes\":{" } else { b"," });
+                        first = false;
+                        out.extend_from_slice(open);
+                        write_str(out, value);
+                        out.extend_from_slice(close);
+                    }
+                }
+                if !first {
+                    out.push(b'}');
+                }
+            }
+            if !identity.entries.is_empty() {
+                out.extend_from_slice(b",\"labels\":");
+                json(out, &identity.entries)?;
+            }
+        }
+        Ok(IdentityParts {
+            identity: identity.clone(),
+            process,
+            host_to_id,
+            dataset_ecs,
+            rest,
+        })
+    }
+}
+
+thread_local! {
+    static PARTS: RefCell<Option<Rc<IdentityParts>>> = const { RefCell::new(None) };
+}
+
+/// The rendered parts of `identity`: this thread's last ones if they were rendered from an
+/// equal identity, else new ones.
+fn identity_parts(identity: &Identity) -> serde_json::Result<Rc<IdentityParts>> {
+    PARTS.with(|cell| {
+        if let Some(parts) = &*cell.borrow() {
+            if parts.identity == *identity {
+                return Ok(parts.clone());
+            }
+        }
+        let parts = Rc::new(IdentityParts::render(identity)?);
+        *cell.borrow_mut() = Some(parts.clone());
+        Ok(parts)
+    })
+}
+
 /// The low `digits` hex digits of `value`, lower case, zero-padded (as W3C trace context and
 /// the ids' `Display` write them).
 fn hex(out: &mut Vec<u8>, value: u128, digits: u32) {
@@ -190,8 +258,57 @@ fn hex(out: &mut Vec<u8>, value: u128, digits: u32) {
 }
 
 /// `"fields":{…}`: span fields root to leaf, then the event's, merged by name as
-/// [`merged_fields`] does (first place, last value), without building the merged list.
+/// [`merged_fields`] does (first place, last value), without building the merged list. Up to
+/// [`FLAT`] fields are looked over in an array on the stack (walking the spans' lists again for
+/// each field cost more than writing them).
 fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let all = || {
+        event
+            .spans
+            .iter()
+            .flat_map(|span| span.fields.iter())
+            .chain(event.fields.iter())
+    };
+    let mut flat: [(&str, Option<&FieldValue>); FLAT] = [("", None); FLAT];
+    let mut n = 0;
+    for (name, value) in all() {
+        let Some(slot) = flat.get_mut(n) else {
+            return write_many_fields(event, max, out);
+        };
+        *slot = (name, Some(value));
+        n += 1;
+    }
+    let flat = &flat[..n];
+    // Names of one call site are the same `&'static str`: equal pointers answer at once.
+    let same = |a: &str, b: &str| a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a == b);
+    let mut first = true;
+    for (i, &(name, _)) in flat.iter().enumerate() {
+        if flat[..i].iter().any(|&(earlier, _)| same(earlier, name)) {
+            continue;
+        }
+        let last = flat[i..]
+            .iter()
+            .rev()
+            .find(|&&(other, _)| same(other, name));
+        if let Some(&(_, Some(value))) = last {
+            write_field(out, &mut first, name, value, max)?;
+        }
+    }
+    if !first {
+        out.push(b'}');
+    }
+    Ok(())
+}
+
+/// Fields an event and its spans hold at most for [`write_fields`]'s array.
+const FLAT: usize = 32;
+
+/// [`write_fields`] for events with more than [`FLAT`] fields.
+fn write_many_fields(
+    event: &CapturedEvent,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
     let all = || {
         event
             .spans
@@ -210,17 +327,29 @@ fn write_fields(event: &CapturedEvent, max: usize, out: &mut Vec<u8>) -> serde_j
             .last()
             .map(|(_, v)| v);
         let Some(value) = value else { continue };
-        out.extend_from_slice(if first { b",\"fields\":{" } else { b"," });
-        first = false;
-        write_str(out, name);
-        out.push(b':');
-        match value {
-            FieldValue::Str(v) => write_str(out, &bounded(v, max)),
-            _ => json(out, &Json(value, max))?,
-        }
+        write_field(out, &mut first, name, value, max)?;
     }
     if !first {
         out.push(b'}');
+    }
+    Ok(())
+}
+
+/// One `name:value` of `fields`, opening the object before the first.
+fn write_field(
+    out: &mut Vec<u8>,
+    first: &mut bool,
+    name: &str,
+    value: &FieldValue,
+    max: usize,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(if *first { b",\"fields\":{" } else { b"," });
+    *first = false;
+    write_str(out, name);
+    out.push(b':');
+    match value {
+        FieldValue::Str(v) => write_str(out, &bounded(v, max)),
+        _ => json(out, &Json(value, max))?,
     }
     Ok(())
 }
@@ -566,6 +695,38 @@ mod tests {
             let expected = general(&event, &envelope);
             prop_assert_eq!(String::from_utf8_lossy(&bytes), String::from_utf8_lossy(&expected));
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn many_fields_and_equal_names_at_other_addresses_merge_as_the_general_form_does() {
+        let identity = test_support::identity();
+        let envelope = Envelope {
+            id: Uuid::nil(),
+            identity: &identity,
+            max_field_bytes: 0,
+        };
+        // The same name as the span's `req`, from another allocation.
+        let req: &'static str = Box::leak(String::from("req").into_boxed_str());
+        for count in [3, FLAT, FLAT + 5] {
+            let names: Vec<&'static str> = (0..count)
+                .map(|i| &*Box::leak(format!("f{}", i % 7).into_boxed_str()))
+                .collect();
+            let mut fields: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| (*name, FieldValue::I64(i as i64)))
+                .collect();
+            fields.push((req, FieldValue::Str("event's".into())));
+            let e = test_support::event(fields);
+            let bytes = plain(&e, &envelope);
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&general(&e, &envelope)),
+                "{count} fields"
+            );
+            let d: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(d["fields"]["req"], "event's");
         }
     }
 

@@ -100,7 +100,37 @@ pub(crate) fn timestamp_into(time: std::time::SystemTime, out: &mut Vec<u8>) {
     };
     let secs = since.as_secs();
     let (days, of_day) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`, for days ≥ 0).
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    // Consecutive events share their day: its date is worked out once per thread and day.
+    thread_local! {
+        static DAY: std::cell::Cell<(u64, [u8; 10])> = const { std::cell::Cell::new((u64::MAX, [0; 10])) };
+    }
+    let date = DAY.with(|day| match day.get() {
+        (cached, date) if cached == days => date,
+        _ => {
+            let date = civil_date(days);
+            day.set((days, date));
+            date
+        }
+    });
+    buf[..10].copy_from_slice(&date);
+    put_digits(&mut buf, 11, 2, of_day / 3600);
+    put_digits(&mut buf, 14, 2, of_day / 60 % 60);
+    put_digits(&mut buf, 17, 2, of_day % 60);
+    put_digits(&mut buf, 20, 6, u64::from(since.subsec_micros()));
+    out.extend_from_slice(&buf);
+}
+
+/// `n`'s low `width` decimal digits into `buf` at `at`, zero-padded.
+fn put_digits(buf: &mut [u8], at: usize, width: usize, mut n: u64) {
+    for b in buf[at..at + width].iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// `YYYY-MM-DD` of a day since 1970-01-01 (H. Hinnant's `civil_from_days`, for days ≥ 0).
+fn civil_date(days: u64) -> [u8; 10] {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -110,21 +140,11 @@ pub(crate) fn timestamp_into(time: std::time::SystemTime, out: &mut Vec<u8>) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut buf = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut n: u64| {
-        for i in (at..at + width).rev() {
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, of_day / 3600);
-    put(14, 2, of_day / 60 % 60);
-    put(17, 2, of_day % 60);
-    put(20, 6, u64::from(since.subsec_micros()));
-    out.extend_from_slice(&buf);
+    let mut date = *b"0000-00-00";
+    put_digits(&mut date, 0, 4, year);
+    put_digits(&mut date, 5, 2, month);
+    put_digits(&mut date, 8, 2, day);
+    date
 }
 
 /// A UUID v7 whose time part is the event's time, so ids sort like the events.

@@ -30,6 +30,20 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    // Nearly every string has nothing to escape: told in whole 16-byte steps (the tail
+    // padded), then copied in one piece.
+    let mut chunks = bytes.chunks_exact(16);
+    let full_clean = chunks.by_ref().fold(true, |all, c| {
+        all & c.iter().fold(true, |all, &b| all & plain(b))
+    });
+    let tail = chunks.remainder();
+    let mut padded = [b' '; 16];
+    padded[..tail.len()].copy_from_slice(tail);
+    if full_clean && padded.iter().fold(true, |all, &b| all & plain(b)) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (n, chunk) in bytes.chunks(16).enumerate() {
         if chunk.iter().fold(true, |all, &b| all & plain(b)) {
