@@ -574,3 +574,29 @@ fn an_event_above_the_bson_limit_is_dropped_as_oversize_even_with_no_size_limit_
     assert_eq!((stats.confirmed, stats.dropped.oversize), (1, 1), "{stats}");
     assert_each_once(&Reader::new(&server.uri()).docs("logs"), 1);
 }
+
+/// A collection name the server will never take (MongoDB: `$` is not allowed) is the events'
+/// route, not a failing link: its events are counted refused (checked before asking the server),
+/// not sent again forever, and the link is kept.
+#[test]
+fn events_bound_for_a_collection_name_the_server_refuses_are_counted_refused_not_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(free_port(), dir.path());
+    let (layer, guard) = logcollect::builder()
+        .configure(|c| {
+            configure(c, &server.uri());
+            c.mongodb.collection = "logs$bad".into();
+        })
+        .build()
+        .expect("build");
+    log(layer, 0..120);
+    let flushed = guard.flush(Duration::from_secs(60));
+    let stats = guard.stats();
+    assert!(flushed.is_complete(), "{flushed:?} {stats}");
+    assert_eq!(
+        (stats.accepted, stats.confirmed, stats.dropped.refused),
+        (120, 0, 120),
+        "{stats}"
+    );
+    assert_eq!(stats.reconnects, 0, "the link is not replaced: {stats}");
+}

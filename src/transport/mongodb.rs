@@ -45,6 +45,24 @@ const DUPLICATE_KEY: i32 = 11000;
 const STATE_CHANGE: &[i32] = &[91, 189, 10107, 11600, 11602, 13435, 13436];
 /// `NamespaceExists`: a collection created meanwhile.
 const NAMESPACE_EXISTS: i32 = 48;
+/// `InvalidNamespace`: a collection name the server never takes.
+const INVALID_NAMESPACE: i32 = 73;
+
+/// Why MongoDB would refuse `name` as a collection of `database`, checked before asking it (its
+/// naming rules): a name from a template may be anything an event carries.
+fn bad_collection_name(name: &str, database: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the name is empty")
+    } else if name.contains(['$', '\0']) {
+        Some("a name may not contain `$` or NUL")
+    } else if name.starts_with("system.") {
+        Some("`system.` names are the server's own")
+    } else if database.len().saturating_add(1).saturating_add(name.len()) > 255 {
+        Some("`database.collection` is longer than 255 bytes")
+    } else {
+        None
+    }
+}
 
 /// The fields a format names its time, id, service and level with.
 #[derive(Debug, Clone, Copy)]
@@ -220,8 +238,26 @@ impl Writer {
     async fn write(&self, job: &Job) -> Outcome {
         let converted = documents(&job.body, &job.ends, self.settings.fields);
         let collection = job.collection.as_str();
+        let never_taken = |why: String| {
+            let n = converted.docs.len() + converted.refused.len();
+            refused(
+                n as u64,
+                format!(
+                    "collection `{collection}` refused: {why}; set `mongodb.collection` to a \
+                     valid collection name"
+                ),
+            )
+        };
+        if let Some(why) = bad_collection_name(collection, &self.settings.database) {
+            return never_taken(why.to_string());
+        }
         if let Err(e) = self.prepare(collection).await {
-            return Outcome::Failed(e);
+            // A name the server refuses is the events' route, not the link: sending them again
+            // would be refused again, forever.
+            if code_of(&e) == Some(INVALID_NAMESPACE) {
+                return never_taken(format!("by MongoDB: {}", words(&e)));
+            }
+            return Outcome::Failed(error(&self.node, &e));
         }
         let refused_here = converted.refused.len() as u64;
         if converted.docs.is_empty() {
@@ -275,7 +311,7 @@ impl Writer {
     }
 
     /// Creates the collection (capped as set) unless it exists, and its indexes, once.
-    async fn prepare(&self, name: &str) -> Result<(), BrokerError> {
+    async fn prepare(&self, name: &str) -> Result<(), MongoError> {
         let done = self
             .settings
             .prepared
@@ -290,9 +326,9 @@ impl Writer {
             .db
             .list_collection_names()
             .filter(doc! { "name": name })
-            .await
-            .map_err(|e| error(&self.node, &e))?;
-        if existing.is_empty() {
+            .await?;
+        // Compared here too: a server that ignores the filter lists every collection.
+        if !existing.iter().any(|n| n == name) {
             let mut create = self.db.create_collection(name);
             if s.capped_bytes > 0 {
                 create = create.capped(true).size(s.capped_bytes);
@@ -302,7 +338,7 @@ impl Writer {
             }
             if let Err(e) = create.await {
                 if code_of(&e) != Some(NAMESPACE_EXISTS) {
-                    return Err(error(&self.node, &e));
+                    return Err(e);
                 }
             }
         }
@@ -715,6 +751,18 @@ fn error(node: &str, e: &MongoError) -> BrokerError {
 mod tests {
     use super::*;
     use ::mongodb::bson::Bson;
+
+    #[test]
+    fn collection_names_mongodb_never_takes_are_known_before_asking() {
+        assert_eq!(bad_collection_name("logs", "logcollect"), None);
+        assert_eq!(bad_collection_name("logs.web-1", "logcollect"), None);
+        for bad in ["", "logs$x", "a\0b", "system.profile"] {
+            assert!(bad_collection_name(bad, "logcollect").is_some(), "{bad:?}");
+        }
+        let long = "x".repeat(255 - "logcollect.".len());
+        assert_eq!(bad_collection_name(&long, "logcollect"), None);
+        assert!(bad_collection_name(&format!("{long}x"), "logcollect").is_some());
+    }
 
     fn ecs() -> Fields {
         Fields::of(Format::Ecs)
