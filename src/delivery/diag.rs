@@ -54,8 +54,14 @@ impl Diagnostics {
     }
 
     /// Called periodically: reports drops at most once per interval, and once when they stop.
-    pub fn drops(&mut self, stats: &Stats) {
-        if let Some(report) = self.drop_report(stats, Instant::now()) {
+    /// `stats` is taken only when a report may be due: the shipper asks at every tick, and a
+    /// snapshot sorts the latency window.
+    pub fn drops(&mut self, stats: impl FnOnce() -> Stats) {
+        let now = Instant::now();
+        if now.duration_since(self.last_drop_report) < self.interval {
+            return;
+        }
+        if let Some(report) = self.drop_report(&stats(), now) {
             emit(&report);
         }
     }

@@ -174,7 +174,7 @@ impl Publisher<'_> {
                     if let Some(mut spool) = shared.spool() {
                         spool.sync(false);
                     }
-                    self.diag.drops(&shared.stats());
+                    self.diag.drops(|| shared.stats());
                     if let Some(after) = flow.nacks_persist(Instant::now()) {
                         return nacks_persist(counters, after);
                     }

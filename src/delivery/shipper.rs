@@ -116,7 +116,7 @@ async fn run<T: Transport>(shared: Arc<Shared>, config: ShipperConfig<T>) {
                 diag.error(reason.headline(), &reason.to_string());
             }
         }
-        diag.drops(&shared.stats());
+        diag.drops(|| shared.stats());
         let delay = backoff.next();
         if while_away(&shared, &mut order, &mut diag, tokio::time::sleep(delay))
             .await
@@ -144,7 +144,7 @@ async fn while_away<T>(
         if let Some(mut spool) = shared.spool() {
             spool.sync(false);
         }
-        diag.drops(&shared.stats());
+        diag.drops(|| shared.stats());
         tokio::select! {
             out = &mut work => return Some(out),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
