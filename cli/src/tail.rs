@@ -147,7 +147,7 @@ pub fn run(config: &Config, args: TailArgs) -> u8 {
                 return exit::USAGE;
             }
         }
-        return runtime.block_on(tail_redis(uri, &args, &filters));
+        return runtime.block_on(tail_redis(config, uri, &args, &filters));
     }
     match runtime.block_on(tail(config, &args, &filters)) {
         End::Counted | End::StdoutClosed => exit::OK,
@@ -359,8 +359,8 @@ needs them (a list has no copy for a second reader); ship to a stream instead \
 
 /// `tail --from redis://…`: the stream's entries added from now on, read with XREAD (no group,
 /// nothing taken or acknowledged).
-async fn tail_redis(uri: &str, args: &TailArgs, filters: &Filters) -> u8 {
-    let client = match from_redis::client(uri) {
+async fn tail_redis(config: &Config, uri: &str, args: &TailArgs, filters: &Filters) -> u8 {
+    let connector = match from_redis::connector(config, uri) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("logcollect tail: {e}");
@@ -376,7 +376,7 @@ async fn tail_redis(uri: &str, args: &TailArgs, filters: &Filters) -> u8 {
         }
     };
     let shown_uri = from_redis::masked(uri);
-    let mut conn = match from_redis::connect(&client, uri).await {
+    let mut conn = match from_redis::connect(&connector).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("logcollect tail: {e}");

@@ -40,6 +40,8 @@ pub struct RedisConnector {
     /// Each node's URI (it may hold a password: never shown) and its description.
     nodes: Vec<(String, String)>,
     connect_timeout: Duration,
+    /// How long an answer may take; `None` for the shipper, whose confirm timeout bounds it.
+    response_timeout: Option<Duration>,
     /// `tls_ca_file`, and `tls_cert_file` with `tls_key_file`, read when made.
     ca: Option<Vec<u8>>,
     cert_and_key: Option<(Vec<u8>, Vec<u8>)>,
@@ -75,9 +77,30 @@ impl RedisConnector {
         Ok(RedisConnector {
             nodes,
             connect_timeout: config.connect_timeout,
+            response_timeout: None,
             ca,
             cert_and_key,
         })
+    }
+
+    /// The same for a node list given apart from `redis.uri` (the command's `--from`), with
+    /// the settings' connect timeout and, for `rediss://`, their TLS files (set for another
+    /// transport, they do not apply to a plain `redis://` node).
+    pub fn with_uri(config: &Config, uri: &str) -> Result<RedisConnector, Error> {
+        let mut config = config.clone();
+        config.redis.uri = uri.to_string();
+        if !uri.trim_start().starts_with("rediss://") {
+            config.tls_ca_file = None;
+            config.tls_cert_file = None;
+            config.tls_key_file = None;
+        }
+        RedisConnector::new(&config)
+    }
+
+    /// Bounds every answer by `timeout` (a reader's blocking reads wait less than that).
+    pub fn response_timeout(mut self, timeout: Duration) -> RedisConnector {
+        self.response_timeout = Some(timeout);
+        self
     }
 
     /// The nodes as they are shown: `redis://host:port/db`, without credentials.
@@ -112,8 +135,8 @@ impl RedisConnector {
         .map_err(|e| error(node, &e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            // The engine's confirm timeout bounds an answer.
-            .set_response_timeout(None);
+            // The shipper's confirm timeout bounds an answer.
+            .set_response_timeout(self.response_timeout);
         let connecting = client.get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => Ok(connection),

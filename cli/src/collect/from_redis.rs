@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use ::redis::{AsyncConnectionConfig, Client, Value};
+use ::redis::{Client, Value};
+use logcollect::{Config, RedisConnector};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -40,32 +41,32 @@ pub fn masked(uri: &str) -> String {
     logcollect::mask_uri_passwords(uri).into_owned()
 }
 
-/// A client for `--from`, checked before anything starts (`Err` is a usage error).
-pub fn client(uri: &str) -> Result<Client, String> {
+/// The connector for `--from` (the library's, so `rediss://` trusts `tls_ca_file` and presents
+/// `tls_cert_file` as the shipper does), checked before anything starts (`Err` is a usage
+/// error).
+pub fn connector(config: &Config, uri: &str) -> Result<RedisConnector, String> {
     if !(uri.starts_with("redis://") || uri.starts_with("rediss://")) {
         return Err(format!(
             "--from {}: not a redis:// or rediss:// URI",
             masked(uri)
         ));
     }
-    Client::open(uri).map_err(|e| format!("--from {}: {}", masked(uri), masked(&e.to_string())))
+    // Parsed here, so that a malformed URI is a usage error before anything starts.
+    Client::open(uri).map_err(|e| format!("--from {}: {}", masked(uri), masked(&e.to_string())))?;
+    RedisConnector::with_uri(config, uri)
+        .map(|c| c.response_timeout(RESPONSE_TIMEOUT))
+        .map_err(|e| format!("--from {}: {e}", masked(uri)))
 }
 
-/// Connects with timeouts longer than the blocking reads (which wait at most `BLOCK`).
-pub async fn connect(client: &Client, uri: &str) -> Result<MultiplexedConnection, String> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+/// Longer than the blocking reads (which wait at most `BLOCK`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to the `--from` node.
+pub async fn connect(connector: &RedisConnector) -> Result<MultiplexedConnection, String> {
+    connector
+        .connect(0)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot connect to {}: {}",
-                masked(uri),
-                masked(&e.to_string())
-            )
-        })
+        .map_err(|e| format!("cannot connect: {e}"))
 }
 
 /// How long a read waits for new items before the loop looks at its timers again.
@@ -457,7 +458,7 @@ async fn confirm(
 
 pub(super) async fn collect(
     args: &CollectArgs,
-    client: Client,
+    connector: RedisConnector,
     mut writers: Writers,
     status: Arc<Status>,
 ) -> End {
@@ -467,7 +468,7 @@ pub(super) async fn collect(
         Err(e) => return End::Failed(e),
     };
     let consumer = consumer(args);
-    let mut conn = match connect(&client, &uri).await {
+    let mut conn = match connect(&connector).await {
         Ok(c) => c,
         Err(e) => return End::Failed(e),
     };

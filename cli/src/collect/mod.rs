@@ -319,7 +319,12 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
             return exit::FAILED;
         }
     };
-    let redis = match args.from.as_deref().map(from_redis::client).transpose() {
+    let redis = match args
+        .from
+        .as_deref()
+        .map(|uri| from_redis::connector(config, uri))
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("logcollect collect: {e}");
@@ -367,7 +372,7 @@ pub fn run(config: &Config, args: CollectArgs) -> u8 {
         }
         tokio::spawn(status.clone().measure_rate());
         Ok(match redis {
-            Some(client) => from_redis::collect(&args, client, writers, status.clone()).await,
+            Some(connector) => from_redis::collect(&args, connector, writers, status.clone()).await,
             None => collect(config, &args, writers, status.clone()).await,
         })
     });
