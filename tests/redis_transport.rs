@@ -4,7 +4,6 @@
 //! shipper back until a reader shrinks it; `WRONGTYPE` and a wrong password are named (never
 //! the password); events spooled while Redis is away are replayed into it.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logcollect::{Config, RedisDataType, TransportKind};
@@ -381,37 +380,13 @@ fn a_spool_written_under_amqp_is_replayed_into_redis() {
 
 #[test]
 fn rediss_with_the_tls_settings_and_a_client_certificate_delivers_every_event() {
-    use logcollect_test_support::certs::{self, Ca};
     const N: u64 = 200;
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("logcollect redis test CA");
-    let server_leaf = ca.server();
-    let client_leaf = ca.client("shipper");
-    let ca_file = certs::write(dir.path(), "ca.pem", &ca.pem);
-    let server_cert = certs::write(dir.path(), "server.pem", &server_leaf.cert_pem);
-    let server_key = certs::write(dir.path(), "server.key", &server_leaf.key_pem);
-    let client_cert = certs::write(dir.path(), "client.pem", &client_leaf.cert_pem);
-    let client_key = certs::write(dir.path(), "client.key", &client_leaf.key_pem);
-    let tls_port = free_port().to_string();
-    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
     // The plain port is the test's own way in; the shipper uses TLS with a client certificate.
-    let server = Server::start(
-        free_port(),
-        &[
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &path(&server_cert),
-            "--tls-key-file",
-            &path(&server_key),
-            "--tls-ca-cert-file",
-            &path(&ca_file),
-            "--tls-auth-clients",
-            "yes",
-        ],
-        dir.path(),
-    );
-    let uri = format!("rediss://localhost:{tls_port}/0");
+    let tls = logcollect_test_support::redis::TlsServer::start(dir.path());
+    let (ca_file, client_cert, client_key) = (&tls.ca_file, &tls.client_cert, &tls.client_key);
+    let server = &tls.server;
+    let uri = tls.uri();
     let (layer, guard) = logcollect::builder()
         .configure(|c| {
             configure(c, &uri, "logs", RedisDataType::List);

@@ -491,44 +491,17 @@ fn tail_from_a_list_refuses_and_takes_nothing() {
 /// certificate (`tls_cert_file`, `tls_key_file`).
 #[test]
 fn collect_from_rediss_trusts_tls_ca_file_and_presents_the_client_certificate() {
-    use logcollect_test_support::certs::{self, Ca};
-    use logcollect_test_support::redis::{free_port, Server};
     const N: u64 = 500;
     let dir = test_dir("collect-rediss");
     let files = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("logcollect collect rediss CA");
-    let server_leaf = ca.server();
-    let client_leaf = ca.client("collector");
-    let ca_file = certs::write(files.path(), "ca.pem", &ca.pem);
-    let server_cert = certs::write(files.path(), "server.pem", &server_leaf.cert_pem);
-    let server_key = certs::write(files.path(), "server.key", &server_leaf.key_pem);
-    let client_cert = certs::write(files.path(), "client.pem", &client_leaf.cert_pem);
-    let client_key = certs::write(files.path(), "client.key", &client_leaf.key_pem);
-    let tls_port = free_port().to_string();
-    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
-    let server = Server::start(
-        free_port(),
-        &[
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &path(&server_cert),
-            "--tls-key-file",
-            &path(&server_key),
-            "--tls-ca-cert-file",
-            &path(&ca_file),
-            "--tls-auth-clients",
-            "yes",
-        ],
-        files.path(),
-    );
-    let mut conn = redis::Client::open(server.url())
+    let tls = logcollect_test_support::redis::TlsServer::start(files.path());
+    let mut conn = redis::Client::open(tls.server.url())
         .and_then(|c| c.get_connection())
         .expect("the plain port");
     let key = unique("lc-rediss");
     push_list(&mut conn, &key, "tlssvc", 0..N);
     let out = dir.to_string_lossy().into_owned();
-    let from = format!("rediss://localhost:{tls_port}/0");
+    let from = tls.uri();
     // The shippers' own settings (TLS files are checked against the transport's URI).
     let from_path = PathBuf::from(&from);
     let mut collect = Proc::start_with(
@@ -536,9 +509,9 @@ fn collect_from_rediss_trusts_tls_ca_file_and_presents_the_client_certificate() 
         &[
             ("LOGCOLLECT_TRANSPORT", Path::new("redis")),
             ("LOGCOLLECT_REDIS__URI", &from_path),
-            ("LOGCOLLECT_TLS_CA_FILE", &ca_file),
-            ("LOGCOLLECT_TLS_CERT_FILE", &client_cert),
-            ("LOGCOLLECT_TLS_KEY_FILE", &client_key),
+            ("LOGCOLLECT_TLS_CA_FILE", &tls.ca_file),
+            ("LOGCOLLECT_TLS_CERT_FILE", &tls.client_cert),
+            ("LOGCOLLECT_TLS_KEY_FILE", &tls.client_key),
         ],
     );
     collect.wait_for_line("logcollect collect: reading");

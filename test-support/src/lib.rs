@@ -83,6 +83,25 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
     condition()
 }
 
+/// A port on 127.0.0.1 nothing listens on now (for a server a test starts, or a node that is
+/// down).
+pub fn free_port() -> u16 {
+    closed_port()
+}
+
+/// Waits until `what`, a server a test started, accepts connections on 127.0.0.1:`port`;
+/// panics after `within`.
+pub fn wait_until_listening(what: &str, port: u16, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {port} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on: a node that is down.
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");

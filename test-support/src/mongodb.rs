@@ -5,10 +5,9 @@
 //! Its limits: no users (every login is refused), no index on a field named `@timestamp`, a
 //! capped collection's `max` not enforced.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::mongodb::bson::{doc, Document};
 
@@ -28,13 +27,8 @@ pub fn server_program() -> PathBuf {
     )
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::free_port;
+use crate::wait_until_listening;
 
 /// An nx-27017 of the test's own, on its own port and data directory; killed when dropped.
 pub struct Server {
@@ -60,14 +54,7 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} ({e})", program.display()));
         let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nx-27017 did not listen on {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_listening("nx-27017", port, Duration::from_secs(60));
         server
     }
 
