@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{broker_with, logcollect, run_with_input, unique, Broker};
+use common::{broker_with, check_failure, logcollect, run_with_input, unique, Broker};
 use lapin::ExchangeKind;
 use serde_json::Value;
 
@@ -46,25 +46,6 @@ fn steps(report: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// The failure's step and code, after checking its shape.
-fn failure(report: &Value) -> (String, String) {
-    let f = &report["failure"];
-    assert_eq!(report["ok"], false, "{report}");
-    for key in ["headline", "detail", "fix"] {
-        assert!(
-            f[key].as_str().is_some_and(|s| !s.is_empty()),
-            "failure.{key} is empty: {report}"
-        );
-    }
-    let last = steps(report).pop().expect("a step");
-    assert_eq!(last.1, "failed", "{report}");
-    assert_eq!(last.0, f["step"], "{report}");
-    (
-        f["step"].as_str().unwrap().to_string(),
-        f["code"].as_str().unwrap().to_string(),
-    )
 }
 
 #[test]
@@ -130,7 +111,10 @@ fn a_wrong_password_is_a_refused_login() {
     let uri = broker_with(Some("not-the-password"), None, None);
     let (code, report) = check_json(&exchange, &[("LOGCOLLECT_BROKER_URI", &uri)]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("login".into(), "access_refused".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("login".into(), "access_refused".into())
+    );
     let detail = report["failure"]["detail"].as_str().unwrap();
     assert!(detail.contains("ACCESS_REFUSED"), "{detail}");
     assert!(report["failure"]["fix"]
@@ -146,7 +130,10 @@ fn an_unknown_vhost_is_named() {
     let uri = broker_with(None, Some(&vhost), None);
     let (code, report) = check_json(&exchange, &[("LOGCOLLECT_BROKER_URI", &uri)]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("login".into(), "vhost_not_found".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("login".into(), "vhost_not_found".into())
+    );
     let headline = report["failure"]["headline"].as_str().unwrap();
     assert!(headline.contains(&vhost), "{headline}");
     assert!(report["failure"]["detail"]
@@ -163,7 +150,7 @@ fn an_exchange_of_another_type_is_a_precondition_failure_explained() {
     let (code, report) = check_json(&exchange, &[]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(
-        failure(&report),
+        check_failure(&report),
         ("exchange".into(), "exchange_mismatch".into())
     );
     let f = &report["failure"];
@@ -198,7 +185,10 @@ fn no_queue_bound_means_nothing_would_reach_logstash() {
     broker.forget_exchange_later(&exchange); // check declares it
     let (code, report) = check_json(&exchange, &[]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("route".into(), "no_queue_bound".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("route".into(), "no_queue_bound".into())
+    );
     assert!(steps(&report).contains(&("publish".to_string(), "ok".to_string())));
     let f = &report["failure"];
     assert!(f["headline"]
@@ -213,7 +203,7 @@ fn no_queue_bound_means_nothing_would_reach_logstash() {
     bound.capture(&exchange, "other.#");
     let (code, report) = check_json(&exchange, &[]);
     assert_eq!(code, 1);
-    assert_eq!(failure(&report).1, "no_queue_bound");
+    assert_eq!(check_failure(&report).1, "no_queue_bound");
 }
 
 #[test]
@@ -226,7 +216,7 @@ fn a_closed_port_is_a_refused_connection() {
     let (code, report) = check_json("logstash", &[("LOGCOLLECT_BROKER_URI", &uri)]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(
-        failure(&report),
+        check_failure(&report),
         ("tcp".into(), "connection_refused".into())
     );
     assert!(report["failure"]["headline"]
@@ -250,7 +240,7 @@ fn a_port_that_never_answers_times_out_in_the_handshake() {
     drop(listener);
     assert_eq!(code, 1, "{report}");
     assert_eq!(
-        failure(&report),
+        check_failure(&report),
         ("login".into(), "handshake_timeout".into())
     );
 }
@@ -265,14 +255,17 @@ fn an_unresolvable_host_is_a_dns_failure() {
         )],
     );
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("dns".into(), "dns_failure".into()));
+    assert_eq!(check_failure(&report), ("dns".into(), "dns_failure".into()));
 }
 
 #[test]
 fn an_invalid_configuration_exits_2() {
     let (code, report) = check_json("logstash", &[("LOGCOLLECT_EXCHANGE_TYPE", "bogus")]);
     assert_eq!(code, 2, "{report}");
-    assert_eq!(failure(&report), ("config".into(), "config_invalid".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("config".into(), "config_invalid".into())
+    );
     assert!(report["failure"]["detail"]
         .as_str()
         .unwrap()

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{logcollect, run_with_input, unique};
+use common::{check_failure, logcollect, run_with_input, unique};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -49,22 +49,6 @@ fn all_ok(names: &[&str]) -> Vec<(String, String)> {
         .iter()
         .map(|n| (n.to_string(), "ok".to_string()))
         .collect()
-}
-
-/// The failure's step and code, after checking it says what, why and how to fix.
-fn failure(report: &Value) -> (String, String) {
-    let f = &report["failure"];
-    assert_eq!(report["ok"], false, "{report}");
-    for key in ["headline", "detail", "fix"] {
-        assert!(
-            f[key].as_str().is_some_and(|s| !s.is_empty()),
-            "{key} missing: {report}"
-        );
-    }
-    (
-        f["step"].as_str().unwrap_or("").to_string(),
-        f["code"].as_str().unwrap_or("").to_string(),
-    )
 }
 
 #[test]
@@ -126,7 +110,7 @@ fn a_key_of_another_type_fails_at_the_key_step() {
         ("LOGCOLLECT_REDIS__KEY", &key),
     ]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("key".into(), "wrong_type".into()));
+    assert_eq!(check_failure(&report), ("key".into(), "wrong_type".into()));
     let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
 }
 
@@ -145,7 +129,10 @@ fn a_list_at_its_cap_fails_at_the_length_step_and_gets_nothing_pushed() {
         ("LOGCOLLECT_REDIS__MAX_LENGTH", "3"),
     ]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("length".into(), "list_full".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("length".into(), "list_full".into())
+    );
     let len: u64 = redis::cmd("LLEN").arg(&key).query(&mut conn).expect("LLEN");
     assert_eq!(len, 3, "nothing pushed");
     let _: () = redis::cmd("DEL").arg(&key).query(&mut conn).expect("DEL");
@@ -161,7 +148,7 @@ fn a_wrong_password_and_an_unreachable_node_fail_at_connect_without_the_password
     let (code, report, stdout) = check(&[("LOGCOLLECT_REDIS__URI", &uri)]);
     drop(server);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("connect".into(), "refused".into()));
+    assert_eq!(check_failure(&report), ("connect".into(), "refused".into()));
     assert!(
         report["failure"]["fix"]
             .as_str()
@@ -176,7 +163,10 @@ fn a_wrong_password_and_an_unreachable_node_fail_at_connect_without_the_password
         &format!("redis://127.0.0.1:{port}/0"),
     )]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("connect".into(), "unreachable".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("connect".into(), "unreachable".into())
+    );
 
     // A list of nodes none of which answers is named by its own setting.
     let other = free_port();
@@ -185,7 +175,10 @@ fn a_wrong_password_and_an_unreachable_node_fail_at_connect_without_the_password
         &format!("redis://127.0.0.1:{port}/0,redis://127.0.0.1:{other}/0"),
     )]);
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("nodes".into(), "no_node_answers".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("nodes".into(), "no_node_answers".into())
+    );
     let headline = report["failure"]["headline"].as_str().unwrap_or_default();
     assert!(
         headline.contains("none of the 2 nodes of `redis.uri` answers"),

@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{logcollect, run_with_input, Tail};
+use common::{check_failure, logcollect, run_with_input, Tail};
 use logcollect::{Config, MongoWriteConcern, TransportKind};
 use logcollect_test_support::mongodb::{free_port, Reader, Server};
 use mongodb::bson::{doc, Bson, DateTime};
@@ -63,22 +63,6 @@ fn steps(report: &Value) -> Vec<(String, String, String)> {
             (text("step"), text("status"), text("summary"))
         })
         .collect()
-}
-
-/// The failure's step and code, after checking it says what, why and how to fix.
-fn failure(report: &Value) -> (String, String) {
-    let f = &report["failure"];
-    assert_eq!(report["ok"], false, "{report}");
-    for key in ["headline", "detail", "fix"] {
-        assert!(
-            f[key].as_str().is_some_and(|s| !s.is_empty()),
-            "{key} missing: {report}"
-        );
-    }
-    (
-        f["step"].as_str().unwrap_or("").to_string(),
-        f["code"].as_str().unwrap_or("").to_string(),
-    )
 }
 
 #[test]
@@ -294,7 +278,7 @@ fn check_fails_on_a_collection_with_other_options_and_writes_nothing() {
     let report = report.expect("report");
     assert_eq!(code, 1, "{report}");
     assert_eq!(
-        failure(&report),
+        check_failure(&report),
         ("collection".into(), "wrong_options".into())
     );
     let f = &report["failure"];
@@ -328,7 +312,10 @@ fn check_names_an_unreachable_server_and_a_refused_login_without_the_password() 
     );
     let report = report.expect("report");
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("connect".into(), "unreachable".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("connect".into(), "unreachable".into())
+    );
     assert_eq!(
         report["failure"]["headline"],
         format!("127.0.0.1:{port}: MongoDB does not answer")
@@ -343,7 +330,7 @@ fn check_names_an_unreachable_server_and_a_refused_login_without_the_password() 
     let (code, report, stdout) = check(true, &[("LOGCOLLECT_MONGODB__URI", &uri)]);
     let report = report.expect("report");
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("login".into(), "refused".into()));
+    assert_eq!(check_failure(&report), ("login".into(), "refused".into()));
     assert_eq!(
         report["failure"]["headline"],
         format!("127.0.0.1:{}: the server refused the login", server.port)
@@ -370,7 +357,10 @@ fn check_names_an_unreachable_server_and_a_refused_login_without_the_password() 
     let (code, report, _) = check(true, &[("LOGCOLLECT_MONGODB__URI", &uri)]);
     let report = report.expect("report");
     assert_eq!(code, 1, "{report}");
-    assert_eq!(failure(&report), ("nodes".into(), "no_node_answers".into()));
+    assert_eq!(
+        check_failure(&report),
+        ("nodes".into(), "no_node_answers".into())
+    );
     let failed: Vec<_> = report["steps"]
         .as_array()
         .expect("steps")

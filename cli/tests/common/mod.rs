@@ -411,3 +411,24 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The failure of a `check --json` report: its step and code, after checking that it says
+/// what, why and how to fix, and that its step is the last one walked, failed.
+pub fn check_failure(report: &Value) -> (String, String) {
+    let f = &report["failure"];
+    assert_eq!(report["ok"], false, "{report}");
+    for key in ["headline", "detail", "fix"] {
+        assert!(
+            f[key].as_str().is_some_and(|s| !s.is_empty()),
+            "failure.{key} is empty: {report}"
+        );
+    }
+    let last = report["steps"]
+        .as_array()
+        .and_then(|steps| steps.last())
+        .unwrap_or_else(|| panic!("no step: {report}"));
+    assert_eq!(last["status"], "failed", "{report}");
+    assert_eq!(last["step"], f["step"], "{report}");
+    let text = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+    (text("step"), text("code"))
+}
