@@ -123,8 +123,8 @@ struct Broker {
 
 impl Broker {
     fn open() -> Option<Broker> {
-        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-        use lapin::types::{AMQPValue, FieldTable, ShortString};
+        use lapin::options::QueueDeclareOptions;
+        use lapin::types::{AMQPValue, FieldTable};
 
         let url = std::env::var("LOGCOLLECT_TEST_AMQP_URL")
             .unwrap_or_else(|_| logcollect_test_support::DEFAULT_URL.to_string());
@@ -138,60 +138,31 @@ impl Broker {
             .enable_all()
             .build()
             .expect("runtime");
-        let connection = runtime.block_on(async {
-            let connection =
-                lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-                    .await
-                    .expect("connect");
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .exchange_declare(
-                    ShortString::from(exchange.as_str()),
-                    lapin::ExchangeKind::Topic,
-                    // As the shipper declares it.
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("exchange");
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-max-length-bytes".into(),
-                AMQPValue::LongLongInt(64 << 20),
-            );
-            arguments.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("drop-head".into()),
-            );
-            let queue = channel
-                .queue_declare(
-                    ShortString::from(""),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    },
-                    arguments,
-                )
-                .await
-                .expect("queue")
-                .name()
-                .clone();
-            channel
-                .queue_bind(
-                    queue,
-                    ShortString::from(exchange.as_str()),
-                    ShortString::from("#"),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-            connection
-        });
+        // Every message routed (and so confirmed) into a queue that drops its oldest beyond
+        // 64 MiB, gone with the connection.
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(64 << 20),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
+        let queue = logcollect_test_support::unique("logcollect-bench-burst-q");
+        let (connection, _channel) =
+            runtime.block_on(logcollect_test_support::declare_bound_queue(
+                &logcollect_test_support::Client::plain(url.clone()),
+                &exchange,
+                &queue,
+                "#",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                arguments,
+            ));
         Some(Broker {
             url,
             exchange,
