@@ -4,41 +4,21 @@
 //! bench thread's CPU time instead of wall time (on a shared machine, time spent waiting for a
 //! core is then not counted).
 
-use std::borrow::Cow;
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use logcollect::internals::{
-    encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, Redactor, SpanSnapshot,
+    encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity, Redactor,
 };
 use logcollect::Format;
 
 fn event() -> CapturedEvent {
-    CapturedEvent {
-        timestamp: SystemTime::now(),
-        level: tracing::Level::INFO,
-        target: Cow::Borrowed("loadgen"),
-        module_path: Some(Cow::Borrowed("loadgen")),
-        file: Some(Cow::Borrowed("examples/loadgen.rs")),
-        line: Some(90),
-        thread_name: Some(Arc::from("worker-1")),
-        thread_id: 7,
-        message: "load event".to_string(),
-        fields: vec![
-            ("seq_no", FieldValue::I64(123_456)),
-            ("worker", FieldValue::U64(1)),
-            ("payload", FieldValue::Str("x".repeat(64))),
-        ],
-        spans: vec![Arc::new(SpanSnapshot {
-            name: "loadgen_batch",
-            fields: vec![("worker", FieldValue::U64(1))],
-        })],
-        trace: None,
-    }
+    common::loadgen_event()
 }
 
 fn bench<M: Measurement>(c: &mut Criterion<M>) {

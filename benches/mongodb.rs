@@ -4,41 +4,22 @@
 //!
 //! `cargo bench --features internals,mongodb --bench mongodb`
 
-use std::borrow::Cow;
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logcollect::internals::{
-    bson_document, encode_into, event_id, CapturedEvent, Envelope, FieldValue, Identity,
-    SpanSnapshot,
+    bson_document, encode_into, event_id, CapturedEvent, Envelope, Identity,
 };
 use logcollect::Format;
 
-/// loadgen's event, as benches/encode.rs has it, inside a span with trace ids.
+/// loadgen's event with trace ids.
 fn event() -> CapturedEvent {
     CapturedEvent {
-        timestamp: SystemTime::now(),
-        level: tracing::Level::INFO,
-        target: Cow::Borrowed("loadgen"),
-        module_path: Some(Cow::Borrowed("loadgen")),
-        file: Some(Cow::Borrowed("tools/loadgen.rs")),
-        line: Some(134),
-        thread_name: Some(Arc::from("worker-1")),
-        thread_id: 7,
-        message: "load event".to_string(),
-        fields: vec![
-            ("seq_no", FieldValue::I64(123_456)),
-            ("worker", FieldValue::U64(1)),
-            ("payload", FieldValue::Str("x".repeat(64))),
-        ],
-        spans: vec![Arc::new(SpanSnapshot {
-            name: "loadgen_batch",
-            fields: vec![("worker", FieldValue::U64(1))],
-        })],
         trace: Some(logcollect::trace::SpanContext::new_root().ids()),
+        ..common::loadgen_event()
     }
 }
 
